@@ -1,0 +1,7 @@
+"""`semphase evaluate` (not implemented yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""

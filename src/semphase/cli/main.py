@@ -1,0 +1,82 @@
+"""The ``semphase`` command.
+
+Each command lives in its own module with a ``register(app)`` function; heavy libraries (torch, onnx)
+are imported inside the commands that need them, so inference commands never import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from semphase import __version__
+from semphase.cli import benchmark, data, evaluate, export, score, segment, synth, train, watch
+from semphase.cli.common import err_console
+from semphase.errors import GateFailed, InputError, describe_os_error
+
+app = typer.Typer(
+    name="semphase",
+    help="Phase segmentation of SEM micrographs: synthesize, check, train, export, segment, watch, "
+    "benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"semphase {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """semphase: train, export and run phase segmentation of SEM micrographs."""
+
+
+for _module in (synth, data, score, train, evaluate, export, segment, watch, benchmark):
+    _module.register(app)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and turn every expected failure into one line and an exit code.
+
+    Bad input -> 2, failed validation gate -> 1, Ctrl-C -> 2 (after the command cleaned up), anything
+    unexpected -> one line and 1 (``SEMPHASE_DEBUG=1`` shows the traceback).
+    """
+    try:
+        rv = app(args=argv, prog_name="semphase", standalone_mode=False)
+    except InputError as exc:
+        _fail(str(exc), exc.exit_code)
+    except GateFailed as exc:
+        _fail(str(exc), exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _fail("interrupted (Ctrl-C); finished outputs were kept, partial ones removed", 2)
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if os.environ.get("SEMPHASE_DEBUG"):
+            raise
+        _fail(describe_os_error(exc), 2)
+    except MemoryError:
+        _fail("out of memory; try a smaller --batch or --tile", 2)
+    except Exception as exc:  # a bug: still one line, unless debugging
+        if os.environ.get("SEMPHASE_DEBUG"):
+            raise
+        _fail(f"internal error: {exc.__class__.__name__}: {exc} (SEMPHASE_DEBUG=1 shows details)", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)

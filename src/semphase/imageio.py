@@ -1,0 +1,252 @@
+"""Reading micrographs and label images, writing outputs atomically.
+
+Torch-free: numpy, opencv and tifffile only. Every reader raises :class:`~semphase.errors.InputError`
+with a one-line message naming the file for anything it cannot use (missing, zero bytes, truncated,
+not an image, unexpected channel layout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+from semphase.errors import InputError
+
+#: File types semphase reads, lower-case suffixes.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """True when the suffix is one semphase reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot access ({exc.strerror or exc})", path) from None
+    if not path.is_file():
+        raise InputError("not a file", path)
+    if st.st_size == 0:
+        raise InputError("empty file (0 bytes)", path)
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, tifffile.TiffFile | None]:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages:
+                raise InputError("TIFF has no pages", path)
+            arr = tif.pages.first.asarray()
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt data
+        raise InputError(f"cannot decode TIFF ({_short(exc)})", path) from None
+    return arr, None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text[:160]
+
+
+def read_raw(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as stored: first page of a TIFF, or what OpenCV decodes unchanged.
+
+    Returns
+    -------
+    ndarray, shape (H, W) or (H, W, 3|4), dtype uint8 or uint16 (other TIFF dtypes are returned as is;
+    callers decide). Colour images from OpenCV are converted to RGB(A) order.
+    """
+    p = Path(path)
+    _check_file(p)
+    suffix = p.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        arr, _ = _read_tiff(p)
+    else:
+        data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths on Windows too
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise InputError("cannot decode image (corrupt, truncated or not an image)", p)
+        if arr.ndim == 3 and arr.shape[2] == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        elif arr.ndim == 3 and arr.shape[2] == 4:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFF
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise InputError(f"unexpected image shape {tuple(arr.shape)}", p)
+    return arr
+
+
+def to_gray(arr: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
+    """RGB/RGBA -> gray (ITU-R BT.601 luma, as OpenCV); gray passes through. Keeps dtype."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[:, :, :3]
+        if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2]):
+            return np.ascontiguousarray(rgb[:, :, 0])
+        return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    raise InputError(f"unexpected image shape {tuple(arr.shape)}", path)
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Read a micrograph as a 2-D grayscale array, uint8 or uint16 as stored.
+
+    Raises InputError for other dtypes (float, 32-bit) since their scale is unknown.
+    """
+    arr = to_gray(read_raw(path), path)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported pixel type {arr.dtype} (expected 8- or 16-bit)", path)
+    return arr
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """Read a label/mask image as a 2-D uint8 or uint16 array of raw ids.
+
+    Colour masks are accepted only when all channels are equal (a gray mask saved as RGB); anything else
+    is rejected because colours are not ids.
+    """
+    arr = read_raw(path)
+    if arr.ndim == 3:
+        rgb = arr[:, :, :3]
+        if not (np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2])):
+            raise InputError("mask is a colour image; expected one channel of integer ids", path)
+        arr = np.ascontiguousarray(rgb[:, :, 0])
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported mask pixel type {arr.dtype} (expected 8- or 16-bit)", path)
+    return arr
+
+
+def to_uint8(
+    image: np.ndarray, normalize: str = "linear", percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
+    """Map a uint8/uint16 micrograph to uint8.
+
+    ``linear``: 16-bit values are divided by 257 (rounded), so an image stored at both depths gives the
+    same pixels. ``percentile``: stretch the given percentiles to 0..255 (for dim acquisitions).
+    """
+    if normalize not in ("linear", "percentile"):
+        raise ValueError(f"normalize must be 'linear' or 'percentile', got {normalize!r}")
+    if normalize == "linear":
+        if image.dtype == np.uint8:
+            return image
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    sample = image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]
+    lo, hi = np.percentile(sample, percentiles)
+    if hi <= lo:
+        hi = lo + 1
+    scaled = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` atomically.
+
+    On any exception (Ctrl-C included) the temporary file is removed and ``path`` is untouched, so a
+    crash never leaves a half-written file under the final name. Temporary names start with ``.`` and
+    end with ``.part`` so they never look like finished outputs.
+    """
+    final = Path(path)
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot write here ({exc.strerror or exc})", folder) from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsync before the rename)."""
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise InputError(f"cannot write ({exc.strerror or exc})", path) from None
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def encode_image(array: np.ndarray, suffix: str) -> bytes:
+    """Encode gray (H, W) or RGB (H, W, 3) uint8/uint16 as PNG/BMP/JPEG/TIFF bytes."""
+    suffix = suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        import io
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+        return buf.getvalue()
+    arr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png" else []
+    ok, buf = cv2.imencode(suffix, arr, params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {suffix}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an image atomically; the format follows the suffix. RGB arrays are in RGB order."""
+    write_bytes_atomic(path, encode_image(array, Path(path).suffix))
+
+
+# ----------------------------------------------------------------------------- SEM metadata (TIFF)
+
+#: TIFF tag that FEI/Thermo Helios instruments use for their INI-style metadata (tifffile: FEI_HELIOS).
+FEI_HELIOS_TAG = 34682
+
+
+@dataclass
+class MicrographInfo:
+    """What the file says about a micrograph besides its pixels."""
+
+    pixel_size_um: float | None = None
+    #: Height of the image proper, without an appended data bar, when the vendor metadata states it.
+    image_height: int | None = None
+    vendor: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def fei_metadata_text(pixel_size_um: float, width: int, image_height: int) -> str:
+    """INI text in the layout FEI/Thermo microscopes write (tag 34682) that tifffile parses."""
+    m = pixel_size_um * 1e-6
+    return (
+        "[User]\r\nUser=semphase\r\n"
+        "[System]\r\nSystemtype=semphase synthetic\r\n"
+        f"[Scan]\r\nPixelWidth={m:.6e}\r\nPixelHeight={m:.6e}\r\n"
+        f"HorizontalFieldWidth={m * width:.6e}\r\n"
+        f"[Image]\r\nResolutionX={width}\r\nResolutionY={image_height}\r\n"
+    )
