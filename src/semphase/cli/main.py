@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from semphase import __version__
@@ -52,6 +51,10 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every expected failure into one line and an exit code.
 
@@ -64,18 +67,19 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), exc.exit_code)
     except GateFailed as exc:
         _fail(str(exc), exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted (Ctrl-C); finished outputs were kept, partial ones removed", 2)
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        sys.exit(2)
     except OSError as exc:
         if os.environ.get("SEMPHASE_DEBUG"):
             raise
         _fail(describe_os_error(exc), 2)
     except MemoryError:
         _fail("out of memory; try a smaller --batch or --tile", 2)
-    except Exception as exc:  # a bug: still one line, unless debugging
+    except Exception as exc:
+        if _is_usage_error(exc):  # click's (or typer's vendored click's) usage errors
+            exc.show(file=sys.stderr)
+            sys.exit(2)
+        # a bug: still one line, unless debugging
         if os.environ.get("SEMPHASE_DEBUG"):
             raise
         _fail(f"internal error: {exc.__class__.__name__}: {exc} (SEMPHASE_DEBUG=1 shows details)", 1)

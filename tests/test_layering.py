@@ -1,0 +1,102 @@
+"""The layering rules of docs/architecture.md, checked on the source and on a live interpreter."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "semphase"
+TORCH_NAMES = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations")
+
+# Packages and modules that must never import torch (or anything upstream of them).
+TORCH_FREE = ["phases.py", "errors.py", "imageio.py", "metrics.py", "report.py", "evaluation.py", "data", "runtime"]
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+def _files(entry: str) -> list[Path]:
+    p = SRC / entry
+    if p.is_dir():
+        return sorted(p.rglob("*.py"))
+    return [p] if p.exists() else []
+
+
+def _module_level_imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("entry", TORCH_FREE)
+def test_torch_free_modules_never_import_torch(entry):
+    for path in _files(entry):
+        # evaluation.py may load a .pt checkpoint, but only lazily inside the .pt branch.
+        imports = _module_level_imports(path) if entry == "evaluation.py" else _imports(path)
+        for name, line in imports:
+            root = name.split(".")[0]
+            assert root not in TORCH_NAMES, f"{path.relative_to(SRC)}:{line} imports {name}"
+
+
+def test_runtime_never_imports_upstream_packages():
+    for path in _files("runtime"):
+        for name, line in _imports(path):
+            assert not name.startswith(("semphase.train", "semphase.export", "semphase.benchmarks")), (
+                f"{path.relative_to(SRC)}:{line} imports {name}: runtime must not depend on upstream code"
+            )
+
+
+def test_cli_modules_import_heavy_libraries_lazily():
+    for path in _files("cli"):
+        for name, line in _module_level_imports(path):
+            root = name.split(".")[0]
+            assert root not in (*TORCH_NAMES, "onnx", "matplotlib"), (
+                f"{path.relative_to(SRC)}:{line} imports {name} at module level"
+            )
+            assert not name.startswith(("semphase.train", "semphase.export")), (
+                f"{path.relative_to(SRC)}:{line} imports {name} at module level"
+            )
+
+
+BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {names!r}:
+            raise ImportError('blocked for the layering test: ' + name)
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_base_modules_import_with_torch_unavailable():
+    modules = ["semphase.cli.main", "semphase.phases", "semphase.imageio", "semphase.metrics",
+               "semphase.data.layout", "semphase.data.check", "semphase.data.split", "semphase.data.synth",
+               "semphase.runtime.model", "semphase.runtime.segment"]
+    code = BLOCKER.format(names=set(TORCH_NAMES)) + (
+        "import importlib\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        f"leaked = sorted(n for n in sys.modules if n.split('.')[0] in {set(TORCH_NAMES)!r})\n"
+        "assert not leaked, leaked\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
