@@ -20,6 +20,10 @@ import tifffile
 
 from semphase.errors import InputError
 
+# The readers name every file they cannot decode in one line; OpenCV's own stderr chatter about the same
+# files would only bury that line.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 #: File types semphase reads, lower-case suffixes.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -75,7 +79,10 @@ def read_raw(path: str | os.PathLike) -> np.ndarray:
     if suffix in TIFF_SUFFIXES:
         arr, _ = _read_tiff(p)
     else:
-        data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths on Windows too
+        try:
+            data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths on Windows too
+        except OSError as exc:
+            raise InputError(f"cannot read ({exc.strerror or exc})", p) from None
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise InputError("cannot decode image (corrupt, truncated or not an image)", p)

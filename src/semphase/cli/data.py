@@ -1,7 +1,204 @@
-"""`semphase data` (not implemented yet)."""
+"""`semphase data check` and `semphase data split`: dataset integrity, class balance, grouped splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import typer
 
+from semphase.cli.common import console
+from semphase.errors import InputError
+
+data_app = typer.Typer(
+    name="data",
+    help="Check a segmentation dataset and make leak-free grouped train/val/test splits.",
+    no_args_is_help=True,
+)
+
+DATASET_HELP = (
+    "Dataset folder: AugmentedImages/ + AugmentedMasks/ (Zenodo) or images/ + masks/ (generic), "
+    "or a folder holding exactly one such dataset."
+)
+FRACTIONS_HELP = "Train, val, test fractions of the images, comma-separated, summing to 1."
+SEED_HELP = "Seed of the split; the same seed gives the same split."
+GROUP_REGEX_HELP = (
+    "Regex whose first capture group (or whole match) names the crop group of a file; default: "
+    "sem{mag}_x{X}_y{Y} for Zenodo names, else the file stem. Must match every name."
+)
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    from semphase.data.split import check_fractions  # noqa: PLC0415
+
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+        if len(parts) != 3:
+            raise ValueError(f"need three numbers, got {len(parts)}")
+        return check_fractions(parts)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: {exc}", param_hint="--fractions") from None
+
+
+def _writable_folder(folder: Path) -> None:
+    """Fail before the work, not after it, when an output folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder ({exc.strerror or exc})", folder) from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError("output folder is not writable", folder)
+
+
+def _writable_file(path: Path) -> None:
+    if path.is_dir():
+        raise InputError("is a folder; expected an output file name", path)
+    _writable_folder(path.parent)
+
+
+def _print_split(split: dict[str, list[str]], group_regex: str | None, report=None) -> None:
+    """Images and groups per split (and class fractions when a check report is at hand); leak check."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from semphase.data.check import split_pixel_counts  # noqa: PLC0415
+    from semphase.data.split import SPLITS, find_leaks, groups_of  # noqa: PLC0415
+
+    table = Table(title="Split", title_justify="left")
+    for column in ("split", "images", "groups"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    class_counts = split_pixel_counts(report, split) if report is not None else None
+    for name in report.table.names if report is not None else []:
+        table.add_column(name, justify="right")
+    for side in SPLITS:
+        cells = [side, str(len(split[side])), str(len(groups_of(split[side], group_regex)))]
+        if class_counts is not None:
+            counts = class_counts[side]
+            total = int(counts.sum())
+            cells += [f"{100 * c / total:.3f}%" if total else "-" for c in counts]
+        table.add_row(*cells)
+    console.print(table)
+    leaks = find_leaks(split, group_regex)
+    if leaks:  # make_split rules this out; never write a leaky split if that ever changes
+        raise RuntimeError(f"split leaks groups {', '.join(leaks[:3])}")
+    console.print("No leaks: every group lies in exactly one split.")
+
+
+@data_app.command("check")
+def check(
+    dataset: Path = typer.Argument(..., help=DATASET_HELP, show_default=False),
+    classes: Path | None = typer.Option(
+        None, "--classes", help="Class table (.json or .toml); default: the Zenodo Ni-WC table (raw 1..5)."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write counts, fractions, problems (and the split summary) to this JSON file."
+    ),
+    overlays: Path | None = typer.Option(
+        None, "--overlays", help="Write image | mask | overlay panels (PNG) into this folder."
+    ),
+    n_overlays: int = typer.Option(6, "--n-overlays", min=0, help="How many panels --overlays writes."),
+    split_out: Path | None = typer.Option(
+        None, "--split-out", help="Also write a grouped, leak-free train/val/test split to this JSON file."
+    ),
+    fractions: str = typer.Option("0.7,0.15,0.15", "--fractions", help=FRACTIONS_HELP),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
+) -> int:
+    """Check every image/mask pair, count class pixels, optionally draw panels and write a split.
+
+    Exit codes: 0 no problem found, 1 problems found (all listed), 2 unusable input or output location.
+    """
+    import json  # noqa: PLC0415
+
+    from rich.table import Table  # noqa: PLC0415
+
+    from semphase.data.check import check_dataset, report_to_dict, write_panels  # noqa: PLC0415
+    from semphase.data.split import make_split, save_split  # noqa: PLC0415
+    from semphase.imageio import write_text_atomic  # noqa: PLC0415
+    from semphase.phases import load_class_table  # noqa: PLC0415
+
+    split_fractions = _parse_fractions(fractions)
+    table = load_class_table(classes)
+    for out in (json_out, split_out):
+        if out is not None:
+            _writable_file(out)
+    if overlays is not None:
+        _writable_folder(overlays)
+
+    report = check_dataset(dataset, table)
+    if report.dataset is None:
+        problem = report.problems[0]
+        raise InputError(problem.reason, problem.path)
+    ds = report.dataset
+
+    console.print(
+        f"[bold]{ds.root}[/] ({ds.kind} layout): {len(ds.samples)} pairs, {report.n_images} readable",
+        soft_wrap=True,
+    )
+    counts = Table(title="Class pixels", title_justify="left")
+    for column, justify in (("id", "right"), ("raw id", "right"), ("class", "left"), ("pixels", "right")):
+        counts.add_column(column, justify=justify)  # type: ignore[arg-type]
+    counts.add_column("fraction", justify="right")
+    for phase in table.phases:
+        pixels = int(report.pixel_counts[phase.id])
+        counts.add_row(
+            str(phase.id),
+            str(phase.raw_id),
+            phase.name,
+            f"{pixels:,}",
+            f"{100 * report.fractions[phase.id]:.3f}%",
+        )
+    if report.ignored_pixels:
+        counts.add_row("", "", "(unknown raw ids)", f"{report.ignored_pixels:,}", "")
+    console.print(counts)
+
+    document = report_to_dict(report)
+    if split_out is not None:
+        split = make_split(list(report.per_image_counts), split_fractions, seed, group_regex)
+        _print_split(split, group_regex, report)
+        save_split(split, split_out, seed=seed, group_regex=group_regex, fractions=split_fractions)
+        left_out = len(ds.samples) - report.n_images
+        note = f" ({left_out} unreadable pairs left out)" if left_out else ""
+        console.print(f"Split written to {split_out}{note}.", soft_wrap=True)
+        document["split"] = {"path": str(split_out), "seed": seed, "group_regex": group_regex}
+        document["split"].update({side: len(names) for side, names in split.items()})
+    if overlays is not None and n_overlays > 0 and report.per_image_counts:
+        written = write_panels(report, overlays, n_overlays, group_regex)
+        console.print(f"{len(written)} overlay panels written to {overlays}.", soft_wrap=True)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(document, indent=1) + "\n")
+        console.print(f"Report written to {json_out}.", soft_wrap=True)
+
+    if report.problems:
+        console.print(f"[bold red]{len(report.problems)} problems:[/]")
+        for problem in report.problems:
+            console.print(f"  {problem}", soft_wrap=True, markup=False)
+        return 1
+    console.print("[green]No problems found.[/]")
+    return 0
+
+
+@data_app.command("split")
+def split(
+    dataset: Path = typer.Argument(..., help=DATASET_HELP, show_default=False),
+    out: Path = typer.Option(..., "--out", help="Where to write the split (JSON)."),
+    fractions: str = typer.Option("0.7,0.15,0.15", "--fractions", help=FRACTIONS_HELP),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
+) -> int:
+    """Write a grouped train/val/test split of the dataset's image/mask pairs (files are not read)."""
+    from semphase.data.layout import open_dataset  # noqa: PLC0415
+    from semphase.data.split import make_split, save_split  # noqa: PLC0415
+
+    split_fractions = _parse_fractions(fractions)
+    _writable_file(out)
+    ds = open_dataset(dataset)
+    result = make_split([s.name for s in ds.samples], split_fractions, seed, group_regex)
+    _print_split(result, group_regex)
+    save_split(result, out, seed=seed, group_regex=group_regex, fractions=split_fractions)
+    console.print(f"Split of {len(ds.samples)} pairs in {ds.root} written to {out}.", soft_wrap=True)
+    return 0
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add the ``data`` command group to ``app``."""
+    app.add_typer(data_app, name="data")
