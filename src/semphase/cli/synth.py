@@ -1,7 +1,174 @@
-"""`semphase synth` (not implemented yet)."""
+"""`semphase synth`: write a synthetic Ni-WC dataset, or one large synthetic micrograph."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import typer
 
+from semphase.cli.common import console, err_console
+from semphase.errors import InputError
+
+_TIFF = (".tif", ".tiff")
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
+
+
+def parse_size(text: str, path: Path) -> tuple[int, int]:
+    """``"8192"`` -> (8192, 8192); ``"6144x4096"`` -> (6144, 4096) as (width, height)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InputError(f"--large expects SIZE or WxH such as 8192 or 6144x4096, got {text!r}", path)
+    width = int(match.group(1))
+    height = int(match.group(2)) if match.group(2) else width
+    if width < 1 or height < 1:
+        raise InputError(f"--large size must be positive, got {text!r}", path)
+    return width, height
+
+
+def _writable_folder(folder: Path, shown: Path) -> None:
+    """Fail early (before minutes of work) when outputs cannot go to ``folder``."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError("exists and is not a folder", shown)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create folder ({exc.strerror or exc})", shown) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError("folder is not writable", shown)
+
+
+def _verb(options: list[str]) -> str:
+    return "apply" if len(options) > 1 else "applies"
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``synth`` to ``app``."""
+
+    @app.command("synth")
+    def synth(
+        out: Path = typer.Argument(
+            ...,
+            help="Dataset folder (AugmentedImages/ and AugmentedMasks/ go inside), or a .tif/.tiff file "
+            "together with --large.",
+        ),
+        groups: int | None = typer.Option(
+            None,
+            "--groups",
+            help="Dataset: number of base crops, 9 variants each (default 45, as in the Zenodo set).",
+        ),
+        size: int | None = typer.Option(None, "--size", help="Dataset: crop side in pixels (default 512)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (>= 0); the same seed gives the same bytes."),
+        large: str | None = typer.Option(
+            None,
+            "--large",
+            metavar="SIZE",
+            help="Write one large micrograph instead of a dataset: SIZE pixels square (8192) or WxH "
+            "(6144x4096). OUT must end in .tif/.tiff; the truth labels go to <stem>_truth.png.",
+        ),
+        databar: int | None = typer.Option(
+            None, "--databar", metavar="PX", help="Large: append an SEM data bar of PX rows (truth 255)."
+        ),
+        pixel_size_um: float | None = typer.Option(
+            None,
+            "--pixel-size-um",
+            help="Large: pixel size in micrometres, written as FEI metadata and TIFF resolution.",
+        ),
+        magnification: int | None = typer.Option(
+            None, "--magnification", help="Large: magnification, scales the features (default 700)."
+        ),
+    ) -> None:
+        """Write synthetic Ni-WC SEM micrographs with exact truth masks (Zenodo layout or one large TIFF)."""
+        is_tiff = out.suffix.lower() in _TIFF
+        if seed < 0:
+            raise InputError(f"--seed must be >= 0, got {seed}", out)
+        if large is None:
+            if is_tiff:
+                raise InputError("a .tif output is a single large micrograph: add --large SIZE", out)
+            given = [
+                n
+                for n, v in (
+                    ("--databar", databar),
+                    ("--pixel-size-um", pixel_size_um),
+                    ("--magnification", magnification),
+                )
+                if v is not None
+            ]
+            if given:
+                raise InputError(f"{', '.join(given)} {_verb(given)} only with --large", out)
+            _write_dataset(out, 45 if groups is None else groups, 512 if size is None else size, seed)
+            return
+        if not is_tiff:
+            raise InputError("--large writes a TIFF: name the output .tif or .tiff", out)
+        given = [n for n, v in (("--groups", groups), ("--size", size)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} {_verb(given)} only to datasets, not with --large", out)
+        width, height = parse_size(large, out)
+        bar = 0 if databar is None else databar
+        if bar < 0:
+            raise InputError(f"--databar must be >= 0, got {bar}", out)
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            raise InputError(f"--pixel-size-um must be positive, got {pixel_size_um}", out)
+        mag = 700 if magnification is None else magnification
+        if mag < 1:
+            raise InputError(f"--magnification must be positive, got {mag}", out)
+        _write_large(out, width, height, bar, pixel_size_um, mag, seed)
+
+
+def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
+    if groups < 1:
+        raise InputError(f"--groups must be at least 1, got {groups}", out)
+    if size < 16:
+        raise InputError(f"--size must be at least 16 pixels, got {size}", out)
+    _writable_folder(out, out)
+    from semphase.data.synth import IMAGES_DIR, MASKS_DIR, write_dataset
+
+    with _progress() as bar:
+        task = bar.add_task("synthesizing", total=groups)
+        images = write_dataset(
+            out, groups, size, seed, progress=lambda done, _: bar.update(task, completed=done)
+        )
+    console.print(
+        f"wrote {len(images)} images ({groups} groups x 9 variants, {size} px) to {out / IMAGES_DIR} "
+        f"and their masks (raw ids 1..5) to {out / MASKS_DIR}",
+        soft_wrap=True,
+    )
+
+
+def _write_large(
+    out: Path, width: int, height: int, bar_px: int, pixel_size_um: float | None, mag: int, seed: int
+) -> None:
+    if out.is_dir():
+        raise InputError("is a folder; expected a .tif file name", out)
+    _writable_folder(out.parent, out)
+    from semphase.data.synth import write_large
+
+    with _progress() as bar:
+        task = bar.add_task("rendering rows", total=height + bar_px)
+        tif, truth = write_large(
+            out,
+            (width, height),
+            seed=seed,
+            databar_px=bar_px,
+            pixel_size_um=pixel_size_um,
+            magnification=mag,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    extra = f" + {bar_px}-row data bar" if bar_px else ""
+    console.print(
+        f"wrote {tif} ({width} x {height}{extra}, 8-bit) and its truth labels {truth}", soft_wrap=True
+    )

@@ -1,0 +1,232 @@
+"""Image formation of a synthetic SEM micrograph from a :class:`~semphase.data.synth_scene.Scene`.
+
+The chain follows a backscatter-electron acquisition: per-phase signal level with texture (grain,
+mottling, per-particle contrast) and faint polishing scratches -> probe blur (Gaussian PSF) -> slow
+brightness gradient (charging, detector geometry) -> scan-line jitter (each row shifted by a fraction of
+a pixel) and row gain noise -> Poisson shot noise on the collected electrons -> Gaussian read noise ->
+the operator's brightness/contrast -> 8 bits.
+
+Every random field is drawn per block of ``ROW_BLOCK`` global rows from a generator keyed by
+(seed, stream, block), so any band of rows renders to the same pixels as the whole frame would; band
+edges are rendered with a ``MARGIN`` of real content so the blur never sees an artificial border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from semphase.data.synth_scene import Scene, build_scene, rasterize_rows
+
+#: Rows per noise block; bands must start on a multiple of it.
+ROW_BLOCK = 64
+#: Rows/columns of context rendered around a band: covers the grain blur plus the PSF.
+MARGIN = 40
+
+_FINE, _MOTTLE, _GRAIN, _SCAN = range(4)
+_MOTTLE_SIGMA, _GRAIN_SIGMA = 2.0, 6.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """Acquisition settings and phase appearance of one micrograph (grey levels, 0..255 scale).
+
+    Per-class tuples are indexed by class id (Matrix, Carbide, Void, Reprecipitate, Dilution).
+    """
+
+    levels: tuple[float, ...]  # mean signal per phase
+    fine: tuple[float, ...]  # amplitude of pixel-scale texture (before the PSF)
+    mottle: tuple[float, ...]  # amplitude of ~2 px blotches
+    grain: tuple[float, ...]  # amplitude of ~6 px blotches
+    psf_sigma: float  # probe blur, pixels
+    gain: float  # grey levels per detected electron (shot noise variance = gain * signal)
+    read_noise: float  # grey levels, std
+    jitter_px: float  # std of the per-row horizontal shift
+    glitch_rate: float  # probability that a row is shifted by a larger scan glitch
+    row_gain: float  # std of the per-row gain
+    gradient: tuple[float, float, float, float, float]  # gx, gy, quadratic, centre x, centre y (relative)
+    contrast: float
+    brightness: float
+
+
+def sample_look(rng: np.random.Generator) -> Look:
+    """Draw the acquisition of one micrograph: levels jittered, noise and blur within SEM-typical ranges."""
+    base = np.array([62.0, 92.0, 205.0, 128.0, 168.0])
+    levels = base + rng.normal(0.0, 3.0, 5)
+    levels[1] = levels[0] + rng.uniform(40.0, 48.0)  # carbide: faint, yet above the noise after the blur
+    return Look(
+        levels=tuple(float(v) for v in levels),
+        fine=(9.0, 4.0, 6.0, 8.0, 6.0),
+        mottle=(4.0, 2.0, 3.0, 12.0, 5.0),
+        grain=(5.0, 0.0, 6.0, 6.0, 4.0),
+        psf_sigma=float(rng.uniform(0.7, 1.15)),
+        gain=float(rng.uniform(0.9, 1.7)),
+        read_noise=float(rng.uniform(2.0, 5.0)),
+        jitter_px=float(rng.uniform(0.08, 0.3)),
+        glitch_rate=float(rng.uniform(0.0, 0.004)),
+        row_gain=float(rng.uniform(0.003, 0.012)),
+        gradient=(
+            float(rng.uniform(-0.08, 0.08)),
+            float(rng.uniform(-0.08, 0.08)),
+            float(rng.uniform(-0.12, 0.04)),
+            float(rng.uniform(0.2, 0.8)),
+            float(rng.uniform(0.2, 0.8)),
+        ),
+        contrast=float(rng.uniform(0.88, 1.12)),
+        brightness=float(rng.uniform(-12.0, 12.0)),
+    )
+
+
+def _block_rng(key: tuple[int, ...], stream: int, block: int) -> np.random.Generator:
+    # Blocks above the frame (negative index, for the top margin) get their own keys too.
+    return np.random.default_rng(np.random.SeedSequence([*key, stream, block + (1 << 31)]))
+
+
+def _block_normals(key: tuple[int, ...], stream: int, r0: int, r1: int, width: int) -> np.ndarray:
+    """Standard normal float32 field of global rows r0..r1-1, identical whatever band asks for it."""
+    b0, b1 = r0 // ROW_BLOCK, -(-r1 // ROW_BLOCK)
+    field = np.concatenate(
+        [
+            _block_rng(key, stream, b).standard_normal((ROW_BLOCK, width), dtype=np.float32)
+            for b in range(b0, b1)
+        ]
+    )
+    start = r0 - b0 * ROW_BLOCK
+    return field[start : start + (r1 - r0)]
+
+
+def _smooth_normals(key, stream: int, r0: int, r1: int, width: int, sigma: float) -> np.ndarray:
+    """Gaussian-correlated noise with unit standard deviation."""
+    field = cv2.GaussianBlur(_block_normals(key, stream, r0, r1, width), (0, 0), sigma)
+    # Unit white noise blurred by a Gaussian of sigma has std 1 / (2 sqrt(pi) sigma).
+    return field * np.float32(2.0 * np.sqrt(np.pi) * sigma)
+
+
+def _scratch_layer(scene: Scene, r0: int, shape: tuple[int, int], mx: int) -> np.ndarray:
+    """Grey-level change from polishing scratches over global rows r0.. (float32, zero where none).
+
+    Rasterized analytically in global coordinates (not with cv2.line, whose clipping depends on the
+    band), so every band draws exactly its share of a scratch; the two pixels straddling the line
+    share its amplitude.
+    """
+    layer = np.zeros(shape, np.float32)
+    rows, cols = shape
+    for x0, y0, x1, y1, width, amp in scene.scratches:
+        if max(y0, y1) + 3 < r0 or min(y0, y1) - 3 > r0 + rows:
+            continue
+        steep = abs(y1 - y0) >= abs(x1 - x0)
+        # Walk along the major axis one pixel at a time; the minor coordinate is fractional.
+        a0, a1, b0, b1 = (y0, y1, x0, x1) if steep else (x0, x1, y0, y1)
+        if a1 < a0:
+            a0, a1, b0, b1 = a1, a0, b1, b0
+        major = np.arange(int(np.ceil(a0)), int(np.floor(a1)) + 1)
+        minor = b0 + (major - a0) * (b1 - b0) / max(a1 - a0, 1e-9) - (width - 1) / 2.0
+        base = np.floor(minor).astype(np.int64)
+        frac = (minor - base).astype(np.float32)
+        for j in range(int(width) + 1):
+            weight = np.where(j == 0, 1.0 - frac, np.where(j == width, frac, 1.0)).astype(np.float32)
+            if steep:
+                r, c = major - r0, base + j + mx
+            else:
+                r, c = base + j - r0, major + mx
+            ok = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+            np.add.at(layer, (r[ok], c[ok]), np.float32(amp) * weight[ok])
+    return layer
+
+
+def render_rows(
+    scene: Scene, look: Look, key: tuple[int, ...], y0: int, y1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render global rows ``y0..y1-1`` of the micrograph.
+
+    ``y0`` must be a multiple of :data:`ROW_BLOCK` and ``y1`` one too unless it is the frame height, so
+    that every noise block is drawn whole.
+
+    Returns
+    -------
+    image : ndarray of uint8, shape (y1 - y0, width)
+    labels : ndarray of uint8, shape (y1 - y0, width), class ids 0..4 (the unblurred truth)
+    """
+    if y0 % ROW_BLOCK or (y1 % ROW_BLOCK and y1 != scene.height) or not 0 <= y0 < y1 <= scene.height:
+        raise ValueError(f"rows {y0}..{y1} do not start and end on noise blocks of {ROW_BLOCK}")
+    m, w = MARGIN, scene.width
+    r0, r1 = y0 - m, y1 + m
+    labels_ext, offsets = rasterize_rows(scene, r0, r1, m)
+    wide = w + 2 * m
+
+    def per_class(values: tuple[float, ...]) -> np.ndarray:
+        return np.asarray(values, np.float32)[labels_ext]
+
+    signal = per_class(look.levels) + offsets
+    signal += per_class(look.fine) * _block_normals(key, _FINE, r0, r1, wide)
+    signal += per_class(look.mottle) * _smooth_normals(key, _MOTTLE, r0, r1, wide, _MOTTLE_SIGMA)
+    signal += per_class(look.grain) * _smooth_normals(key, _GRAIN, r0, r1, wide, _GRAIN_SIGMA)
+    signal += _scratch_layer(scene, r0, signal.shape, m)
+    signal = cv2.GaussianBlur(signal, (0, 0), look.psf_sigma)
+
+    rows = y1 - y0
+    shift = np.empty(rows, np.float32)
+    row_gain = np.empty(rows, np.float32)
+    scan_rngs = []
+    for b in range(y0 // ROW_BLOCK, -(-y1 // ROW_BLOCK)):
+        lo, hi = b * ROW_BLOCK - y0, min((b + 1) * ROW_BLOCK, y1) - y0
+        g = _block_rng(key, _SCAN, b)
+        n = hi - lo
+        jitter = g.normal(0.0, look.jitter_px, n)
+        glitch = g.random(n) < look.glitch_rate
+        jitter[glitch] += g.uniform(-1.0, 1.0, n)[glitch]
+        shift[lo:hi] = np.clip(jitter, -1.2, 1.2)
+        row_gain[lo:hi] = 1.0 + g.normal(0.0, look.row_gain, n)
+        scan_rngs.append((lo, hi, g))
+
+    # Scan-line jitter: each row of the frame samples the blurred signal a fraction of a pixel aside.
+    map_x = np.arange(m, m + w, dtype=np.float32)[None, :] + shift[:, None]
+    map_y = np.broadcast_to(np.arange(m, m + rows, dtype=np.float32)[:, None], (rows, w))
+    signal = cv2.remap(
+        signal, map_x, np.ascontiguousarray(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
+
+    gx, gy, gq, cx, cy = look.gradient
+    u = (np.arange(w, dtype=np.float32) / max(w - 1, 1))[None, :]
+    v = (np.arange(y0, y1, dtype=np.float32) / max(scene.height - 1, 1))[:, None]
+    # Slow brightness gradient (charging, detector position) and per-row gain noise.
+    gain_field = 1.0 + gx * (u - 0.5) + gy * (v - 0.5) + gq * ((u - cx) ** 2 + (v - cy) ** 2)
+    signal *= gain_field * row_gain[:, None]
+    np.maximum(signal, 0.0, out=signal)
+
+    image = np.empty((rows, w), np.float32)
+    for lo, hi, g in scan_rngs:
+        electrons = g.poisson(signal[lo:hi] / look.gain)
+        image[lo:hi] = electrons * look.gain + g.normal(0.0, look.read_noise, (hi - lo, w))
+    image = (image - 128.0) * look.contrast + 128.0 + look.brightness
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return image, np.ascontiguousarray(labels_ext[m : m + rows, m : m + w])
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """Everything needed to render any rows of one synthetic micrograph."""
+
+    scene: Scene
+    look: Look
+    key: tuple[int, ...]
+
+    def bands(self, pixels_per_band: int = 1 << 22) -> list[tuple[int, int]]:
+        """Row ranges (y0, y1) covering the frame, each about ``pixels_per_band`` pixels."""
+        h, w = self.scene.height, self.scene.width
+        rows = int(np.clip(pixels_per_band // (w + 2 * MARGIN) // ROW_BLOCK, 1, 16)) * ROW_BLOCK
+        return [(y, min(y + rows, h)) for y in range(0, h, rows)]
+
+    def render(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``y0..y1-1`` as (image uint8, labels uint8), see :func:`render_rows`."""
+        return render_rows(self.scene, self.look, self.key, y0, y1)
+
+
+def prepare(height: int, width: int, seed: int, magnification: int) -> Micrograph:
+    """Geometry and acquisition of one micrograph, from its arguments alone."""
+    key = (int(seed), int(height), int(width), int(magnification))
+    scene = build_scene(height, width, seed, magnification)
+    look = sample_look(np.random.default_rng(np.random.SeedSequence([*key, 0x100C])))
+    return Micrograph(scene, look, key)
