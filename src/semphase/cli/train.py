@@ -1,7 +1,149 @@
-"""`semphase train` (not implemented yet)."""
+"""`semphase train`: train a phase-segmentation U-Net on a dataset (the study's recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from semphase.cli.common import console, err_console
+from semphase.errors import InputError
+
+
+def _fractions(text: str | None) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--fractions: expected three numbers like 0.7,0.15,0.15, got {text!r}") from None
+    if len(values) != 3:
+        raise InputError(f"--fractions: expected three numbers (train,val,test), got {text!r}")
+    return values
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``train`` to ``app``."""
+
+    @app.command("train")
+    def train_command(
+        dataset: Path = typer.Argument(
+            ..., help="Dataset folder: AugmentedImages/ + AugmentedMasks/ (Zenodo) or images/ + masks/."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Run folder for config, split, history, checkpoints."
+        ),
+        arch: str = typer.Option(None, help="Network: unet-resnet34 (default, the study's) or unet-scratch."),
+        encoder_weights: str = typer.Option(
+            None,
+            help="ResNet34 encoder start: imagenet (default; cached or downloaded), none (random), or a "
+            "local resnet34 state-dict file (torchvision or smp layout).",
+        ),
+        classes: Path = typer.Option(None, help="Class table (JSON/TOML); default: the Zenodo Ni-WC table."),
+        split_file: Path = typer.Option(
+            None, help="Reuse this split.json (train/val/test name lists) instead of making a new split."
+        ),
+        fractions: str = typer.Option(
+            None, help="Train,val,test fractions of a new split (default: 0.7,0.15,0.15)."
+        ),
+        group_regex: str = typer.Option(
+            None, help="Regex whose first group names an image's crop group (default: Zenodo naming)."
+        ),
+        epochs: int = typer.Option(
+            None, help="Maximum number of epochs (default: 40); may be raised on --resume."
+        ),
+        batch_size: int = typer.Option(None, help="Tiles per training step (default: 8)."),
+        tile: int = typer.Option(
+            None, help="Side of the random training crops in px, multiple of 32 (default: 256)."
+        ),
+        steps_per_epoch: int = typer.Option(
+            None, help="Training steps per epoch (default: enough tiles to cover the training pixels once)."
+        ),
+        lr: float = typer.Option(
+            None, help="AdamW learning rate of the decoder and of a random encoder (default: 1e-3)."
+        ),
+        lr_finetune: float = typer.Option(
+            None, help="Learning rate of a pretrained encoder once unfrozen (default: 1e-4)."
+        ),
+        freeze_epochs: int = typer.Option(
+            None,
+            help="Epochs with the pretrained encoder frozen before it is unfrozen one stage per epoch, "
+            "deepest first (default: 4 with pretrained weights, 0 with none).",
+        ),
+        patience: int = typer.Option(
+            None,
+            help="Early stopping: epochs without a better val mIoU before stopping; 0 = off (default: 8).",
+        ),
+        weight_power: float = typer.Option(
+            None,
+            help="Class weights ∝ pixel frequency^-p; 0 = unweighted, 1 = inverse frequency (default: 0.5).",
+        ),
+        weight_clip: float = typer.Option(
+            None, help="Clip class weights to the range 1/clip..clip (default: 10)."
+        ),
+        device: str = typer.Option(None, help="auto (CUDA when present), cpu or cuda (default: auto)."),
+        precision: str = typer.Option(
+            None,
+            help="auto (default: bf16 mixed precision where the hardware runs it natively), fp32 or bf16.",
+        ),
+        seed: int = typer.Option(None, help="Seed of the split, initialization and tiles (default: 0)."),
+        workers: int = typer.Option(
+            None, help="Data-loader worker processes (default: 0, load in the main process)."
+        ),
+        threads: int = typer.Option(None, help="CPU threads for torch (default: all cores)."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue the run in --out from its last.pt (same split and config)."
+        ),
+    ) -> None:
+        """Train a U-Net on DATASET: grouped split, 0.6 CE + 0.4 Dice with class weights, AdamW, frozen then
+        gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU; the best checkpoint
+        is scored on the test split at the end."""
+        from semphase.train.options import TrainOptions
+        from semphase.train.run import train
+        from semphase.train.setup import resume_options
+
+        given = {
+            "dataset": str(dataset),
+            "arch": arch,
+            "encoder_weights": encoder_weights,
+            "classes": None if classes is None else str(classes),
+            "split_file": None if split_file is None else str(split_file),
+            "fractions": _fractions(fractions),
+            "group_regex": group_regex,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "tile": tile,
+            "steps_per_epoch": steps_per_epoch,
+            "lr": lr,
+            "lr_finetune": lr_finetune,
+            "freeze_epochs": freeze_epochs,
+            "patience": patience,
+            "weight_power": weight_power,
+            "weight_clip": weight_clip,
+            "device": device,
+            "precision": precision,
+            "seed": seed,
+            "workers": workers,
+            "threads": threads,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        options = resume_options(out, given) if resume else TrainOptions(out=str(out), **given).validate()
+        try:
+            result = train(options, console)
+        except KeyboardInterrupt:
+            # typer turns Ctrl-C into a silent exit 130 before main() sees it: say it here in main()'s
+            # one-line form and exit 2. last.pt was saved by then.
+            err_console.print(
+                f"[bold red]error:[/] interrupted (Ctrl-C); {Path(options.out) / 'last.pt'} holds the "
+                "finished epochs; continue with --resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+        summary = result["test"].get("summary", {}).get("miou", {})
+        console.print(
+            f"done: {result['epochs_run']} epochs ({result['stopped']}), best val mIoU "
+            f"{result['best_val_miou']:.4f} at epoch {result['best_epoch']}, test mIoU "
+            f"{summary.get('mean', float('nan')):.4f}; training took {result['train_seconds']:.0f} s; "
+            f"outputs in {result['run_dir']}"
+        )

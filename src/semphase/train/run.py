@@ -1,0 +1,340 @@
+"""A whole training run: set-up, epochs with checkpoints and history, the final test evaluation.
+
+``train(options)`` writes to ``options.out``: config.json, split.json, history.csv, best.pt, last.pt,
+training_curves.png and, at the end, the test evaluation of the best checkpoint (metrics_test.json and
+what :func:`semphase.evaluation.run_evaluation` writes besides). ``last.pt`` is saved after every epoch and
+on Ctrl-C, so ``--resume`` continues the same run: same split, config, epoch counter, optimizer, scheduler
+and early-stopping state, and (tiles being seeded by epoch) the same training tiles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader
+
+from semphase.phases import ClassTable, load_class_table
+from semphase.train import rundir
+from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from semphase.train.datasets import Micrograph, TileDataset, check_tile_fits, load_micrographs
+from semphase.train.inference import predict_labels
+from semphase.train.loop import cpu_thread_count, resolve_device, resolve_precision, train_one_epoch, validate
+from semphase.train.losses import HybridLoss, class_weights, pixel_frequencies
+from semphase.train.models import build_model
+from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
+from semphase.train.plots import plot_training_curves
+from semphase.train.progress import describe, epoch_line, progress_bar, stage_text
+from semphase.train.schedule import EarlyStopping, apply_freeze_schedule
+from semphase.train.setup import (
+    RunData,
+    build_config,
+    create_model,
+    default_steps_per_epoch,
+    normalization_for,
+    open_run_data,
+    param_groups,
+)
+
+#: ReduceLROnPlateau on val mIoU: halve the learning rates after this many epochs without improvement.
+PLATEAU_PATIENCE = 2
+PLATEAU_FACTOR = 0.5
+WEIGHT_DECAY = 1e-4
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its first epoch."""
+
+    options: TrainOptions
+    run_dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    table: ClassTable
+    data: RunData
+    train_set: list[Micrograph]
+    val_set: list[Micrograph]
+    config: dict
+    model: nn.Module
+    weights_source: str
+    last_state: dict | None
+
+
+@dataclass
+class Progressing:
+    """The state that changes from epoch to epoch (and that last.pt stores)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    early: EarlyStopping
+    loss_fn: nn.Module
+    epoch: int = 0
+    stopped: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def train(options: TrainOptions, console: Console | None = None) -> dict:
+    """Train (or resume) a run and evaluate its best checkpoint on the test split.
+
+    Parameters
+    ----------
+    options : validated options; ``options.resume`` continues the run in ``options.out``
+        (build them with :func:`semphase.train.setup.resume_options`).
+    console : where progress, per-epoch lines and the final tables go.
+
+    Returns
+    -------
+    dict with ``run_dir``, ``epochs_run``, ``best_epoch``, ``best_val_miou``, ``stopped`` (why training
+    ended), ``train_seconds`` and ``test`` (the scoring result of the test split).
+
+    Raises
+    ------
+    InputError
+        For unusable input (see :mod:`semphase.train.setup`).
+    KeyboardInterrupt
+        After saving last.pt, so the run can be resumed.
+    """
+    console = console or Console()
+    options.validate()
+    torch.set_num_threads(cpu_thread_count(options.threads))
+    # Adam's second moments decay into subnormal floats, which run ~30x slower on x86 CPUs.
+    torch.set_flush_denormal(True)
+    run = prepare(options, console)
+    state = restore(run)
+    describe(console, run, state.epoch)
+    t_run = time.perf_counter()
+    fit(run, state, console)
+    train_seconds = time.perf_counter() - t_run
+    if state.stopped == "early-stopping":
+        console.print(
+            f"early stopping: val mIoU has not improved for {options.patience} epochs "
+            f"(best {state.early.best:.4f} at epoch {state.early.best_epoch})"
+        )
+    test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, console)
+    return {
+        "run_dir": str(run.run_dir),
+        "epochs_run": state.epoch,
+        "best_epoch": state.early.best_epoch,
+        "best_val_miou": state.early.best,
+        "stopped": state.stopped,
+        "train_seconds": train_seconds,
+        "test": test,
+    }
+
+
+def prepare(options: TrainOptions, console: Console) -> Prepared:
+    """Check the run folder, build the model (pretrained weights first: they fail fastest), read the data,
+    fix the config and write config.json."""
+    run_dir = Path(options.out)
+    device = resolve_device(options.device)
+    last_state, stored = None, None
+    if options.resume:
+        last_state = read_checkpoint(run_dir / rundir.LAST_NAME, "cpu")
+        stored = rundir.read_config(run_dir)
+    else:
+        rundir.check_fresh_run_dir(run_dir)
+        if options.arch == "unet-scratch":
+            options.encoder_weights = "none"  # nothing pretrained to load; keep the record truthful
+    torch.manual_seed(options.seed)
+    if last_state is None:
+        model, weights_source = create_model(options, load_class_table(options.classes).num_classes)
+    else:  # the weights come from last.pt: no need to fetch pretrained ones again
+        model, weights_source = build_model(last_state["config"]), stored.get("encoder_weights_file", "")
+    data = open_run_data(options, run_dir)
+    if stored is not None:
+        data.table = ClassTable.from_dict(stored["classes"])
+    table = data.table
+    with progress_bar(console) as bar:
+        task = bar.add_task(
+            "reading images", total=len(data.split["train"]) + len(data.split["val"]), status=""
+        )
+        train_set = load_micrographs(data.samples["train"], table, lambda: bar.advance(task))
+        val_set = load_micrographs(data.samples["val"], table, lambda: bar.advance(task))
+    check_tile_fits(train_set, options.tile, data.samples["train"])
+    if stored is not None:
+        config = {**stored, **{k: getattr(options, k) for k in (*RUNTIME_OPTIONS, "epochs")}}
+    else:
+        if options.steps_per_epoch is None:
+            options.steps_per_epoch = default_steps_per_epoch(train_set, options.tile, options.batch_size)
+        options.freeze_epochs = options.effective_freeze_epochs()
+        frequencies = pixel_frequencies((m.labels for m in train_set), table.num_classes)
+        weights = class_weights(frequencies, options.weight_power, options.weight_clip)
+        config = build_config(options, table, normalization_for(options, train_set), frequencies, weights)
+    config["encoder_weights_file"] = weights_source
+    rundir.write_config(run_dir, config)
+    model.to(device).to(memory_format=torch.channels_last)
+    amp_dtype = resolve_precision(options.precision, device)
+    return Prepared(
+        options,
+        run_dir,
+        device,
+        amp_dtype,
+        table,
+        data,
+        train_set,
+        val_set,
+        config,
+        model,
+        weights_source,
+        last_state,
+    )
+
+
+def restore(run: Prepared) -> Progressing:
+    """Optimizer, scheduler, early stopping and history: fresh, or as last.pt left them."""
+    optimizer = torch.optim.AdamW(param_groups(run.model, run.options), weight_decay=WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+    )
+    loss_fn = HybridLoss(np.asarray(run.config["class_weights"], dtype=np.float32)).to(run.device)
+    state = Progressing(optimizer, scheduler, EarlyStopping(run.options.patience), loss_fn)
+    last = run.last_state
+    if last is not None:
+        run.model.load_state_dict(last["state_dict"])
+        optimizer.load_state_dict(last["optimizer"])
+        scheduler.load_state_dict(last["scheduler"])
+        state.early.load_state_dict(last["early_stopping"])
+        state.epoch = int(last["epoch"])
+        state.stopped = last.get("stopped")
+        if state.stopped == "epochs" and run.options.epochs > state.epoch:
+            state.stopped = None  # more epochs were asked for
+    state.history = rundir.read_history(run.run_dir, state.epoch)
+    return state
+
+
+def fit(run: Prepared, state: Progressing, console: Console) -> None:
+    """Run epochs until ``--epochs`` or early stopping; save last.pt every epoch and on Ctrl-C."""
+    options = run.options
+    tiles = TileDataset(
+        run.train_set, options.tile, options.steps_per_epoch * options.batch_size, options.seed
+    )
+    loader = DataLoader(tiles, batch_size=options.batch_size, num_workers=options.workers, drop_last=True)
+    columns = rundir.history_columns(run.table.names)
+    try:
+        while state.stopped is None and state.epoch < options.epochs:
+            tiles.set_epoch(state.epoch)
+            row, improved = run_epoch(run, state, loader, console)
+            if improved:
+                save_checkpoint(
+                    run.run_dir / rundir.BEST_NAME,
+                    run.model,
+                    run.config,
+                    epoch=state.epoch,
+                    best_val_miou=row["val_miou"],
+                    val_class_iou=row["val_class_iou"],
+                )
+            if state.early.should_stop:
+                state.stopped = "early-stopping"
+            elif state.epoch >= options.epochs:
+                state.stopped = "epochs"
+            rundir.write_history(run.run_dir, columns, state.history)
+            save_last(run, state)
+            plot_training_curves(
+                state.history, run.table.names, run.run_dir / rundir.CURVES_NAME, options.freeze_epochs
+            )
+            epoch_line(console, row, run.table.names, improved)
+    except KeyboardInterrupt:
+        save_last(run, state)
+        console.print(f"interrupted: {run.run_dir / rundir.LAST_NAME} holds epoch {state.epoch}")
+        raise
+
+
+def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, console: Console) -> tuple[dict, bool]:
+    """Train one epoch, validate, step the scheduler and early stopping; returns (history row, improved)."""
+    options, model = run.options, run.model
+    t0 = time.perf_counter()
+    stages = apply_freeze_schedule(model, state.epoch, options.freeze_epochs, gradual=options.pretrained)
+    torch.manual_seed(options.seed * 100_003 + state.epoch)
+    norm = run.config["normalization"]
+    with progress_bar(console) as bar:
+        task = bar.add_task(
+            f"epoch {state.epoch + 1}/{options.epochs}", total=options.steps_per_epoch, status=""
+        )
+
+        def on_step(loss: float) -> None:
+            bar.update(task, advance=1, status=f"loss {loss:.4f}")
+
+        train_loss = train_one_epoch(
+            model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step
+        )
+        vtask = bar.add_task("validating", total=len(run.val_set), status="")
+        val = validate(
+            model,
+            run.val_set,
+            state.loss_fn,
+            run.device,
+            run.amp_dtype,
+            norm,
+            run.table.num_classes,
+            lambda: bar.advance(vtask),
+        )
+    state.epoch += 1
+    lrs = [g["lr"] for g in state.optimizer.param_groups]
+    score = val.miou if np.isfinite(val.miou) else -1.0
+    improved = state.early.update(score, state.epoch)
+    state.scheduler.step(score)
+    row = {
+        "epoch": state.epoch,
+        "train_loss": train_loss,
+        "val_loss": val.loss,
+        "val_miou": val.miou,
+        **{f"iou_{n}": v for n, v in zip(run.table.names, val.class_iou, strict=True)},
+        "lr": lrs[0],
+        "lr_encoder": lrs[-1] if len(lrs) > 1 else float("nan"),
+        "trainable_stages": stage_text(stages),
+        "seconds": time.perf_counter() - t0,
+    }
+    state.history.append(row)
+    return {**row, "val_class_iou": val.class_iou}, improved
+
+
+def save_last(run: Prepared, state: Progressing) -> None:
+    """last.pt: weights, config and everything --resume needs (finished epochs, optimizer, ...)."""
+    save_checkpoint(
+        run.run_dir / rundir.LAST_NAME,
+        run.model,
+        run.config,
+        epoch=state.epoch,
+        best_val_miou=state.early.best,
+        optimizer=state.optimizer.state_dict(),
+        scheduler=state.scheduler.state_dict(),
+        early_stopping=state.early.state_dict(),
+        stopped=state.stopped,
+        rng={
+            "seed": run.options.seed,
+            "next_epoch": state.epoch,
+            "scheme": "tiles seeded by (seed, epoch, index)",
+        },
+    )
+
+
+def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.device, console: Console) -> dict:
+    """Score best.pt on the test samples, store the summary in best.pt and print the study tables."""
+    from semphase.evaluation import run_evaluation
+    from semphase.report import print_study_tables
+
+    best_path = run_dir / rundir.BEST_NAME
+    model, config, ckpt = load_checkpoint(best_path, device)
+
+    def predict(image_u8: np.ndarray) -> np.ndarray:
+        return predict_labels(model, config, image_u8, device)
+
+    result = run_evaluation(
+        predict,
+        samples,
+        table,
+        out_dir=run_dir,
+        metrics_name=rundir.TEST_METRICS_NAME,
+        extra={"model": {"checkpoint": str(best_path), "epoch": ckpt.get("epoch")}, "split": "test"},
+    )
+    extra = {k: v for k, v in ckpt.items() if k not in ("format", "state_dict", "config")}
+    extra["test_metrics"] = {k: result[k] for k in ("classes", "per_class", "summary") if k in result}
+    save_checkpoint(best_path, model, config, **extra)
+    console.print(f"test split ({len(samples)} images), best checkpoint of epoch {ckpt.get('epoch')}:")
+    print_study_tables(result, console)
+    return result
