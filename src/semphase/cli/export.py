@@ -1,7 +1,238 @@
-"""`semphase export` (not implemented yet)."""
+"""``semphase export`` (checkpoint -> validated FP32/FP16/INT8 ONNX files) and ``semphase info`` (what a
+model file says about itself; torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from semphase.cli.common import console
+from semphase.errors import GateFailed
+
+METHODS = ("minmax", "entropy", "percentile")
+ACTIVATIONS = ("quint8", "qint8")
+
+
+def _parse_float_layers(text: str) -> tuple[str, ...]:
+    """``"first,head"`` -> ("first", "head"); ``"none"`` or empty -> ()."""
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    return () if items in ((), ("none",)) else items
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (best.pt) written by `semphase train`."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output folder for model.onnx, model.fp16.onnx, "
+        "model.int8.onnx and export_report.json (created if missing).",
+    ),
+    calib: Path | None = typer.Option(
+        None,
+        "--calib",
+        help="Dataset folder to calibrate INT8 on (default: the checkpoint's own training "
+        "split, when its dataset is still reachable). Held-out images for validation are the checkpoint's "
+        "test split, or else crop groups of this dataset set aside before calibration.",
+    ),
+    fp16: bool = typer.Option(
+        True,
+        "--fp16/--no-fp16",
+        help="Write model.fp16.onnx (FP16 weights and compute, float32 input/output).",
+    ),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Write model.int8.onnx (static INT8, QDQ)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13..20)."),
+    tile: int = typer.Option(
+        512,
+        "--tile",
+        help="Recommended tile size written to the metadata; also the "
+        "calibration crop, parity block and latency tile size (multiple of 32).",
+    ),
+    overlap: int = typer.Option(
+        64, "--overlap", help="Recommended tile overlap in pixels, written to the metadata."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for validation and timing (default: all logical CPUs)."
+    ),
+    min_fp32_agreement: float = typer.Option(
+        99.99,
+        "--min-fp32-agreement",
+        help="Fail when FP32 argmax agreement with PyTorch is below this (% of held-out pixels).",
+    ),
+    min_fp16_agreement: float = typer.Option(
+        99.9, "--min-fp16-agreement", help="Fail when FP16 argmax agreement with PyTorch is below this (%)."
+    ),
+    max_int8_miou_drop: float = typer.Option(
+        0.01, "--max-int8-miou-drop", help="Fail when INT8 held-out mIoU is more than this below FP32's."
+    ),
+    calib_images: int = typer.Option(
+        32, "--calib-images", help="Number of calibration images (one random tile-sized crop from each)."
+    ),
+    calib_method: str = typer.Option(
+        "minmax", "--calib-method", help="INT8 calibration: minmax, entropy or percentile."
+    ),
+    int8_activations: str = typer.Option(
+        "quint8",
+        "--int8-activations",
+        help="INT8 activation type: quint8 (u8 x s8, the fast x86 VNNI/AMX path) or qint8.",
+    ),
+    int8_float_layers: str = typer.Option(
+        "none",
+        "--int8-float-layers",
+        help="Layers kept in float in the "
+        "INT8 file, comma-separated: first (the input convolution), head "
+        "(the logits convolution), exact node names, or none.",
+    ),
+    simplify: bool = typer.Option(
+        True,
+        "--simplify/--no-simplify",
+        help="Simplify the FP32 graph with onnxsim (kept unsimplified, with a note, when it fails).",
+    ),
+) -> None:
+    """Export a checkpoint to self-describing ONNX files and validate them against PyTorch.
+
+    Writes model.onnx (FP32), model.fp16.onnx and model.int8.onnx with the class table, normalization and
+    recommended tiling in their metadata, then compares each with the checkpoint on held-out images (logit
+    differences, argmax agreement, mIoU/mDice/mBF1) and times one tile on the CPU. Exit code 1 when a
+    validation gate fails (files kept), 2 for bad input.
+    """
+    from semphase.export.int8 import Int8Settings
+    from semphase.export.pipeline import ExportOptions, run_export
+    from semphase.export.report import Gates
+
+    try:
+        options = ExportOptions(
+            calib=calib,
+            fp16=fp16,
+            int8=int8,
+            opset=opset,
+            tile=tile,
+            overlap=overlap,
+            threads=threads,
+            gates=Gates(min_fp32_agreement, min_fp16_agreement, max_int8_miou_drop),
+            calib_images=calib_images,
+            simplify=simplify,
+            int8_settings=Int8Settings(
+                method=calib_method,
+                activations=int8_activations,
+                keep_float=_parse_float_layers(int8_float_layers),
+            ),
+        )
+        options.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def say(message: str) -> None:
+        console.print(f"[dim]export:[/] {message}")
+
+    try:
+        with console.status("exporting", spinner="dots"):
+            report = run_export(checkpoint, out, options, say=say)
+    except GateFailed as exc:
+        report = getattr(exc, "report", None)
+        if report is not None:
+            _show(report)
+        raise
+    _show(report)
+    console.print(f"[green]export passed[/]: files in {out}")
+
+
+def _show(report: dict) -> None:
+    from semphase.export.report import results_tables
+
+    for table in results_tables(report):
+        console.print(table)
+    if report.get("int8"):
+        settings = report["int8"]
+        floats = ", ".join(settings["float_nodes"]) or "none"
+        console.print(
+            f"INT8: {settings['method']} calibration on {settings['calibration']['tiles']} tiles "
+            f"({settings['calibration']['source']}), {settings['activations']} activations, "
+            f"{settings['weights']} weights, float layers: {floats}"
+        )
+    for note in report["export"]["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    for gate in report["gates"]:
+        mark = "[green]pass[/]" if gate["passed"] else "[bold red]FAIL[/]"
+        console.print(f"{mark} {gate['text']}")
+
+
+def info_command(
+    model: Path = typer.Argument(..., help="A .onnx file written by `semphase export`."),
+    as_json: bool = typer.Option(False, "--json", help="Print everything as one JSON object instead."),
+) -> None:
+    """Show a model's metadata (classes, normalization, tiling, source, metrics), opset, input/output
+    signature, file size and the execution providers onnxruntime offers here. Needs no torch."""
+    import onnxruntime as ort
+    from rich.table import Table
+
+    from semphase.export.metadata import summarize_model
+
+    summary = summarize_model(model)
+    providers = ort.get_available_providers()
+    if as_json:
+        document = {
+            "path": str(summary.path),
+            "size_bytes": summary.size_bytes,
+            "opset": summary.opset,
+            "producer": summary.producer,
+            "inputs": [{"name": n, "dtype": t, "shape": s} for n, t, s in summary.inputs],
+            "outputs": [{"name": n, "dtype": t, "shape": s} for n, t, s in summary.outputs],
+            "metadata": summary.metadata,
+            "providers": providers,
+        }
+        console.print_json(json.dumps(document))
+        return
+    table = Table(title=f"{summary.path.name}", title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("file", f"{summary.path} ({summary.size_bytes / 1e6:.1f} MB, {summary.size_bytes} bytes)")
+    table.add_row("opset", f"{summary.opset} (producer: {summary.producer})")
+    for label, values in (("input", summary.inputs), ("output", summary.outputs)):
+        for name, dtype, shape in values:
+            table.add_row(label, f"{name}: {dtype} [{' x '.join(str(d) for d in shape)}]")
+    for key, value in summary.metadata.items():
+        text = _metrics_text(value) if key == "semphase.metrics" else None
+        table.add_row(key, text or json.dumps(value))
+    table.add_row("providers", ", ".join(providers))
+    console.print(table)
+
+
+EXPORT_HELP = (
+    "Export a checkpoint to self-describing ONNX files and validate them against PyTorch. Writes model.onnx "
+    "(FP32), model.fp16.onnx and model.int8.onnx with the class table, normalization and recommended tiling "
+    "in their metadata, compares each with the checkpoint on held-out images (logit differences, argmax "
+    "agreement, mIoU/mDice/mBF1), times one tile on the CPU and writes export_report.json. Exit code 1 when "
+    "a validation gate fails (files kept), 2 for bad input."
+)
+INFO_HELP = (
+    "Show what a model file says about itself: semphase metadata (classes, normalization, tiling, source, "
+    "test metrics), opset, input/output signature, file size, and the execution providers onnxruntime "
+    "offers on this machine. Needs no torch."
+)
+
+
+def _metrics_text(metrics) -> str | None:
+    """``mIoU 0.83 (0.80..0.87), ...`` for a test summary; None when it has another shape."""
+    try:
+        parts = [
+            f"{label} {metrics['summary'][key]['mean']:.4f} "
+            f"({metrics['summary'][key]['min']:.4f}..{metrics['summary'][key]['max']:.4f})"
+            for key, label in (("miou", "mIoU"), ("mdice", "mDice"), ("mbf1", "mBF1"))
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None
+    images = f" over {metrics['images']} test images" if "images" in metrics else ""
+    return ", ".join(parts) + images + " (--json shows per-class scores)"
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``export`` and ``info`` to ``app``."""
+    app.command(
+        "export", help=EXPORT_HELP, short_help="Export a checkpoint to validated FP32/FP16/INT8 ONNX."
+    )(export_command)
+    app.command("info", help=INFO_HELP, short_help="Show a model file's metadata, signature and size.")(
+        info_command
+    )

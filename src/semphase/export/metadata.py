@@ -1,0 +1,268 @@
+"""What a semphase ONNX file says about itself: the ``semphase.*`` metadata, read and written.
+
+The runtime reads only these entries (no side files), so every exported variant carries all of them.
+Values are JSON strings in the model's ``metadata_props``:
+
+- ``semphase.classes``: class names in id order; ``semphase.colors``: ``[[r, g, b], ...]``
+- ``semphase.input``: ``{"channels": 1, "scale": s, "mean": [m], "std": [d], "size_multiple": 32}``
+- ``semphase.variant``: ``"fp32"`` | ``"fp16"`` | ``"int8"``
+- ``semphase.tile``: ``{"size": 512, "overlap": 64}`` (recommended sliding-window tiling)
+- ``semphase.source``: ``{"checkpoint_sha256", "config_sha256", "semphase_version"}``
+- ``semphase.metrics``: the checkpoint's test summary, or ``null``
+
+Torch-free: onnx only (``semphase info`` uses it on machines without torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from semphase import __version__
+from semphase.errors import InputError
+from semphase.imageio import atomic_path
+from semphase.phases import ClassTable
+
+#: Every metadata key a semphase model carries, in the order ``semphase info`` prints them.
+METADATA_KEYS = (
+    "semphase.classes",
+    "semphase.colors",
+    "semphase.input",
+    "semphase.variant",
+    "semphase.tile",
+    "semphase.source",
+    "semphase.metrics",
+)
+VARIANTS = ("fp32", "fp16", "int8")
+#: Height and width of the network input must be multiples of this (five 2x down-samplings).
+SIZE_MULTIPLE = 32
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+def canonical_json(value: object) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def config_sha256(config: dict) -> str:
+    """sha256 (hex) of the training config's canonical JSON."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _test_summary(checkpoint: dict) -> dict | None:
+    """The part of a checkpoint's ``test_metrics`` (scoring schema) that travels with the model."""
+    metrics = checkpoint.get("test_metrics")
+    if not isinstance(metrics, dict) or "summary" not in metrics:
+        return None
+    summary = {"summary": metrics["summary"]}
+    per_class = metrics.get("per_class")
+    if isinstance(per_class, dict):
+        # The schema's per-class scores only; the scorer's extras (pixel counts, confusions) stay in the run.
+        summary["per_class"] = {k: per_class[k] for k in ("iou", "dice", "bf1") if k in per_class}
+    if isinstance(metrics.get("per_image"), list):
+        summary["images"] = len(metrics["per_image"])
+    return json.loads(canonical_json(summary))
+
+
+def build_metadata(
+    config: dict,
+    checkpoint: dict,
+    *,
+    variant: str,
+    checkpoint_sha256: str,
+    tile_size: int = 512,
+    overlap: int = 64,
+) -> dict[str, str]:
+    """The ``semphase.*`` entries for one exported variant.
+
+    Parameters
+    ----------
+    config : the training config stored in the checkpoint (``classes``, ``normalization``, ``in_channels``).
+    checkpoint : the whole checkpoint dict (its ``test_metrics`` become ``semphase.metrics``).
+    variant : ``"fp32"``, ``"fp16"`` or ``"int8"``.
+    checkpoint_sha256 : hex digest of the checkpoint file.
+    tile_size, overlap : recommended sliding-window tile and overlap in pixels.
+
+    Returns
+    -------
+    dict mapping each key of :data:`METADATA_KEYS` to a JSON string.
+
+    Raises
+    ------
+    ValueError
+        for an unknown variant, a config without class table or normalization, or a bad tile/overlap.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if not 0 <= overlap < tile_size or tile_size % SIZE_MULTIPLE:
+        raise ValueError(
+            f"tile must be a multiple of {SIZE_MULTIPLE} and overlap in 0..tile-1, got {tile_size}/{overlap}"
+        )
+    table = ClassTable.from_dict(config["classes"])
+    if table.num_classes != int(config["num_classes"]):
+        raise ValueError(
+            f"class table has {table.num_classes} classes but num_classes is {config['num_classes']}"
+        )
+    norm = config["normalization"]
+    channels = int(config.get("in_channels", 1))
+    network_input = {
+        "channels": channels,
+        "scale": float(norm["scale"]),
+        "mean": [float(v) for v in norm["mean"]],
+        "std": [float(v) for v in norm["std"]],
+        "size_multiple": SIZE_MULTIPLE,
+    }
+    if len(network_input["mean"]) != channels or len(network_input["std"]) != channels:
+        raise ValueError(f"normalization needs {channels} mean/std value(s), got {norm}")
+    source = {
+        "checkpoint_sha256": checkpoint_sha256,
+        "config_sha256": config_sha256(config),
+        "semphase_version": __version__,
+    }
+    values = {
+        "semphase.classes": table.names,
+        "semphase.colors": [list(c) for c in table.colors],
+        "semphase.input": network_input,
+        "semphase.variant": variant,
+        "semphase.tile": {"size": int(tile_size), "overlap": int(overlap)},
+        "semphase.source": source,
+        "semphase.metrics": _test_summary(checkpoint),
+    }
+    return {key: json.dumps(values[key], allow_nan=False) for key in METADATA_KEYS}
+
+
+def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Set ``metadata`` on ``model`` in place, replacing earlier ``semphase.*`` entries."""
+    keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith("semphase.")]
+    del model.metadata_props[:]
+    for key, value in keep:
+        model.metadata_props.add(key=key, value=value)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> int:
+    """Write an ONNX model atomically (temporary ``.NAME.*.part`` beside ``path``, then rename).
+
+    Returns
+    -------
+    int: the file size in bytes.
+
+    Raises
+    ------
+    InputError
+        when the folder is not writable.
+    """
+    with atomic_path(path) as tmp:
+        try:
+            onnx.save_model(model, os.fspath(tmp))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise InputError(f"cannot write model ({exc.strerror or exc})", path) from None
+    return Path(path).stat().st_size
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (weights included), raising a one-line InputError for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such model file" if not p.exists() else "not a file", p)
+    if p.stat().st_size == 0:
+        raise InputError("empty file (0 bytes)", p)
+    try:
+        model = onnx.load_model(os.fspath(p))
+    except Exception:  # protobuf raises DecodeError, onnx raises its own types; all mean "not ONNX"
+        raise InputError("not an ONNX model (cannot parse)", p) from None
+    if not model.graph.node and not model.graph.input:
+        raise InputError("not an ONNX model (no graph)", p)
+    return model
+
+
+def read_metadata(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> dict[str, object]:
+    """The parsed ``semphase.*`` entries of a model.
+
+    Returns
+    -------
+    dict mapping each key of :data:`METADATA_KEYS` to its decoded JSON value.
+
+    Raises
+    ------
+    InputError
+        naming ``path`` when the model is not a semphase model (keys missing) or a value is not JSON.
+    """
+    props = {p.key: p.value for p in model.metadata_props}
+    missing = [k for k in METADATA_KEYS if k not in props]
+    if len(missing) == len(METADATA_KEYS):
+        raise InputError("ONNX model without semphase metadata (not exported by semphase export)", path)
+    if missing:
+        raise InputError(f"semphase metadata incomplete: missing {', '.join(missing)}", path)
+    values = {}
+    for key in METADATA_KEYS:
+        try:
+            values[key] = json.loads(props[key])
+        except json.JSONDecodeError:
+            raise InputError(f"metadata {key} is not valid JSON", path) from None
+    return values
+
+
+@dataclass
+class ModelSummary:
+    """What ``semphase info`` shows about a model file."""
+
+    path: Path
+    size_bytes: int
+    metadata: dict[str, object]
+    opset: int
+    producer: str
+    #: (name, element type, shape with symbolic dims as strings), one per graph input / output.
+    inputs: list[tuple[str, str, list[int | str]]]
+    outputs: list[tuple[str, str, list[int | str]]]
+
+
+def _signature(values) -> list[tuple[str, str, list[int | str]]]:
+    out = []
+    for v in values:
+        tensor = v.type.tensor_type
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+        out.append((v.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, dims))
+    return out
+
+
+def summarize_model(path: str | os.PathLike) -> ModelSummary:
+    """Read a semphase ONNX file's metadata, opset and signature.
+
+    Raises
+    ------
+    InputError
+        for a missing, empty or non-ONNX file, or an ONNX model that semphase did not export.
+    """
+    p = Path(path)
+    model = load_onnx(p)
+    metadata = read_metadata(model, p)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    initializer_names = {t.name for t in model.graph.initializer}
+    return ModelSummary(
+        path=p,
+        size_bytes=p.stat().st_size,
+        metadata=metadata,
+        opset=int(opset),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=_signature(i for i in model.graph.input if i.name not in initializer_names),
+        outputs=_signature(model.graph.output),
+    )
