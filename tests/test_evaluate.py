@@ -181,8 +181,9 @@ def _train_tiny(torch, dataset, run_dir):
 
 
 def _export_onnx(model, config, run_dir):
-    from semphase.export.metadata import build_metadata, file_sha256, save_model, write_metadata
+    from semphase.export.metadata import build_metadata, save_model, write_metadata
     from semphase.export.onnx_export import export_fp32
+    from semphase.imageio import file_sha256
 
     graph = export_fp32(model, in_channels=1, num_classes=config["num_classes"], simplify=False)
     checkpoint = {"config": config}

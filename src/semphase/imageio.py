@@ -8,8 +8,9 @@ not an image, unexpected channel layout).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +48,18 @@ def _check_file(path: Path) -> None:
         raise InputError("empty file (0 bytes)", path)
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, tifffile.TiffFile | None]:
+def _read_tiff(path: Path) -> tuple[np.ndarray, MicrographInfo]:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.pages:
                 raise InputError("TIFF has no pages", path)
             arr = tif.pages.first.asarray()
+            info = tiff_info(tif)
     except InputError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt data
         raise InputError(f"cannot decode TIFF ({_short(exc)})", path) from None
-    return arr, None
+    return arr, info
 
 
 def _short(exc: BaseException) -> str:
@@ -65,19 +67,11 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def read_raw(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as stored: first page of a TIFF, or what OpenCV decodes unchanged.
-
-    Returns
-    -------
-    ndarray, shape (H, W) or (H, W, 3|4), dtype uint8 or uint16 (other TIFF dtypes are returned as is;
-    callers decide). Colour images from OpenCV are converted to RGB(A) order.
-    """
-    p = Path(path)
+def _read_with_info(p: Path) -> tuple[np.ndarray, MicrographInfo]:
     _check_file(p)
-    suffix = p.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        arr, _ = _read_tiff(p)
+    info = MicrographInfo()
+    if p.suffix.lower() in TIFF_SUFFIXES:
+        arr, info = _read_tiff(p)
     else:
         try:
             data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths on Windows too
@@ -94,7 +88,18 @@ def read_raw(path: str | os.PathLike) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise InputError(f"unexpected image shape {tuple(arr.shape)}", p)
-    return arr
+    return arr, info
+
+
+def read_raw(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as stored: first page of a TIFF, or what OpenCV decodes unchanged.
+
+    Returns
+    -------
+    ndarray, shape (H, W) or (H, W, 3|4), dtype uint8 or uint16 (other TIFF dtypes are returned as is;
+    callers decide). Colour images from OpenCV are converted to RGB(A) order.
+    """
+    return _read_with_info(Path(path))[0]
 
 
 def to_gray(arr: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
@@ -111,17 +116,21 @@ def to_gray(arr: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarra
     raise InputError(f"unexpected image shape {tuple(arr.shape)}", path)
 
 
-def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """Read a micrograph as a 2-D grayscale array, uint8 or uint16 as stored.
-
-    Raises InputError for other dtypes (float, 32-bit) since their scale is unknown.
-    """
-    arr = to_gray(read_raw(path), path)
+def _gray_8_or_16(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    arr = to_gray(arr, path)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype not in (np.uint8, np.uint16):
         raise InputError(f"unsupported pixel type {arr.dtype} (expected 8- or 16-bit)", path)
     return arr
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Read a micrograph as a 2-D grayscale array, uint8 or uint16 as stored.
+
+    Raises InputError for other dtypes (float, 32-bit) since their scale is unknown.
+    """
+    return _gray_8_or_16(read_raw(path), path)
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -166,6 +175,35 @@ def to_uint8(
 # ----------------------------------------------------------------------------------------- writing
 
 
+def temporary_beside(path: str | os.PathLike) -> Path:
+    """Create an empty temporary file ``.NAME.<random>.part`` beside ``path`` and return its name.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600) the file gets the permissions any new file gets (0666 minus
+    the umask), so outputs on a shared folder stay readable by colleagues once renamed into place.
+
+    Raises
+    ------
+    InputError
+        naming the folder when it cannot be created or written.
+    """
+    final = Path(path)
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            tmp = folder / f".{final.name}.{secrets.token_hex(4)}.part"
+            try:
+                os.close(
+                    os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o666)
+                )
+                return tmp
+            except FileExistsError:
+                continue
+        raise OSError("no free temporary name")
+    except OSError as exc:
+        raise InputError(f"cannot write here ({exc.strerror or exc})", folder) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` atomically.
@@ -175,14 +213,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     end with ``.part`` so they never look like finished outputs.
     """
     final = Path(path)
-    folder = final.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=folder)
-        os.close(fd)
-    except OSError as exc:
-        raise InputError(f"cannot write here ({exc.strerror or exc})", folder) from None
-    tmp_path = Path(tmp)
+    tmp_path = temporary_beside(final)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -202,6 +233,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
                 os.fsync(fh.fileno())
         except OSError as exc:
             raise InputError(f"cannot write ({exc.strerror or exc})", path) from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -257,3 +297,115 @@ def fei_metadata_text(pixel_size_um: float, width: int, image_height: int) -> st
         f"HorizontalFieldWidth={m * width:.6e}\r\n"
         f"[Image]\r\nResolutionX={width}\r\nResolutionY={image_height}\r\n"
     )
+
+
+#: TIFF tag of Zeiss SmartSEM metadata (tifffile: CZ_SEM) and of TESCAN's INI-style header.
+ZEISS_SEM_TAG = 34118
+TESCAN_TAG = 50431
+_LENGTH_UNITS_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3, "m": 1e6}
+#: Resolution tags that only state a screen or print density (72 dpi and friends) say nothing about the
+#: sample; a pixel size taken from them is only believed when it is this small or smaller.
+_MAX_TAG_PIXEL_UM = {2: 10.0, 3: 50.0}  # inch, centimetre
+
+
+def _positive(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and np.isfinite(number) else None
+
+
+def _micrometres(value: float) -> float:
+    """Drop the float noise of unit conversions (0.1 um, not 0.09999999999999999)."""
+    return float(f"{value:.9g}")
+
+
+def _fei_info(fei: dict, info: MicrographInfo) -> None:
+    scan = fei.get("Scan") or fei.get("EScan") or {}
+    metres = _positive(scan.get("PixelWidth"))
+    if metres is not None:
+        info.pixel_size_um = _micrometres(metres * 1e6)
+    height = (fei.get("Image") or {}).get("ResolutionY")
+    if isinstance(height, int) and height > 0:
+        info.image_height = height
+    info.vendor = "FEI/Thermo"
+
+
+def _zeiss_info(sem: dict, info: MicrographInfo) -> None:
+    for key in ("ap_image_pixel_size", "ap_pixel_size"):
+        entry = sem.get(key)
+        if isinstance(entry, tuple) and len(entry) >= 3:
+            value, unit = _positive(entry[1]), _LENGTH_UNITS_UM.get(str(entry[2]).strip())
+            if value is not None and unit is not None:
+                info.pixel_size_um = _micrometres(value * unit)
+                break
+    info.vendor = "Zeiss"
+
+
+def _tescan_info(text: str, info: MicrographInfo) -> None:
+    import re
+
+    match = re.search(r"^\s*PixelSizeX\s*=\s*([0-9.eE+-]+)", text, re.M)
+    metres = _positive(match.group(1)) if match else None
+    if metres is not None:
+        info.pixel_size_um = _micrometres(metres * 1e6)
+    info.vendor = "TESCAN"
+
+
+def _resolution_info(page: tifffile.TiffPage, info: MicrographInfo) -> None:
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return
+    unit = int(tags["ResolutionUnit"].value)
+    numerator, denominator = tags["XResolution"].value
+    per_unit = _positive(numerator / denominator) if denominator else None
+    if unit not in _MAX_TAG_PIXEL_UM or per_unit is None:
+        return
+    pixel_um = (25_400.0 if unit == 2 else 10_000.0) / per_unit
+    if pixel_um <= _MAX_TAG_PIXEL_UM[unit]:
+        info.pixel_size_um = _micrometres(pixel_um)
+        info.notes.append("pixel size from the TIFF resolution tags")
+
+
+def tiff_info(tif: tifffile.TiffFile) -> MicrographInfo:
+    """Pixel size and data-bar-free image height from an open TIFF's vendor metadata.
+
+    Reads FEI/Thermo (tags 34680/34682: ``Scan.PixelWidth``, ``Image.ResolutionY``), Zeiss (tag 34118:
+    ``ap_image_pixel_size``) and TESCAN (tag 50431: ``PixelSizeX``) headers, and, failing those, the
+    standard resolution tags when they state a microscopic pixel. What could not be parsed is noted, not
+    raised: a micrograph without metadata is still segmented.
+    """
+    info = MicrographInfo()
+    page = tif.pages.first
+    try:
+        fei = tif.fei_metadata
+        if fei:
+            _fei_info(fei, info)
+        elif tif.is_sem:
+            _zeiss_info(tif.sem_metadata or {}, info)
+        elif TESCAN_TAG in page.tags:
+            value = page.tags[TESCAN_TAG].value
+            text = value.decode("latin-1", "replace") if isinstance(value, bytes) else str(value)
+            _tescan_info(text, info)
+    except Exception as exc:  # vendor headers are free text; a bad one must not stop segmentation
+        info.notes.append(f"vendor metadata unreadable ({_short(exc)})")
+    if info.pixel_size_um is None:
+        with contextlib.suppress(Exception):
+            _resolution_info(page, info)
+    return info
+
+
+def read_micrograph(path: str | os.PathLike) -> tuple[np.ndarray, MicrographInfo]:
+    """Read a micrograph as a 2-D gray array (uint8 or uint16, as stored) with what its file says.
+
+    TIFFs are opened once for both the pixels (first page) and the metadata (:func:`tiff_info`); other
+    formats carry no SEM metadata and get an empty :class:`MicrographInfo`.
+
+    Raises
+    ------
+    InputError
+        naming the file, for anything :func:`read_gray` rejects.
+    """
+    arr, info = _read_with_info(Path(path))
+    return _gray_8_or_16(arr, path), info

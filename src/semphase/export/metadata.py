@@ -55,15 +55,6 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _test_summary(checkpoint: dict) -> dict | None:
     """The part of a checkpoint's ``test_metrics`` (scoring schema) that travels with the model."""
     metrics = checkpoint.get("test_metrics")

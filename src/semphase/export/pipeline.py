@@ -21,9 +21,10 @@ from semphase.export import fp16 as fp16_convert
 from semphase.export import int8 as int8_quant
 from semphase.export import onnx_export
 from semphase.export.imagesets import calibration_tiles, normalize, resolve_image_sets
-from semphase.export.metadata import build_metadata, config_sha256, file_sha256, save_model, write_metadata
+from semphase.export.metadata import build_metadata, config_sha256, save_model, write_metadata
 from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency
 from semphase.export.report import REPORT_FORMAT, Gates, check_gates, machine_description, write_report
+from semphase.imageio import file_sha256
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 REPORT_NAME = "export_report.json"
