@@ -1,0 +1,264 @@
+"""Loading an exported semphase ONNX model with onnxruntime, from its own metadata and nothing else.
+
+The file carries the class names and colours, the input normalization, the recommended tiling and the
+variant (see docs/architecture.md); :func:`load_model` checks all of it and refuses, in one line naming
+the file, anything that is not a usable semphase model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from semphase.errors import InputError
+from semphase.imageio import file_sha256
+
+#: What ``--provider`` accepts, mapped to onnxruntime's execution provider names.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+#: Order in which ``auto`` picks among the installed providers.
+AUTO_ORDER = ("cuda", "dml", "openvino", "cpu")
+REQUIRED_KEYS = ("semphase.classes", "semphase.colors", "semphase.input", "semphase.variant", "semphase.tile")
+
+
+def available_providers() -> list[str]:
+    """onnxruntime's execution providers in this installation (e.g. ``["CPUExecutionProvider"]``)."""
+    return list(ort.get_available_providers())
+
+
+def choose_providers(provider: str = "auto") -> list[str]:
+    """onnxruntime provider list for ``provider`` (auto, cpu, cuda, dml/directml, openvino).
+
+    The CPU provider is always appended as the fallback for operators another provider lacks.
+
+    Raises
+    ------
+    InputError
+        for an unknown name, or a provider this onnxruntime installation does not have.
+    """
+    name = (provider or "auto").lower()
+    installed = available_providers()
+    if name == "auto":
+        picked = next(PROVIDERS[n] for n in AUTO_ORDER if PROVIDERS[n] in installed or n == "cpu")
+    elif name in PROVIDERS:
+        picked = PROVIDERS[name]
+        if picked not in installed:
+            raise InputError(
+                f"execution provider {name!r} ({picked}) is not installed; available: {', '.join(installed)}"
+            )
+    else:
+        raise InputError(f"unknown provider {provider!r}; use auto, cpu, cuda, dml or openvino")
+    return [picked] + (["CPUExecutionProvider"] if picked != "CPUExecutionProvider" else [])
+
+
+@dataclass
+class SegmentationModel:
+    """An onnxruntime session plus what the file says about it.
+
+    Attributes
+    ----------
+    path : the .onnx file.
+    classes : class names in id order; colors : one (r, g, b) per class.
+    input : ``{"channels", "scale", "mean", "std", "size_multiple"}``: the network sees
+        ``(pixel * scale - mean) / std`` for 8-bit pixels.
+    variant : ``"fp32"``, ``"fp16"`` or ``"int8"``.
+    tile_size, overlap : the recommended sliding-window tiling in pixels.
+    sha256 : hash of the file; source, metrics : the ``semphase.source`` and ``semphase.metrics`` records.
+    providers : the execution providers the session runs on; threads : intra-op threads (None = default).
+    """
+
+    path: Path
+    session: ort.InferenceSession = field(repr=False)
+    classes: list[str]
+    colors: list[tuple[int, int, int]]
+    input: dict
+    variant: str
+    tile_size: int
+    overlap: int
+    sha256: str
+    source: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    providers: list[str] = field(default_factory=list)
+    threads: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.input["size_multiple"])
+
+    def normalize(self, batch_u8: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W) -> float32 (N, 1, H, W) as the network expects."""
+        scale = np.float32(self.input["scale"])
+        mean = np.float32(self.input["mean"][0])
+        std = np.float32(self.input["std"][0])
+        x = batch_u8.astype(np.float32)[:, None]
+        x *= scale / std
+        x -= mean / std
+        return x
+
+    def logits(self, batch_u8: np.ndarray) -> np.ndarray:
+        """Run the network on 8-bit tiles.
+
+        Parameters
+        ----------
+        batch_u8 : uint8, shape (N, H, W); H and W multiples of ``size_multiple``.
+
+        Returns
+        -------
+        float32, shape (N, C, H, W).
+        """
+        if batch_u8.ndim != 3 or batch_u8.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N, H, W) tiles, got {batch_u8.dtype} {batch_u8.shape}")
+        m = self.size_multiple
+        if batch_u8.shape[1] % m or batch_u8.shape[2] % m:
+            raise ValueError(f"tile sides must be multiples of {m}, got {batch_u8.shape[1:]}")
+        (out,) = self.session.run(None, {self._input_name: self.normalize(batch_u8)})
+        return np.asarray(out, dtype=np.float32)
+
+    @property
+    def _input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    def describe(self) -> dict:
+        """The model as recorded in every result: file, variant, hash, providers, tiling."""
+        return {
+            "path": str(self.path),
+            "variant": self.variant,
+            "sha256": self.sha256,
+            "providers": list(self.providers),
+            "threads": self.threads,
+            "classes": list(self.classes),
+            "recommended_tile": {"size": self.tile_size, "overlap": self.overlap},
+        }
+
+
+def _metadata(session: ort.InferenceSession, path: Path) -> dict:
+    props = dict(session.get_modelmeta().custom_metadata_map or {})
+    missing = [k for k in REQUIRED_KEYS if k not in props]
+    if missing:
+        raise InputError(
+            f"not a semphase model: the ONNX metadata lacks {', '.join(missing)} (export models with "
+            "'semphase export')",
+            path,
+        )
+    parsed = {}
+    for key, value in props.items():
+        if not key.startswith("semphase."):
+            continue
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            raise InputError(f"metadata {key} is not valid JSON", path) from None
+    return parsed
+
+
+def _check(meta: dict, path: Path) -> tuple[list[str], list[tuple[int, int, int]], dict, int, int]:
+    classes, colors, spec = meta["semphase.classes"], meta["semphase.colors"], meta["semphase.input"]
+    tile = meta["semphase.tile"]
+    try:
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise ValueError("semphase.classes must be a non-empty list of names")
+        if len(classes) > 254:
+            raise ValueError("more than 254 classes do not fit an 8-bit mask")
+        if len(colors) != len(classes) or any(
+            len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in colors
+        ):
+            raise ValueError("semphase.colors must hold one [r, g, b] per class")
+        if int(spec["channels"]) != 1:
+            raise ValueError(f"only 1-channel models are supported, got {spec['channels']}")
+        scale, mean, std = float(spec["scale"]), float(spec["mean"][0]), float(spec["std"][0])
+        multiple = int(spec["size_multiple"])
+        if not (scale > 0 and std > 0 and np.isfinite(mean) and multiple >= 1):
+            raise ValueError("semphase.input needs scale > 0, std > 0 and size_multiple >= 1")
+        size, overlap = int(tile["size"]), int(tile["overlap"])
+        if size < multiple or size % multiple or not 0 <= overlap < size:
+            raise ValueError(f"bad recommended tiling {tile}")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"unusable semphase metadata: {exc}", path) from None
+    norm = {"channels": 1, "scale": scale, "mean": [mean], "std": [std], "size_multiple": multiple}
+    return classes, [tuple(int(v) for v in c) for c in colors], norm, size, overlap
+
+
+def _check_signature(session: ort.InferenceSession, num_classes: int, path: Path) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise InputError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}", path)
+    shape_in, shape_out = inputs[0].shape, outputs[0].shape
+    if len(shape_in) != 4 or (isinstance(shape_in[1], int) and shape_in[1] != 1):
+        raise InputError(f"input must be N x 1 x H x W, got {shape_in}", path)
+    if inputs[0].type != "tensor(float)":
+        raise InputError(f"input must be float32, got {inputs[0].type}", path)
+    if len(shape_out) != 4 or (isinstance(shape_out[1], int) and shape_out[1] != num_classes):
+        raise InputError(f"output must be N x {num_classes} x H x W, got {shape_out}", path)
+
+
+def load_model(
+    path: str | os.PathLike, provider: str = "auto", threads: int | None = None
+) -> SegmentationModel:
+    """Open an exported semphase ONNX model.
+
+    Parameters
+    ----------
+    path : the .onnx file (model.onnx, model.fp16.onnx or model.int8.onnx from ``semphase export``).
+    provider : ``auto`` (CUDA, then DirectML, then OpenVINO, then CPU, among those installed), ``cpu``,
+        ``cuda``, ``dml`` or ``openvino``.
+    threads : onnxruntime intra-op threads; None lets onnxruntime use one per physical core.
+
+    Raises
+    ------
+    InputError
+        naming the file: missing, empty, not ONNX, not a semphase model, unusable metadata or signature,
+        or a provider that is not installed.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such model file", p)
+    if p.is_dir():
+        raise InputError("is a folder; expected an .onnx model file", p)
+    if p.stat().st_size == 0:
+        raise InputError("empty model file (0 bytes)", p)
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}", p)
+    providers = choose_providers(provider)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's warnings would bury the one line that matters
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(os.fspath(p), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
+        text = " ".join(str(exc).split())
+        raise InputError(f"cannot load as an ONNX model ({text[:200]})", p) from None
+    meta = _metadata(session, p)
+    classes, colors, norm, size, overlap = _check(meta, p)
+    _check_signature(session, len(classes), p)
+    variant = str(meta.get("semphase.variant", "unknown"))
+    return SegmentationModel(
+        path=p,
+        session=session,
+        classes=classes,
+        colors=colors,
+        input=norm,
+        variant=variant,
+        tile_size=size,
+        overlap=overlap,
+        sha256=file_sha256(p),
+        source=meta.get("semphase.source") or {},
+        metrics=meta.get("semphase.metrics") or {},
+        providers=list(session.get_providers()),
+        threads=threads,
+    )

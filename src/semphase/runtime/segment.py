@@ -1,0 +1,269 @@
+"""Segmenting micrograph files: read, exclude the data bar, slide the model over it, write the results.
+
+:func:`segment_file` is what ``semphase segment`` and ``semphase watch`` call per input. Everything it
+writes for an input X goes to temporary files first and is renamed into place only when the whole input
+succeeded, the phase table ``X.json`` last; a crash, Ctrl-C or a bad input never leaves a half-written
+output under a finished name, and never touches the input.
+
+Outputs per input X in the output folder:
+
+- ``X_mask.png``: uint8 class ids, same size as the input, 255 where there is no data (the data bar);
+- ``X_overlay.png``: the micrograph with class colours alpha-blended and a legend;
+- ``X.json``: the phase table (pixels, fraction of analysed pixels, area in um^2 when the pixel size is
+  known), excluded pixels, the model (variant, hash), the tiling and the seconds taken;
+- with ``uncertainty``: ``X_uncertainty.png`` (normalized entropy, 0..255); with ``probs``:
+  ``X_probs.tif`` (float16, one page per class).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semphase import __version__
+from semphase.errors import InputError
+from semphase.imageio import read_micrograph, to_uint8, write_text_atomic
+from semphase.phases import IGNORE
+from semphase.runtime.databar import resolve_databar
+from semphase.runtime.model import SegmentationModel
+from semphase.runtime.outputs import OverlayPainter, count_labels, phase_table
+from semphase.runtime.rowwriters import PngRowWriter, TiffPlaneWriter
+from semphase.runtime.sliding import iter_bands, normalized_entropy, resolve_tiling, segment_array, softmax
+from semphase.runtime.tiling import WINDOWS, plan_tiles
+
+__all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
+
+#: A pixel counts as uncertain when the normalized entropy of its class probabilities exceeds this.
+UNCERTAIN_ENTROPY = 0.5
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How :func:`segment_file` segments and what it writes.
+
+    Attributes
+    ----------
+    tile, overlap : pixels; None = the model's recommendation.
+    batch : tiles per model call.
+    window : blend window, ``"gaussian"`` or ``"cosine"`` (``"constant"`` for comparison only).
+    databar : ``"auto"`` (vendor metadata, else detection), ``"none"``, or rows to exclude.
+    pixel_size_um : overrides the file's metadata for the areas in the phase table.
+    normalize : 16-bit to 8-bit mapping, ``"linear"`` (value / 257) or ``"percentile"``.
+    uncertainty : also write ``X_uncertainty.png`` and the uncertain fraction.
+    probs : also write ``X_probs.tif`` (float16 class probabilities).
+    tta : average the four flips of every tile.
+    alpha : overlay colour weight.
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int = 4
+    window: str = "gaussian"
+    databar: str | int = "auto"
+    pixel_size_um: float | None = None
+    normalize: str = "linear"
+    uncertainty: bool = False
+    probs: bool = False
+    tta: bool = False
+    alpha: float = 0.45
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise InputError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+        if self.normalize not in ("linear", "percentile"):
+            raise InputError(f"--normalize must be linear or percentile, got {self.normalize!r}")
+        if self.batch < 1:
+            raise InputError(f"--batch must be >= 1, got {self.batch}")
+        if self.pixel_size_um is not None and not (
+            np.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
+        ):
+            raise InputError(f"--pixel-size-um must be a positive number, got {self.pixel_size_um}")
+        if self.tile is not None and self.tile < 1:
+            raise InputError(f"--tile must be positive, got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise InputError(f"--overlap must be >= 0, got {self.overlap}")
+        text = str(self.databar).strip().lower()
+        if text not in ("auto", "none") and not text.isdigit():
+            raise InputError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
+
+
+def output_names(stem: str, options: SegmentOptions) -> dict[str, str]:
+    """File names of the outputs for an input whose output stem is ``stem``."""
+    names = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png"}
+    if options.uncertainty:
+        names["uncertainty"] = f"{stem}_uncertainty.png"
+    if options.probs:
+        names["probs"] = f"{stem}_probs.tif"
+    names["json"] = f"{stem}.json"
+    return names
+
+
+def _check_not_input(path: Path, targets: dict[str, Path]) -> None:
+    for target in targets.values():
+        if target.exists() and os.path.samefile(target, path):
+            raise InputError(
+                f"an output would overwrite the input itself ({target.name}); choose another --out", path
+            )
+
+
+def segment_file(
+    model: SegmentationModel,
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: SegmentOptions | None = None,
+    stem: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Segment one micrograph file and write its outputs.
+
+    Parameters
+    ----------
+    model : from :func:`semphase.runtime.model.load_model`.
+    path : TIFF (8/16-bit, first page), PNG, BMP or JPEG; gray, RGB or RGBA (converted to gray).
+    out_dir : output folder (created if needed).
+    options : see :class:`SegmentOptions`.
+    stem : output file stem; default the input's stem.
+    progress : called with (tiles done, tiles total).
+
+    Returns
+    -------
+    dict, the content of ``X.json`` (see the module docstring), with ``outputs`` naming every file.
+
+    Raises
+    ------
+    InputError
+        naming the file, for an unreadable input or an unwritable output; nothing is left behind then.
+    """
+    options = options or SegmentOptions()
+    src = Path(path)
+    out = Path(out_dir)
+    stem = stem or src.stem
+    targets = {key: out / name for key, name in output_names(stem, options).items()}
+    if src.exists():
+        _check_not_input(src, targets)
+
+    t0 = time.perf_counter()
+    raw, info = read_micrograph(src)
+    depth = 16 if raw.dtype == np.uint16 else 8
+    image = to_uint8(raw, options.normalize)
+    del raw
+    height, width = image.shape
+    try:
+        bar_rows, bar_source = resolve_databar(options.databar, image, info.image_height)
+        size, lap = resolve_tiling(model, options.tile, options.overlap)
+    except ValueError as exc:
+        raise InputError(str(exc), src) from None
+    analysed_h = height - bar_rows
+    pixel_size = options.pixel_size_um or info.pixel_size_um
+    pixel_source = (
+        "option" if options.pixel_size_um else (info.vendor or ("tiff" if info.pixel_size_um else None))
+    )
+    t_read = time.perf_counter() - t0
+
+    plan = plan_tiles(analysed_h, width, size, lap, model.size_multiple)
+    writers: dict[str, PngRowWriter | TiffPlaneWriter] = {}
+    counts = np.zeros(model.num_classes, np.int64)
+    uncertain = 0
+    t1 = time.perf_counter()
+    try:
+        writers["mask"] = PngRowWriter(targets["mask"], width, height, 1)
+        writers["overlay"] = PngRowWriter(targets["overlay"], width, height, 3)
+        if options.uncertainty:
+            writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
+        if options.probs:
+            description = json.dumps({"classes": model.classes, "source": src.name})
+            writers["probs"] = TiffPlaneWriter(
+                targets["probs"], width, height, model.num_classes, np.float16, description
+            )
+        painter = OverlayPainter(model.classes, model.colors, width, height, options.alpha)
+        bands = iter_bands(
+            model,
+            np.ascontiguousarray(image[:analysed_h]),
+            tile=size,
+            overlap=lap,
+            batch=options.batch,
+            window=options.window,
+            tta=options.tta,
+            progress=progress,
+        )
+        for band in bands:
+            labels = band.logits.argmax(axis=0).astype(np.uint8)
+            counts += count_labels(labels, model.num_classes)
+            _write_band(writers, painter, image, labels, band.y0)
+            if options.uncertainty or options.probs:
+                probs = softmax(band.logits)
+                if options.uncertainty:
+                    entropy = normalized_entropy(probs)
+                    uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
+                    writers["uncertainty"].write(np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
+                if options.probs:
+                    writers["probs"].write(probs.astype(np.float16))
+        if bar_rows:
+            bar_labels = np.full((bar_rows, width), IGNORE, np.uint8)
+            _write_band(writers, painter, image, bar_labels, analysed_h)
+            if options.uncertainty:
+                writers["uncertainty"].write(np.zeros((bar_rows, width), np.uint8))
+            if options.probs:
+                writers["probs"].write(np.zeros((model.num_classes, bar_rows, width), np.float16))
+        t_segment = time.perf_counter() - t1
+        for writer in writers.values():
+            writer.commit()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+    analysed = analysed_h * width
+    result = {
+        "input": str(src),
+        "width": width,
+        "height": height,
+        "bit_depth": depth,
+        "normalize": options.normalize,
+        "databar": {"rows": bar_rows, "source": bar_source},
+        "analysed_pixels": analysed,
+        "excluded_pixels": bar_rows * width,
+        "pixel_size_um": pixel_size,
+        "pixel_size_source": pixel_source,
+        "phases": phase_table(counts, model.classes, pixel_size),
+        "model": model.describe(),
+        "tiling": {
+            "tile": size,
+            "overlap": lap,
+            "window": options.window,
+            "batch": options.batch,
+            "tta": options.tta,
+            "tiles": plan.count,
+            "grid": [plan.rows.count, plan.cols.count],
+        },
+        "options": asdict(options),
+        "semphase_version": __version__,
+    }
+    if options.uncertainty:
+        result["uncertainty"] = {
+            "entropy_threshold": UNCERTAIN_ENTROPY,
+            "uncertain_pixels": uncertain,
+            "uncertain_fraction": uncertain / analysed if analysed else 0.0,
+        }
+    if info.notes:
+        result["metadata_notes"] = list(info.notes)
+    result["outputs"] = {key: str(p) for key, p in targets.items()}
+    result["seconds"] = {
+        "read": round(t_read, 4),
+        "segment_and_write": round(t_segment, 4),
+        "total": round(time.perf_counter() - t0, 4),
+    }
+    write_text_atomic(targets["json"], json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _write_band(writers, painter: OverlayPainter, image: np.ndarray, labels: np.ndarray, y0: int) -> None:
+    y1 = y0 + labels.shape[0]
+    writers["mask"].write(labels)
+    writers["overlay"].write(painter.paint(image[y0:y1], labels, y0))

@@ -1,0 +1,196 @@
+"""Sliding-window inference over a whole micrograph, finalized band by band.
+
+Tiles run in batches through the model; their logits are weighted by a blend window and summed into an
+accumulator that spans one tile row of the image (tile height x image width). As soon as the next tile
+row starts below a row, no later tile can touch it: that row is divided by its summed weight and handed
+to the caller, and the accumulator slides down. Peak memory is therefore a few tile rows of the image
+width, whatever its height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from semphase.runtime.tiling import TilePlan, blend_window, pad_reflect, plan_tiles
+
+
+class TileModel(Protocol):
+    """What the sliding window needs from a model (an ONNX model, or a PyTorch one in benchmarks)."""
+
+    tile_size: int
+    overlap: int
+    classes: list[str]
+
+    @property
+    def size_multiple(self) -> int: ...
+
+    def logits(self, batch_u8: np.ndarray) -> np.ndarray: ...
+
+
+#: progress(tiles_done, tiles_total)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Band:
+    """Finalized rows ``y0:y1`` of the image: blended logits, float32 of shape (C, y1 - y0, W)."""
+
+    y0: int
+    y1: int
+    logits: np.ndarray
+
+
+def _flip_average(model: TileModel, batch: np.ndarray) -> np.ndarray:
+    """Mean logits over the identity and the horizontal, vertical and double flips of each tile."""
+    total = model.logits(batch)
+    for axes in ((2,), (1,), (1, 2)):
+        flipped = np.ascontiguousarray(np.flip(batch, axis=axes))
+        total += np.flip(model.logits(flipped), axis=tuple(a + 1 for a in axes))
+    total *= 0.25
+    return total
+
+
+def resolve_tiling(model: TileModel, tile: int | None, overlap: int | None) -> tuple[int, int]:
+    """Tile and overlap to use: the caller's, else the model's recommendation.
+
+    Raises
+    ------
+    ValueError
+        for a tile that is not a positive multiple of the model's size multiple, or an overlap outside
+        ``0..tile-1``.
+    """
+    size = int(tile) if tile else int(model.tile_size)
+    m = int(model.size_multiple)
+    if size < m or size % m:
+        raise ValueError(f"--tile must be a positive multiple of {m}, got {size}")
+    lap = int(overlap) if overlap is not None else min(int(model.overlap), size // 2)
+    if not 0 <= lap < size:
+        raise ValueError(f"--overlap must be in 0..{size - 1} for tile {size}, got {lap}")
+    return size, lap
+
+
+def iter_bands(
+    model: TileModel,
+    image_u8: np.ndarray,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 4,
+    window: str = "gaussian",
+    tta: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[Band]:
+    """Segment ``image_u8`` with a sliding window, yielding blended logits band by band, top to bottom.
+
+    Parameters
+    ----------
+    model : anything with ``logits(uint8 (N, h, w)) -> float32 (N, C, h, w)``, ``tile_size``, ``overlap``
+        and ``size_multiple`` (:class:`~semphase.runtime.model.SegmentationModel`).
+    image_u8 : uint8, shape (H, W).
+    tile, overlap : pixels; default the model's recommendation.
+    batch : tiles per model call.
+    window : blend window, see :func:`~semphase.runtime.tiling.blend_window`.
+    tta : average the four flips of every tile (4x the compute).
+    progress : called with (tiles done, tiles total) after every batch.
+
+    Yields
+    ------
+    Band, covering rows 0..H exactly once, in order.
+    """
+    if image_u8.ndim != 2 or image_u8.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W) image, got {image_u8.dtype} {image_u8.shape}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    size, lap = resolve_tiling(model, tile, overlap)
+    plan = plan_tiles(image_u8.shape[0], image_u8.shape[1], size, lap, int(model.size_multiple))
+    yield from _run(model, image_u8, plan, batch, window, tta, progress)
+
+
+def _run(model, image_u8, plan: TilePlan, batch, window, tta, progress) -> Iterator[Band]:
+    height, width = image_u8.shape
+    th, tw = plan.tile_shape
+    padded = pad_reflect(image_u8, plan.rows.padded, plan.cols.padded)
+    weight = blend_window(th, tw, window)
+    classes = len(model.classes)
+    acc = np.zeros((classes, th, plan.cols.padded), np.float32)
+    wsum = np.zeros((th, plan.cols.padded), np.float32)
+    top = emitted = done = 0
+    run = (lambda b: _flip_average(model, b)) if tta else model.logits
+    for band_index, y in enumerate(plan.rows.starts):
+        if y > top:  # slide the accumulator down to the new tile row
+            shift = y - top
+            acc[:, : th - shift] = acc[:, shift:]
+            acc[:, th - shift :] = 0.0
+            wsum[: th - shift] = wsum[shift:]
+            wsum[th - shift :] = 0.0
+            top = y
+        xs = plan.cols.starts
+        for i in range(0, len(xs), batch):
+            chunk = xs[i : i + batch]
+            tiles = np.stack([padded[y : y + th, x : x + tw] for x in chunk])
+            out = run(tiles)
+            if out.shape != (len(chunk), classes, th, tw):
+                raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
+            out *= weight
+            for k, x in enumerate(chunk):
+                acc[:, :, x : x + tw] += out[k]
+                wsum[:, x : x + tw] += weight
+            done += len(chunk)
+            if progress is not None:
+                progress(done, plan.count)
+        final = plan.finalized_before(band_index)
+        if final > emitted:
+            rows = slice(emitted - top, final - top)
+            blended = acc[:, rows, :width] / wsum[rows, :width]
+            yield Band(emitted, final, blended)
+            emitted = final
+    if emitted != height:  # pragma: no cover - guarded by the tiling arithmetic
+        raise AssertionError(f"sliding window finalized {emitted} of {height} rows")
+
+
+def segment_array(
+    model: TileModel,
+    image_u8: np.ndarray,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 4,
+    window: str = "gaussian",
+    tta: bool = False,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Label image of a micrograph held in memory (evaluation, benchmarks, library use).
+
+    Parameters are those of :func:`iter_bands`.
+
+    Returns
+    -------
+    uint8, shape (H, W): class ids (argmax of the blended logits).
+    """
+    labels = np.empty(image_u8.shape, np.uint8)
+    for band in iter_bands(
+        model, image_u8, tile=tile, overlap=overlap, batch=batch, window=window, tta=tta, progress=progress
+    ):
+        labels[band.y0 : band.y1] = band.logits.argmax(axis=0)
+    return labels
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Class probabilities from logits along ``axis`` (float32, numerically stable)."""
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=axis, keepdims=True)
+    return shifted
+
+
+def normalized_entropy(probs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Per-pixel entropy of class probabilities divided by log(C): 0 = certain, 1 = uniform."""
+    classes = probs.shape[axis]
+    if classes < 2:
+        return np.zeros(np.delete(probs.shape, axis), np.float32)
+    p = np.clip(probs, 1e-12, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=axis)
+    return (entropy / np.log(classes)).astype(np.float32)

@@ -1,0 +1,146 @@
+"""Tile placement, padding and blend windows (pure numpy), and seam-free blending on a model with a known
+receptive field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _runtime_models import build_blur_classifier, micrograph
+from semphase.runtime.model import load_model
+from semphase.runtime.sliding import iter_bands, segment_array
+from semphase.runtime.tiling import blend_window, pad_reflect, plan_axis, plan_tiles, round_up
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap", "starts"),
+    [
+        (512, 512, 64, (0,)),  # exactly one tile
+        (513, 512, 64, (0, 1)),  # one pixel more: a second tile flush with the end
+        (960, 512, 64, (0, 448)),  # two tiles, overlap exactly 64
+        (1000, 512, 64, (0, 244, 488)),  # spare room spread evenly over the gaps
+        (4096, 512, 32, (0, 448, 896, 1344, 1792, 2240, 2688, 3136, 3584)),  # 9 tiles: overlap 64 > 32
+    ],
+)
+def test_axis_plan_covers_the_axis_with_at_least_the_overlap(length, tile, overlap, starts):
+    plan = plan_axis(length, tile, overlap)
+    assert plan.starts == starts and plan.window == tile
+    assert plan.starts[0] == 0 and plan.starts[-1] + tile == length
+    gaps = np.diff(plan.starts)
+    assert (tile - gaps >= overlap).all()  # every neighbour pair shares >= overlap pixels
+    assert len(starts) == max(1, -(-(length - overlap) // (tile - overlap)))
+
+
+@pytest.mark.parametrize(
+    ("length", "window"), [(1, 32), (31, 32), (32, 32), (33, 64), (200, 224), (512, 512)]
+)
+def test_an_axis_shorter_than_a_tile_gets_one_window_rounded_to_the_size_multiple(length, window):
+    plan = plan_axis(length, 512, 64)
+    assert plan.starts == (0,) and plan.window == window and plan.padded == max(length, window)
+
+
+def test_plan_rejects_bad_tiles_and_overlaps():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        plan_axis(100, 100, 10)
+    with pytest.raises(ValueError, match="overlap"):
+        plan_axis(1000, 256, 256)
+    with pytest.raises(ValueError, match="length"):
+        plan_axis(0, 256, 0)
+
+
+def test_finalized_rows_advance_with_the_next_tile_row():
+    plan = plan_tiles(1000, 300, 512, 64)
+    assert plan.rows.starts == (0, 244, 488) and plan.cols.starts == (0,)
+    assert [plan.finalized_before(i) for i in range(3)] == [244, 488, 1000]
+    assert plan.count == 3 and plan.tile_shape == (512, 320)
+
+
+def test_round_up():
+    assert [round_up(v, 32) for v in (1, 32, 33, 64, 65)] == [32, 32, 64, 64, 96]
+
+
+def test_reflect_padding_mirrors_without_repeating_the_edge():
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    padded = pad_reflect(image, 5, 6)
+    assert padded.shape == (5, 6)
+    assert (padded[:3, :4] == image).all()
+    assert padded[3].tolist()[:4] == image[1].tolist() and padded[4].tolist()[:4] == image[0].tolist()
+    assert padded[0, 4:].tolist() == [2, 1]
+    assert pad_reflect(image, 3, 4) is image
+
+
+def test_reflect_padding_of_tiny_images_repeats_the_mirror():
+    image = np.array([[5, 9]], np.uint8)
+    assert pad_reflect(image, 3, 7).shape == (3, 7)
+    single = pad_reflect(np.array([[7]], np.uint8), 32, 32)
+    assert single.shape == (32, 32) and (single == 7).all()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "cosine"])
+def test_blend_windows_peak_in_the_centre_and_stay_positive(kind):
+    w = blend_window(128, 96, kind)
+    assert w.shape == (128, 96) and w.dtype == np.float32
+    assert w.min() > 0 and w.max() == pytest.approx(1.0, abs=1e-3)
+    assert w[64, 48] > w[10, 48] > w[0, 48]
+    assert np.allclose(w, w[::-1, ::-1], atol=1e-6)  # symmetric
+    assert not w.flags.writeable
+
+
+def test_unknown_window_is_refused():
+    with pytest.raises(ValueError, match="window"):
+        blend_window(64, 64, "triangle")
+
+
+@pytest.fixture(scope="module")
+def blur_model(tmp_path_factory):
+    return load_model(build_blur_classifier(tmp_path_factory.mktemp("m") / "blur.onnx"), threads=1)
+
+
+def test_tiled_run_agrees_with_a_whole_image_pass_and_the_blending_is_what_makes_it(blur_model):
+    # 576 x 704 is a multiple of 32: the whole-image pass needs no padding, so only seams can differ.
+    image = micrograph(576, 704, seed=3)
+    whole = segment_array(blur_model, image, tile=704, overlap=0)
+    tiled = segment_array(blur_model, image, tile=128, overlap=32, window="gaussian", batch=3)
+    cosine = segment_array(blur_model, image, tile=128, overlap=32, window="cosine")
+    seams = segment_array(blur_model, image, tile=128, overlap=0, window="constant")
+    assert (tiled == whole).mean() >= 0.995
+    assert (cosine == whole).mean() >= 0.995
+    # Without overlap and blending the tile borders show: the check above can fail.
+    assert (seams == whole).mean() < 0.98
+
+
+def test_bands_cover_every_row_once_in_order_and_report_progress(blur_model):
+    image = micrograph(300, 200, seed=1)
+    calls = []
+    bands = list(
+        iter_bands(blur_model, image, tile=64, overlap=16, progress=lambda d, t: calls.append((d, t)))
+    )
+    assert bands[0].y0 == 0 and bands[-1].y1 == 300
+    assert all(a.y1 == b.y0 for a, b in zip(bands, bands[1:], strict=False))
+    assert all(b.logits.shape == (5, b.y1 - b.y0, 200) for b in bands)
+    total = plan_tiles(300, 200, 64, 16).count
+    assert calls[-1] == (total, total) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (17, 45), (100, 33), (31, 300), (129, 130)])
+def test_small_and_odd_images_are_padded_and_segmented(blur_model, shape):
+    image = micrograph(*shape, seed=2) if min(shape) > 8 else np.full(shape, 200, np.uint8)
+    labels = segment_array(blur_model, image, tile=64, overlap=16)
+    assert labels.shape == shape and labels.dtype == np.uint8 and labels.max() < 5
+
+
+def test_flip_averaging_keeps_a_symmetric_model_unchanged(blur_model):
+    image = micrograph(160, 192, seed=4)
+    plain = segment_array(blur_model, image, tile=64, overlap=16)
+    tta = segment_array(blur_model, image, tile=64, overlap=16, tta=True)
+    assert (plain == tta).mean() > 0.999  # box filters commute with flips
+
+
+def test_bad_tiling_options_are_refused(blur_model):
+    image = np.zeros((64, 64), np.uint8)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        segment_array(blur_model, image, tile=50)
+    with pytest.raises(ValueError, match="overlap"):
+        segment_array(blur_model, image, tile=64, overlap=64)
+    with pytest.raises(ValueError, match="uint8"):
+        segment_array(blur_model, image.astype(np.float32))

@@ -1,0 +1,110 @@
+"""`semphase segment` end to end: inputs, outputs, summary.csv, exit codes, bad input, and no torch."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _runtime_models import build_blur_classifier, micrograph
+from semphase.cli.main import main
+from semphase.imageio import read_label, write_image
+
+TORCH_NAMES = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_blur_classifier(tmp_path_factory.mktemp("m") / "blur.onnx", tile=64, overlap=16)
+
+
+def run(args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["segment", *[str(a) for a in args]])
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_folder_and_glob_inputs_give_outputs_a_summary_and_a_table(tmp_path, model, capsys):
+    for i in range(2):
+        write_image(tmp_path / "in" / f"m{i}.png", micrograph(80, 100, seed=i))
+    write_image(tmp_path / "more" / "z.tif", micrograph(70, 90, seed=5))
+    (tmp_path / "in" / "readme.txt").write_text("not an image")
+    code, out, err = run(
+        [model, tmp_path / "in", tmp_path / "more" / "*.tif", "--out", tmp_path / "out"], capsys
+    )
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(
+        ["m0.json", "m0_mask.png", "m0_overlay.png", "m1.json", "m1_mask.png", "m1_overlay.png"]
+        + ["z.json", "z_mask.png", "z_overlay.png", "summary.csv"]
+    )
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert [Path(r["input"]).name for r in rows] == ["m0.png", "m1.png", "z.tif"]
+    assert all(r["status"] == "done" for r in rows)
+    fractions = [
+        float(rows[0][f"{n}_fraction"]) for n in ("Matrix", "Carbide", "Void", "Reprecipitate", "Dilution")
+    ]
+    assert sum(fractions) == pytest.approx(1.0, abs=1e-5)
+    assert "Phase fractions" in out and "m0.png" in out
+
+
+def test_bad_inputs_are_named_the_others_still_run_and_the_exit_code_is_2(tmp_path, model, capsys):
+    write_image(tmp_path / "good.png", micrograph(64, 64, seed=1))
+    (tmp_path / "empty.tif").write_bytes(b"")
+    good = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 3])
+    (tmp_path / "text.bmp").write_text("hello, not a bitmap")
+    args = [model, tmp_path / "empty.tif", tmp_path / "cut.png", tmp_path / "good.png", tmp_path / "text.bmp"]
+    code, out, err = run([*args, tmp_path / "missing.tif", "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    for name in ("empty.tif", "cut.png", "text.bmp", "missing.tif"):
+        assert sum(name in line for line in lines) == 1, err
+    assert "4 input(s) failed, 1 succeeded" in err
+    assert read_label(tmp_path / "out" / "good_mask.png").shape == (64, 64)
+    rows = {Path(r["input"]).name: r for r in csv.DictReader((tmp_path / "out" / "summary.csv").open())}
+    assert rows["good.png"]["status"] == "done" and rows["cut.png"]["status"] == "failed"
+    assert "empty" in rows["empty.tif"]["reason"]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_a_foreign_model_and_an_unwritable_output_folder_are_one_line_exit_2(tmp_path, model, capsys):
+    write_image(tmp_path / "m.png", micrograph(64, 64))
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07garbage")
+    code, _, err = run([tmp_path / "model.onnx", tmp_path / "m.png", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "model.onnx" in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "file" / "sub"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot be written" in err
+    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o", "--databar", "half"], capsys)
+    assert code == 2 and "--databar" in err
+    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o", "--tile", "50"], capsys)
+    assert code == 2 and "multiple of 32" in err and "m.png" in err
+
+
+BLOCKED = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {names!r}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, _Block())
+sys.argv = ['semphase'] + sys.argv[1:]
+import runpy
+runpy.run_module('semphase', run_name='__main__')
+"""
+
+
+def test_segment_runs_with_torch_unimportable(tmp_path, model):
+    write_image(tmp_path / "m.png", micrograph(96, 96))
+    code = BLOCKED.format(names=set(TORCH_NAMES))
+    args = ["segment", str(model), str(tmp_path / "m.png"), "--out", str(tmp_path / "out"), "--uncertainty"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "m_mask.png").exists() and (tmp_path / "out" / "m_uncertainty.png").exists()
