@@ -9,14 +9,26 @@ from semphase.cli.main import main
 
 
 def run(args):
-    return subprocess.run([sys.executable, "-m", "semphase", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "semphase", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_module_and_help_work():
     out = run(["--help"])
     assert out.returncode == 0
-    for command in ("synth", "data", "score", "train", "evaluate", "export", "info", "segment", "watch",
-                    "benchmark"):
+    for command in (
+        "synth",
+        "data",
+        "score",
+        "train",
+        "evaluate",
+        "export",
+        "info",
+        "segment",
+        "watch",
+        "benchmark",
+    ):
         assert command in out.stdout
 
 

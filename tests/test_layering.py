@@ -13,7 +13,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "semphase"
 TORCH_NAMES = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations")
 
 # Packages and modules that must never import torch (or anything upstream of them).
-TORCH_FREE = ["phases.py", "errors.py", "imageio.py", "metrics.py", "report.py", "evaluation.py", "data", "runtime"]
+TORCH_FREE = [
+    "phases.py",
+    "errors.py",
+    "imageio.py",
+    "metrics.py",
+    "report.py",
+    "evaluation.py",
+    "data",
+    "runtime",
+]
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
@@ -86,9 +95,18 @@ sys.meta_path.insert(0, _Block())
 
 
 def test_base_modules_import_with_torch_unavailable():
-    modules = ["semphase.cli.main", "semphase.phases", "semphase.imageio", "semphase.metrics",
-               "semphase.data.layout", "semphase.data.check", "semphase.data.split", "semphase.data.synth",
-               "semphase.runtime.model", "semphase.runtime.segment"]
+    modules = [
+        "semphase.cli.main",
+        "semphase.phases",
+        "semphase.imageio",
+        "semphase.metrics",
+        "semphase.data.layout",
+        "semphase.data.check",
+        "semphase.data.split",
+        "semphase.data.synth",
+        "semphase.runtime.model",
+        "semphase.runtime.segment",
+    ]
     code = BLOCKER.format(names=set(TORCH_NAMES)) + (
         "import importlib\n"
         f"for m in {modules!r}:\n"

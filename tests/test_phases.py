@@ -51,9 +51,13 @@ def test_load_json_and_toml_tables(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    ["{", json.dumps({"classes": []}), json.dumps({"classes": [{"raw_id": 1}]}),
-     json.dumps({"classes": [{"name": "a", "raw_id": 1}, {"name": "b", "raw_id": 1}]}),
-     json.dumps({"classes": [{"name": "a", "color": [1, 2]}]})],
+    [
+        "{",
+        json.dumps({"classes": []}),
+        json.dumps({"classes": [{"raw_id": 1}]}),
+        json.dumps({"classes": [{"name": "a", "raw_id": 1}, {"name": "b", "raw_id": 1}]}),
+        json.dumps({"classes": [{"name": "a", "color": [1, 2]}]}),
+    ],
 )
 def test_bad_tables_name_the_file(tmp_path, content):
     p = tmp_path / "bad.json"
