@@ -1,7 +1,305 @@
-"""`semphase watch` (not implemented yet)."""
+"""`semphase watch`: segment every micrograph that lands in a folder, unattended, for weeks.
+
+A thin wrapper over :class:`semphase.runtime.watch.Watcher`: options, the log file, the live status line,
+and signals (SIGINT/SIGTERM finish the current file, then exit 0; a second Ctrl-C aborts at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
 
 import typer
 
+from semphase.cli.common import console, err_console
+
+LOG_FORMAT = "%(asctime)s %(message)s"
+
+# Event kinds that matter to someone reading the console of an unattended watcher.
+_STYLE = {
+    "done": "green",
+    "failed": "bold red",
+    "move-failed": "red",
+    "inbox-unreachable": "yellow",
+    "left": "yellow",
+    "waiting": "dim",
+    "changed": "dim",
+    "vanished": "dim",
+}
+
+
+class _Reporter:
+    """Turns watcher events into log lines, console lines and the live status line."""
+
+    def __init__(self, inbox: Path, log_file: Path | None, quiet: bool, live: bool) -> None:
+        self.inbox = inbox
+        self.quiet = quiet
+        self.live = None
+        self.watcher = None
+        self.last = ""
+        self.logger = logging.getLogger("semphase.watch")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        self._handler: logging.Handler | None = None
+        if log_file is not None:
+            try:
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                self._handler = logging.FileHandler(
+                    log_file, mode="a", encoding="utf-8", errors="backslashreplace"
+                )
+            except OSError as exc:
+                from semphase.errors import InputError
+
+                raise InputError(f"cannot open the log file ({exc.strerror or exc})", log_file) from None
+            self._handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%dT%H:%M:%S%z"))
+            self.logger.addHandler(self._handler)
+        if live:
+            from rich.live import Live
+
+            self.live = Live(self, console=console, refresh_per_second=2, transient=True)
+
+    def __call__(self, event) -> None:
+        text = f"{event.kind:<8} {event.file or '-'} {event.message}".rstrip()
+        self.logger.info(text)
+        if event.kind in ("done", "failed"):
+            self.last = event.file or ""
+        if self.quiet:
+            return
+        style = _STYLE.get(event.kind)
+        line = f"[{style}]{_escape(text)}[/]" if style else _escape(text)
+        (self.live.console if self.live else console).print(line, soft_wrap=True)
+
+    def __rich__(self):
+        from rich.text import Text
+
+        if self.watcher is None:
+            return Text("")
+        s = self.watcher.stats
+        line = Text.from_markup(
+            f"[bold]watching[/] {_escape(str(self.inbox))} | queued {s.queued} | [green]done {s.done}[/] | "
+            f"[red]failed {s.failed}[/] | {s.images_per_minute:.1f} images/min | "
+            f"{s.megapixels_per_second:.2f} MP/s | [dim]{_escape(self.last)}[/]"
+        )
+        line.no_wrap, line.overflow = True, "ellipsis"  # one line, whatever the terminal's width
+        return line
+
+    def fatal(self, exc: BaseException) -> None:
+        """Log why the watcher stops on its own (the console line comes from semphase.cli.main)."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.logger.info("abort    - interrupted twice; the current file is done again at the next start")
+        else:
+            self.logger.info(f"error    - {' '.join(str(exc).split()) or exc.__class__.__name__}")
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self.logger.removeHandler(self._handler)
+            self._handler.close()
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _install_signal_handlers(watcher) -> dict:
+    """SIGINT/SIGTERM ask the watcher to stop after the current file; a second SIGINT aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+
+    def stop(signum, _frame):
+        watcher.request_stop()
+        if signum == signal.SIGINT:  # a second Ctrl-C means "now": partial outputs are cleaned up
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    names = ["SIGINT", "SIGTERM"] + (["SIGBREAK"] if sys.platform == "win32" else [])
+    for name in names:
+        signum = getattr(signal, name)
+        previous[signum] = signal.signal(signum, stop)
+    return previous
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add the ``watch`` command to ``app``."""
+
+    @app.command("watch")
+    def watch(
+        inbox: Path = typer.Argument(
+            ...,
+            help="Folder the microscope saves micrographs into (local or a network share).",
+            show_default=False,
+        ),
+        model: Path = typer.Option(
+            ..., "--model", "-m", help="Exported semphase ONNX model.", show_default=False
+        ),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Output folder: masks, overlays, phase tables, watch-journal.jsonl, "
+            "failed/. One watcher per output folder.",
+            show_default=False,
+        ),
+        recursive: bool = typer.Option(
+            False, "--recursive", "-r", help="Watch subfolders too (mirrored in --out)."
+        ),
+        pattern: list[str] | None = typer.Option(
+            None,
+            "--pattern",
+            help="File-name glob to pick up, case-insensitive; repeatable. Default: every "
+            "image type semphase reads (tif, tiff, png, bmp, jpg, jpeg).",
+            show_default=False,
+        ),
+        settle: float = typer.Option(
+            2.0,
+            "--settle",
+            min=0.0,
+            help="Seconds a file's size and modification time must stay unchanged before it is read.",
+        ),
+        fail_after: float = typer.Option(
+            30.0,
+            "--fail-after",
+            min=0.0,
+            help="Seconds an undecodable file must stay unchanged before it is "
+            "recorded as failed (until then it is treated as still arriving).",
+        ),
+        poll: float = typer.Option(1.0, "--poll", min=0.01, help="Seconds between scans of the inbox."),
+        once: bool = typer.Option(
+            False,
+            "--once",
+            help="Handle what is in the inbox now (waiting for it to settle, at most about "
+            "--settle + --fail-after seconds) and exit: 0 if nothing failed, 2 if any file failed.",
+        ),
+        move_done: Path | None = typer.Option(
+            None,
+            "--move-done",
+            help="Move each original here (subfolders mirrored) after its outputs and "
+            "done line are written. Default: originals are never touched.",
+            show_default=False,
+        ),
+        log: Path | None = typer.Option(
+            None, "--log", help="Append a plain-text line per event to this file.", show_default=False
+        ),
+        quiet: bool = typer.Option(
+            False,
+            "--quiet",
+            "-q",
+            help="No status line and no event lines on the console (errors and --log still).",
+        ),
+        tile: int | None = typer.Option(
+            None, "--tile", help="Tile size in pixels (default: the model's).", show_default=False
+        ),
+        overlap: int | None = typer.Option(
+            None, "--overlap", help="Tile overlap in pixels (default: the model's).", show_default=False
+        ),
+        batch: int = typer.Option(4, "--batch", min=1, help="Tiles per inference batch."),
+        threads: int | None = typer.Option(
+            None,
+            "--threads",
+            min=1,
+            help="CPU threads for onnxruntime (default: all cores).",
+            show_default=False,
+        ),
+        provider: str = typer.Option(
+            "auto", "--provider", help="onnxruntime provider: auto, cpu, cuda, directml."
+        ),
+        databar: str = typer.Option(
+            "auto",
+            "--databar",
+            help="Data bar at the bottom: auto (from the "
+            "metadata), none, or its height in pixels; it is left out of the "
+            "segmentation.",
+        ),
+        pixel_size_um: float | None = typer.Option(
+            None,
+            "--pixel-size-um",
+            help="Pixel size in micrometres for the phase tables (default: from the file's metadata).",
+            show_default=False,
+        ),
+        normalize: str = typer.Option("linear", "--normalize", help="16-bit to 8-bit: linear or percentile."),
+        uncertainty: bool = typer.Option(
+            False, "--uncertainty", help="Also write a per-pixel uncertainty map."
+        ),
+        tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips; slower)."),
+    ) -> None:
+        """Segment every micrograph that lands in INBOX as soon as it is complete, for as long as it runs."""
+        from semphase.runtime.watch import Watcher
+
+        live = not quiet and console.is_terminal and not once
+        reporter = _Reporter(inbox, log, quiet, live)
+        try:
+            watcher = Watcher(
+                inbox,
+                out,
+                recursive=recursive,
+                patterns=pattern or None,
+                settle=settle,
+                fail_after=fail_after,
+                move_done=move_done,
+                on_event=reporter,
+            )
+            reporter.watcher = watcher
+            with watcher:  # the lock comes first: a refused start never loads the model
+                watcher.model, watcher.options = _load(
+                    model,
+                    provider,
+                    threads,
+                    tile,
+                    overlap,
+                    batch,
+                    databar,
+                    pixel_size_um,
+                    normalize,
+                    uncertainty,
+                    tta,
+                )
+                previous = _install_signal_handlers(watcher)
+                try:
+                    if reporter.live is not None:
+                        with reporter.live:
+                            stats = watcher.run(poll=poll, once=once)
+                    else:
+                        stats = watcher.run(poll=poll, once=once)
+                finally:
+                    for signum, handler in previous.items():
+                        signal.signal(signum, handler)
+        except BaseException as exc:
+            reporter.fatal(exc)
+            raise
+        finally:
+            reporter.close()
+        if not quiet:
+            console.print(
+                f"{stats.done} done, {stats.failed} failed in this run; journal: "
+                f"{_escape(str(out / 'watch-journal.jsonl'))}"
+            )
+        if once and stats.failed:
+            failed_dir = _escape(str(out / "failed"))
+            err_console.print(
+                f"[bold red]error:[/] {stats.failed} file(s) failed; reasons in {failed_dir}", soft_wrap=True
+            )
+            raise typer.Exit(2)
+
+
+def _load(
+    model, provider, threads, tile, overlap, batch, databar, pixel_size_um, normalize, uncertainty, tta
+):
+    from semphase.runtime.model import load_model
+    from semphase.runtime.segment import SegmentOptions
+
+    loaded = load_model(model, provider=provider, threads=threads)
+    options = SegmentOptions(
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        databar=databar,
+        pixel_size_um=pixel_size_um,
+        normalize=normalize,
+        uncertainty=uncertainty,
+        tta=tta,
+    )
+    return loaded, options

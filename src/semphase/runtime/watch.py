@@ -1,0 +1,403 @@
+"""Watch folder: segment every micrograph that lands in an inbox, once, for weeks, across crashes.
+
+:class:`Watcher` holds the scan / settle / decide logic and is driven by :meth:`Watcher.poll_once`, with
+an injectable clock so tests never sleep; :meth:`Watcher.run` is the loop the CLI uses.
+
+Life of an inbox file::
+
+    seen -> settling (size+mtime unchanged for `settle` s) -> segmented -> done line (fsync) [-> moved]
+                 ^                         |
+                 +-- changed / undecodable +--> undecodable and unchanged for `fail_after` s -> failed
+
+A file is read only after its signature (size, mtime) stayed the same for ``settle`` seconds, and its
+result counts only if the signature is still the same after segmentation; anything else means the file
+is still arriving. Only files whose latest journal line matches their current signature are skipped, so
+a restart continues exactly where the last run stopped (see :mod:`.watch_journal`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from semphase.errors import InputError
+from semphase.imageio import write_text_atomic
+from semphase.runtime.watch_journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
+from semphase.runtime.watch_lock import OutputFolderLock
+from semphase.runtime.watch_move import move_original, plan_destination
+from semphase.runtime.watch_outputs import (
+    failed_note_path,
+    failed_note_text,
+    image_megapixels,
+    output_paths,
+    remove_stale_temporaries,
+)
+from semphase.runtime.watch_scan import FileState, InboxScanner
+from semphase.runtime.watch_stats import WatchEvent, WatchStats
+
+__all__ = ["Watcher", "WatchEvent", "WatchStats"]
+
+#: ``segment(input_path, out_subdir) -> result dict`` as :func:`semphase.runtime.segment.segment_file`.
+SegmentFn = Callable[[Path, Path], Mapping[str, Any]]
+
+
+@dataclass
+class _Arrival:
+    """A file that is not handled yet: its signature, when that was first seen, when to try next."""
+
+    signature: tuple[int, int]
+    changed_at: float
+    retry_at: float
+    reason: str | None = None
+
+
+class Watcher:
+    """Segments each complete image file that appears in ``inbox`` into ``out_dir`` exactly once.
+
+    Parameters
+    ----------
+    inbox : path
+        Folder the acquisition software writes into.
+    out_dir : path
+        Output folder: ``X_mask.png``, ``X_overlay.png``, ``X.json`` per image (subfolders mirrored),
+        ``watch-journal.jsonl``, ``failed/<name>.txt``, and the lock file.
+    model : SegmentationModel, optional
+        From :func:`semphase.runtime.model.load_model`; with ``options`` it feeds ``segment_file``. Both
+        are attributes that may be set after :meth:`open`.
+    options : SegmentOptions, optional
+        Passed to :func:`semphase.runtime.segment.segment_file` unchanged.
+    recursive : bool
+        Watch subfolders too.
+    patterns : sequence of str, optional
+        File-name globs (case-insensitive); default: every image type semphase reads.
+    settle : float
+        Seconds a file's size and mtime must stay unchanged before it is read.
+    fail_after : float
+        Seconds an undecodable file must stay unchanged before it is recorded as failed.
+    move_done : path, optional
+        Move originals here (subfolders mirrored) after their done line is written.
+    clock : callable
+        Monotonic seconds; injected by tests.
+    on_event : callable, optional
+        Receives every :class:`WatchEvent`.
+    segment : callable, optional
+        ``segment(input_path, out_subdir) -> result dict``; default ``segment_file(model, ..., options)``.
+    """
+
+    def __init__(
+        self,
+        inbox: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        model: Any = None,
+        options: Any = None,
+        *,
+        recursive: bool = False,
+        patterns: Sequence[str] | None = None,
+        settle: float = 2.0,
+        fail_after: float = 30.0,
+        move_done: str | os.PathLike | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: Callable[[WatchEvent], None] | None = None,
+        segment: SegmentFn | None = None,
+    ) -> None:
+        self.inbox = Path(inbox)
+        self.out_dir = Path(out_dir)
+        self.move_done = Path(move_done) if move_done is not None else None
+        self.settle = float(settle)
+        self.fail_after = max(float(fail_after), self.settle)
+        self.clock = clock
+        self.stats = WatchStats()
+        self._on_event = on_event
+        #: May be set after :meth:`open`, so a refused start never pays for loading a model.
+        self.model = model
+        self.options = options
+        self._segment = segment if segment is not None else self._segment_file
+        self._check_folders()
+        excluded = [self.out_dir] + ([self.move_done] if self.move_done else [])
+        self.scanner = InboxScanner(self.inbox, recursive=recursive, patterns=patterns, exclude=excluded)
+        self._lock = OutputFolderLock(self.out_dir)
+        self._journal = Journal(self.out_dir / JOURNAL_NAME)
+        self._outcomes: dict[str, Outcome] = {}
+        self._arrivals: dict[str, _Arrival] = {}
+        self._move_failed: dict[str, tuple[int, int]] = {}
+        self._inbox_down = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    # ------------------------------------------------------------------------------ set-up / tear-down
+
+    def _check_folders(self) -> None:
+        if not self.inbox.is_dir():
+            raise InputError("inbox is not a folder (missing, or a file)", self.inbox)
+        inbox = os.path.realpath(self.inbox)
+        if os.path.realpath(self.out_dir) == inbox:
+            raise InputError("--out must not be the inbox itself (use a subfolder or another folder)", inbox)
+        if self.move_done is not None and os.path.realpath(self.move_done) in (
+            inbox,
+            os.path.realpath(self.out_dir),
+        ):
+            raise InputError("--move-done must differ from the inbox and from --out", self.move_done)
+
+    def open(self) -> Watcher:
+        """Lock the output folder, remove stale temporaries, read the journal. Raises FolderLocked."""
+        self._lock.acquire()
+        try:
+            removed = remove_stale_temporaries(self.out_dir)
+            if self.move_done is not None and self.move_done.is_dir():
+                removed += remove_stale_temporaries(self.move_done)
+            self._outcomes = read_outcomes(self._journal.path)
+            self._journal.open()
+        except BaseException:
+            self._lock.release()
+            raise
+        if removed:
+            self._emit("cleaned", None, f"removed {removed} stale temporary file(s) left by a crash")
+        done = sum(o.status == DONE for o in self._outcomes.values())
+        failed = len(self._outcomes) - done
+        self._emit("start", None, f"journal: {done} done, {failed} failed before this run")
+        return self
+
+    def close(self) -> None:
+        """Close the journal and release the lock."""
+        self._journal.close()
+        self._lock.release()
+
+    def __enter__(self) -> Watcher:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------- control
+
+    def request_stop(self) -> None:
+        """Finish the file being segmented, then return from :meth:`run` (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Cut the current wait short (e.g. a file-system event arrived)."""
+        self._wake.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True after :meth:`request_stop`."""
+        return self._stop.is_set()
+
+    @property
+    def pending(self) -> list[str]:
+        """Inbox-relative paths seen but not handled yet (settling, arriving, or waiting to be retried)."""
+        return sorted(self._arrivals)
+
+    def run(self, poll: float = 1.0, once: bool = False) -> WatchStats:
+        """Poll until stopped; with ``once``, until every file present is handled (bounded).
+
+        ``once`` waits for files to settle or to fail, but gives up on files still changing after
+        ``settle + fail_after`` seconds (event ``left``); they are picked up by the next run.
+        """
+        deadline = self.clock() + self.settle + self.fail_after + poll
+        while not self.stop_requested:
+            self.poll_once()
+            if once and not self._arrivals:
+                break
+            if once and self.clock() >= deadline:
+                for rel in self.pending:
+                    self._emit("left", rel, "still being written; left for the next run")
+                break
+            self._wake.wait(poll)
+            self._wake.clear()
+        self._emit("stop", None, f"{self.stats.done} done, {self.stats.failed} failed in this run")
+        return self.stats
+
+    # ------------------------------------------------------------------------------------- one poll
+
+    def poll_once(self) -> int:
+        """Scan the inbox once and segment every file that has settled; returns how many were handled."""
+        now = self.clock()
+        try:
+            seen = self.scanner.scan()
+        except OSError as exc:
+            if not self._inbox_down:
+                self._emit("inbox-unreachable", None, f"{self.inbox}: {exc.strerror or exc}; waiting")
+                self._inbox_down = True
+            return 0
+        if self._inbox_down:
+            self._inbox_down = False
+            self._emit("inbox-back", None, f"{self.inbox} is reachable again")
+        for rel in [r for r in self._arrivals if r not in seen]:
+            del self._arrivals[rel]
+        ready: list[FileState] = []
+        for rel, state in seen.items():
+            outcome = self._outcomes.get(rel)
+            if outcome is not None and outcome.matches(*state.signature):
+                if outcome.status == DONE and self.move_done is not None:
+                    self._move(state)  # a crash came between the done line and the move
+                continue
+            arrival = self._arrivals.get(rel)
+            if arrival is None or arrival.signature != state.signature:
+                self._arrivals[rel] = _Arrival(state.signature, now, now + self.settle)
+            elif now >= arrival.retry_at:
+                ready.append(state)
+        self.stats.queued = len(self._arrivals)
+        handled = 0
+        # oldest first: the order the microscope acquired them
+        for state in sorted(ready, key=lambda s: (s.mtime_ns, s.rel)):
+            if self.stop_requested:
+                break
+            handled += self._process(state)
+            self.stats.queued = len(self._arrivals)
+        return handled
+
+    def _process(self, state: FileState) -> int:
+        started = self.clock()
+        before = _signature(state.path)
+        if before != state.signature:
+            return self._still_arriving(state.rel, before, started)
+        out_sub = self.out_dir.joinpath(*state.rel.split("/")[:-1])
+        result: Mapping[str, Any] | None = None
+        reason: str | None = None
+        retryable = False
+        try:
+            result = self._segment(state.path, out_sub)
+        except InputError as exc:
+            if self._is_output_problem(exc.path):
+                raise
+            reason, retryable = _reason(exc), True
+        except OSError as exc:
+            if self._is_output_problem(exc.filename):
+                raise InputError(f"cannot write outputs ({exc.strerror or exc})", exc.filename) from None
+            reason, retryable = f"cannot read ({exc.strerror or exc})", True
+        except MemoryError:
+            reason = "out of memory while segmenting; try a smaller --tile or --batch"
+        except Exception as exc:  # one bad file must not stop weeks of watching
+            reason = f"segmentation failed: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+        finished = self.clock()
+        after = _signature(state.path)
+        if after != state.signature:
+            # modified (or removed) while being read: whatever was written is replaced on the next pass
+            return self._still_arriving(state.rel, after, finished)
+        seconds = finished - started
+        if result is not None:
+            return self._record_done(state, result, seconds)
+        assert reason is not None
+        arrival = self._arrivals[state.rel]
+        if retryable and finished - arrival.changed_at < self.fail_after:
+            if arrival.reason is None:
+                self._emit("waiting", state.rel, f"not decodable yet, retrying ({reason})")
+            arrival.reason = reason
+            arrival.retry_at = finished + self.settle
+            return 0
+        return self._record_failed(state, reason, seconds)
+
+    def _segment_file(self, path: Path, out_dir: Path) -> Mapping[str, Any]:
+        from semphase.runtime.segment import segment_file
+
+        return segment_file(self.model, path, out_dir, self.options)
+
+    def _still_arriving(self, rel: str, signature: tuple[int, int] | None, now: float) -> int:
+        if signature is None:
+            self._arrivals.pop(rel, None)
+            self._emit("vanished", rel, "removed before it was handled")
+        else:
+            self._arrivals[rel] = _Arrival(signature, now, now + self.settle)
+            self._emit("changed", rel, "changed while being read; will be read again once it settles")
+        return 0
+
+    def _is_output_problem(self, path: str | os.PathLike | None) -> bool:
+        if path is None:
+            return False
+        where = os.path.realpath(path)
+        roots = [self.out_dir] + ([self.move_done] if self.move_done else [])
+        return any(where == (r := os.path.realpath(root)) or where.startswith(r + os.sep) for root in roots)
+
+    # ------------------------------------------------------------------------------------- outcomes
+
+    def _record_done(self, state: FileState, result: Mapping[str, Any], seconds: float) -> int:
+        outputs = output_paths(result, self.out_dir)
+        missing = [o for o in outputs if not (self.out_dir / o).is_file()]
+        if missing:
+            return self._record_failed(state, f"outputs missing after segmentation: {missing}", seconds)
+        note = failed_note_path(self.out_dir, state.rel)
+        if note.exists():
+            note.unlink()
+        moved_to = None
+        if self.move_done is not None:
+            try:
+                moved_to = plan_destination(state.path, self.move_done, state.rel)
+            except OSError:
+                moved_to = None  # the move itself reports what is wrong
+        line = self._line(state, DONE, None, seconds, outputs)
+        if moved_to is not None:
+            line["moved_to"] = moved_to
+        self._journal.append(line)
+        self._outcomes[state.rel] = Outcome(state.rel, state.size, state.mtime_ns, DONE, moved_to)
+        self._arrivals.pop(state.rel, None)
+        self.stats.done += 1
+        self.stats.busy_seconds += seconds
+        megapixels = image_megapixels(result)
+        self.stats.megapixels += megapixels or 0.0
+        self._emit("done", state.rel, f"{seconds:.2f} s" + (f", {megapixels:.2f} MP" if megapixels else ""))
+        if self.move_done is not None:
+            self._move(state)
+        return 1
+
+    def _record_failed(self, state: FileState, reason: str, seconds: float) -> int:
+        line = self._line(state, FAILED, reason, seconds, [])
+        write_text_atomic(failed_note_path(self.out_dir, state.rel), failed_note_text(state, reason))
+        self._journal.append(line)
+        self._outcomes[state.rel] = Outcome(state.rel, state.size, state.mtime_ns, FAILED)
+        self._arrivals.pop(state.rel, None)
+        self.stats.failed += 1
+        self.stats.busy_seconds += seconds
+        self._emit("failed", state.rel, reason)
+        return 1
+
+    @staticmethod
+    def _line(state: FileState, status: str, reason: str | None, seconds: float, outputs: list[str]) -> dict:
+        return {
+            "file": state.rel,
+            "size": state.size,
+            "mtime_ns": state.mtime_ns,
+            "status": status,
+            "reason": reason,
+            "seconds": round(seconds, 3),
+            "outputs": outputs,
+        }
+
+    def _move(self, state: FileState) -> None:
+        assert self.move_done is not None
+        if self._move_failed.get(state.rel) == state.signature:
+            return  # reported once; retried when the file changes or on the next start
+        try:
+            dest = plan_destination(state.path, self.move_done, state.rel)
+            move_original(state.path, self.move_done / dest)
+        except FileNotFoundError:
+            return  # someone else took it away: nothing left to move
+        except OSError as exc:
+            self._move_failed[state.rel] = state.signature
+            self._emit("move-failed", state.rel, f"cannot move to {self.move_done}: {exc.strerror or exc}")
+            return
+        self._emit("moved", state.rel, f"moved to {self.move_done / dest}")
+
+    def _emit(self, kind: str, rel: str | None, message: str) -> None:
+        if self._on_event is not None:
+            self._on_event(WatchEvent(kind, rel, message))
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _reason(exc: InputError) -> str:
+    text = str(exc)
+    prefix = f"{exc.path}: " if exc.path else ""
+    return text[len(prefix) :] if prefix and text.startswith(prefix) else text
