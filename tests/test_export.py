@@ -181,7 +181,7 @@ def test_metadata_carries_the_checkpoint_test_summary():
         "per_class": {"iou": [0.9] * 5},
         "images": 3,
     }
-    assert json.loads(meta["semphase.tile"]) == {"size": 512, "overlap": 64}
+    assert json.loads(meta["semphase.tile"]) == {"size": 512, "overlap": 32}
     with pytest.raises(ValueError):
         build_metadata(config, checkpoint, variant="int4", checkpoint_sha256="0" * 64)
 

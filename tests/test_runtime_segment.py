@@ -205,8 +205,9 @@ def test_png_writer_output_decodes_exactly(tmp_path):
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (37, 53), dtype=np.uint8)
     rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    for name, image, channels in (("g.png", gray, 1), ("c.png", rgb, 3)):
-        writer = PngRowWriter(tmp_path / name, 53, 37, channels)
+    cases = (("g.png", gray, 1, False), ("c.png", rgb, 3, False), ("l.png", gray % 5, 1, True))
+    for name, image, channels, label_image in cases:
+        writer = PngRowWriter(tmp_path / name, 53, 37, channels, label_image=label_image)
         for y in range(0, 37, 10):
             writer.write(image[y : y + 10])
         writer.commit()

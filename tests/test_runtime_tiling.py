@@ -13,22 +13,29 @@ from semphase.runtime.tiling import blend_window, pad_reflect, plan_axis, plan_t
 
 
 @pytest.mark.parametrize(
-    ("length", "tile", "overlap", "starts"),
+    ("length", "tile", "overlap", "starts", "sizes"),
     [
-        (512, 512, 64, (0,)),  # exactly one tile
-        (513, 512, 64, (0, 1)),  # one pixel more: a second tile flush with the end
-        (960, 512, 64, (0, 448)),  # two tiles, overlap exactly 64
-        (1000, 512, 64, (0, 244, 488)),  # spare room spread evenly over the gaps
-        (4096, 512, 32, (0, 448, 896, 1344, 1792, 2240, 2688, 3136, 3584)),  # 9 tiles: overlap 64 > 32
+        (512, 512, 64, (0,), (512,)),  # exactly one tile
+        (513, 512, 64, (0, 257), (512, 256)),  # one pixel more: half a tile (the least it may be) at the end
+        (960, 512, 64, (0, 448), (512, 512)),  # two full tiles, overlap exactly 64
+        (1000, 512, 64, (0, 448, 744), (512, 512, 256)),
+        (1300, 512, 64, (0, 448, 884), (512, 512, 416)),  # the last tile just wide enough for 64 px
+        (4096, 512, 32, (0, 480, 960, 1440, 1920, 2400, 2880, 3360, 3840), (512,) * 8 + (256,)),
+        (8192, 512, 32, tuple(range(0, 7681, 480)), (512,) * 17),  # 17 full tiles fit exactly
     ],
 )
-def test_axis_plan_covers_the_axis_with_at_least_the_overlap(length, tile, overlap, starts):
+def test_axis_plan_covers_the_axis_with_at_least_the_overlap(length, tile, overlap, starts, sizes):
     plan = plan_axis(length, tile, overlap)
-    assert plan.starts == starts and plan.window == tile
-    assert plan.starts[0] == 0 and plan.starts[-1] + tile == length
-    gaps = np.diff(plan.starts)
-    assert (tile - gaps >= overlap).all()  # every neighbour pair shares >= overlap pixels
-    assert len(starts) == max(1, -(-(length - overlap) // (tile - overlap)))
+    assert plan.starts == starts and plan.sizes == sizes and plan.window == tile
+    assert plan.starts[0] == 0 and plan.starts[-1] + plan.sizes[-1] == length
+    ends = np.add(plan.starts, plan.sizes)
+    assert (ends[:-1] - np.asarray(plan.starts[1:]) >= overlap).all()  # neighbours share >= overlap px
+    assert all(size % 32 == 0 for size in plan.sizes)
+
+
+def test_the_narrow_last_tile_saves_work_over_full_tiles():
+    # A 4096-pixel side: 8 full tiles and a half one, not 9 full ones.
+    assert plan_axis(4096, 512, 32).covered == 8 * 512 + 256
 
 
 @pytest.mark.parametrize(
@@ -50,9 +57,10 @@ def test_plan_rejects_bad_tiles_and_overlaps():
 
 def test_finalized_rows_advance_with_the_next_tile_row():
     plan = plan_tiles(1000, 300, 512, 64)
-    assert plan.rows.starts == (0, 244, 488) and plan.cols.starts == (0,)
-    assert [plan.finalized_before(i) for i in range(3)] == [244, 488, 1000]
+    assert plan.rows.starts == (0, 448, 744) and plan.cols.starts == (0,)
+    assert [plan.finalized_before(i) for i in range(3)] == [448, 744, 1000]
     assert plan.count == 3 and plan.tile_shape == (512, 320)
+    assert plan.work_pixels == (512 + 512 + 256) * 320
 
 
 def test_round_up():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: Tiling used when neither the caller nor the checkpoint's config says (the export default).
-DEFAULT_TILE, DEFAULT_OVERLAP = 512, 64
+DEFAULT_TILE, DEFAULT_OVERLAP = 512, 32
 
 
 @dataclass
@@ -81,7 +81,7 @@ def load_torch_tile_model(
     ----------
     checkpoint : ``best.pt`` / ``last.pt``.
     threads : torch intra-op threads (None: torch's default).
-    tile, overlap : tiling (None: 512 and 64, the export defaults; the benchmark passes the ONNX
+    tile, overlap : tiling (None: 512 and 32, the export defaults; the benchmark passes the ONNX
         models' own).
 
     Raises

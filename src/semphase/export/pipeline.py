@@ -21,7 +21,14 @@ from semphase.export import fp16 as fp16_convert
 from semphase.export import int8 as int8_quant
 from semphase.export import onnx_export
 from semphase.export.imagesets import calibration_tiles, normalize, resolve_image_sets
-from semphase.export.metadata import build_metadata, config_sha256, save_model, write_metadata
+from semphase.export.metadata import (
+    RECOMMENDED_OVERLAP,
+    RECOMMENDED_TILE,
+    build_metadata,
+    config_sha256,
+    save_model,
+    write_metadata,
+)
 from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency
 from semphase.export.report import REPORT_FORMAT, Gates, check_gates, machine_description, write_report
 from semphase.imageio import file_sha256
@@ -52,8 +59,8 @@ class ExportOptions:
     fp16: bool = True
     int8: bool = True
     opset: int = onnx_export.DEFAULT_OPSET
-    tile: int = 512
-    overlap: int = 64
+    tile: int = RECOMMENDED_TILE
+    overlap: int = RECOMMENDED_OVERLAP
     threads: int | None = None
     gates: Gates = field(default_factory=Gates)
     calib_images: int = 32

@@ -38,10 +38,14 @@ class OverlayPainter:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in 0..1, got {alpha}")
         self.alpha = alpha
-        self.lut = np.zeros((256, 3), np.float32)
-        self.lut[: len(colors)] = np.asarray(colors, np.float32)
-        self.coloured = np.zeros(256, bool)
-        self.coloured[: len(colors)] = True
+        # One row of 256 blended grey levels per class, and a last, uncoloured row for 255 (no data) and
+        # any id without a colour: painting is then a single table lookup per pixel.
+        gray = np.arange(256, dtype=np.float32)[:, None]
+        rows = [np.clip(gray * (1 - alpha) + np.asarray(c, np.float32) * alpha + 0.5, 0, 255) for c in colors]
+        rows.append(np.repeat(gray, 3, axis=1))
+        self.lut = np.concatenate(rows).astype(np.uint8)  # ((C + 1) * 256, 3)
+        self.row_of = np.full(256, len(colors), np.intp)
+        self.row_of[: len(colors)] = np.arange(len(colors))
         self.legend, self.legend_alpha = _legend_box(list(classes), colors, width, height)
 
     def paint(self, gray_band: np.ndarray, label_band: np.ndarray, y0: int) -> np.ndarray:
@@ -55,12 +59,10 @@ class OverlayPainter:
         -------
         uint8 (n, W, 3).
         """
-        gray = gray_band.astype(np.float32)[..., None]
-        colour = self.lut[label_band]
-        mix = np.where(
-            self.coloured[label_band][..., None], colour * self.alpha + gray * (1 - self.alpha), gray
-        )
-        out = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+        index = self.row_of[label_band]
+        index <<= 8
+        index += gray_band
+        out = np.take(self.lut, index, axis=0)
         self._draw_legend(out, y0)
         return out
 

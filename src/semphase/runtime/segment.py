@@ -29,18 +29,14 @@ import numpy as np
 from semphase import __version__
 from semphase.errors import InputError
 from semphase.imageio import read_micrograph, to_uint8, write_text_atomic
-from semphase.phases import IGNORE
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
-from semphase.runtime.outputs import OverlayPainter, count_labels, phase_table
-from semphase.runtime.rowwriters import PngRowWriter, TiffPlaneWriter
-from semphase.runtime.sliding import iter_bands, normalized_entropy, resolve_tiling, segment_array, softmax
+from semphase.runtime.outputs import phase_table
+from semphase.runtime.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
+from semphase.runtime.sliding import iter_bands, resolve_tiling, segment_array
 from semphase.runtime.tiling import WINDOWS, plan_tiles
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
-
-#: A pixel counts as uncertain when the normalized entropy of its class probabilities exceeds this.
-UNCERTAIN_ENTROPY = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,21 +163,11 @@ def segment_file(
     t_read = time.perf_counter() - t0
 
     plan = plan_tiles(analysed_h, width, size, lap, model.size_multiple)
-    writers: dict[str, PngRowWriter | TiffPlaneWriter] = {}
-    counts = np.zeros(model.num_classes, np.int64)
-    uncertain = 0
     t1 = time.perf_counter()
+    outputs = {k: v for k, v in targets.items() if k != "json"}
+    sink = OutputSink(outputs, image, model.classes, model.colors, options.alpha, src.name)
+    pipeline = BackgroundSink(sink)
     try:
-        writers["mask"] = PngRowWriter(targets["mask"], width, height, 1)
-        writers["overlay"] = PngRowWriter(targets["overlay"], width, height, 3)
-        if options.uncertainty:
-            writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
-        if options.probs:
-            description = json.dumps({"classes": model.classes, "source": src.name})
-            writers["probs"] = TiffPlaneWriter(
-                targets["probs"], width, height, model.num_classes, np.float16, description
-            )
-        painter = OverlayPainter(model.classes, model.colors, width, height, options.alpha)
         bands = iter_bands(
             model,
             np.ascontiguousarray(image[:analysed_h]),
@@ -193,30 +179,15 @@ def segment_file(
             progress=progress,
         )
         for band in bands:
-            labels = band.logits.argmax(axis=0).astype(np.uint8)
-            counts += count_labels(labels, model.num_classes)
-            _write_band(writers, painter, image, labels, band.y0)
-            if options.uncertainty or options.probs:
-                probs = softmax(band.logits)
-                if options.uncertainty:
-                    entropy = normalized_entropy(probs)
-                    uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
-                    writers["uncertainty"].write(np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
-                if options.probs:
-                    writers["probs"].write(probs.astype(np.float16))
+            pipeline.band(band)
         if bar_rows:
-            bar_labels = np.full((bar_rows, width), IGNORE, np.uint8)
-            _write_band(writers, painter, image, bar_labels, analysed_h)
-            if options.uncertainty:
-                writers["uncertainty"].write(np.zeros((bar_rows, width), np.uint8))
-            if options.probs:
-                writers["probs"].write(np.zeros((model.num_classes, bar_rows, width), np.float16))
+            pipeline.excluded(analysed_h, bar_rows)
+        pipeline.finish()
         t_segment = time.perf_counter() - t1
-        for writer in writers.values():
-            writer.commit()
+        sink.commit()
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        pipeline.stop()
+        sink.abort()
         raise
 
     analysed = analysed_h * width
@@ -231,7 +202,7 @@ def segment_file(
         "excluded_pixels": bar_rows * width,
         "pixel_size_um": pixel_size,
         "pixel_size_source": pixel_source,
-        "phases": phase_table(counts, model.classes, pixel_size),
+        "phases": phase_table(sink.counts, model.classes, pixel_size),
         "model": model.describe(),
         "tiling": {
             "tile": size,
@@ -248,8 +219,8 @@ def segment_file(
     if options.uncertainty:
         result["uncertainty"] = {
             "entropy_threshold": UNCERTAIN_ENTROPY,
-            "uncertain_pixels": uncertain,
-            "uncertain_fraction": uncertain / analysed if analysed else 0.0,
+            "uncertain_pixels": sink.uncertain,
+            "uncertain_fraction": sink.uncertain / analysed if analysed else 0.0,
         }
     if info.notes:
         result["metadata_notes"] = list(info.notes)
@@ -261,9 +232,3 @@ def segment_file(
     }
     write_text_atomic(targets["json"], json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _write_band(writers, painter: OverlayPainter, image: np.ndarray, labels: np.ndarray, y0: int) -> None:
-    y1 = y0 + labels.shape[0]
-    writers["mask"].write(labels)
-    writers["overlay"].write(painter.paint(image[y0:y1], labels, y0))

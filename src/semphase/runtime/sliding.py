@@ -2,9 +2,11 @@
 
 Tiles run in batches through the model; their logits are weighted by a blend window and summed into an
 accumulator that spans one tile row of the image (tile height x image width). As soon as the next tile
-row starts below a row, no later tile can touch it: that row is divided by its summed weight and handed
-to the caller, and the accumulator slides down. Peak memory is therefore a few tile rows of the image
-width, whatever its height.
+row starts below a row, no later tile can touch it: that row is handed to the caller, and the
+accumulator slides down. The summed weights never need an image of their own: windows are separable and
+tiles form a grid, so they are the outer product of two profiles, and only probabilities need them at
+all (the argmax of weighted sums is the argmax of the weighted mean). Peak memory is therefore a few
+tile rows of the image width, whatever its height.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from semphase.runtime.tiling import TilePlan, blend_window, pad_reflect, plan_tiles
+from semphase.runtime.tiling import TilePlan, blend_window, pad_reflect, plan_tiles, weight_profile
 
 
 class TileModel(Protocol):
@@ -37,11 +39,29 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Band:
-    """Finalized rows ``y0:y1`` of the image: blended logits, float32 of shape (C, y1 - y0, W)."""
+    """Finalized rows ``y0:y1`` of the image.
+
+    Attributes
+    ----------
+    sums : float32 (C, y1 - y0, W): window-weighted sums of the tiles' logits.
+    row_weight : float32 (y1 - y0,) and col_weight : float32 (W,): the summed blend weight is their outer
+        product, so the blended logits are ``sums / (row_weight[:, None] * col_weight)``.
+    """
 
     y0: int
     y1: int
-    logits: np.ndarray
+    sums: np.ndarray
+    row_weight: np.ndarray
+    col_weight: np.ndarray
+
+    def labels(self) -> np.ndarray:
+        """Class ids, uint8 (y1 - y0, W). Weights are positive, so the sums' argmax is the blend's."""
+        return self.sums.argmax(axis=0).astype(np.uint8)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Blended logits, float32 (C, y1 - y0, W)."""
+        return self.sums / (self.row_weight[:, None] * self.col_weight[None, :])
 
 
 def _flip_average(model: TileModel, batch: np.ndarray) -> np.ndarray:
@@ -112,41 +132,43 @@ def iter_bands(
 
 def _run(model, image_u8, plan: TilePlan, batch, window, tta, progress) -> Iterator[Band]:
     height, width = image_u8.shape
-    th, tw = plan.tile_shape
-    padded = pad_reflect(image_u8, plan.rows.padded, plan.cols.padded)
-    weight = blend_window(th, tw, window)
+    rows, cols = plan.rows, plan.cols
+    th = rows.window
+    padded = pad_reflect(image_u8, rows.padded, cols.padded)
     classes = len(model.classes)
-    acc = np.zeros((classes, th, plan.cols.padded), np.float32)
-    wsum = np.zeros((th, plan.cols.padded), np.float32)
+    acc = np.zeros((classes, th, cols.padded), np.float32)
+    row_weight = weight_profile(rows, window).astype(np.float32)
+    col_weight = weight_profile(cols, window)[:width].astype(np.float32)
+    # Tiles of one row are batched by width (all full tiles, then the narrower last one, if any).
+    widths: dict[int, list[int]] = {}
+    for x, size in zip(cols.starts, cols.sizes, strict=True):
+        widths.setdefault(size, []).append(x)
     top = emitted = done = 0
     run = (lambda b: _flip_average(model, b)) if tta else model.logits
-    for band_index, y in enumerate(plan.rows.starts):
+    for band_index, (y, h) in enumerate(zip(rows.starts, rows.sizes, strict=True)):
         if y > top:  # slide the accumulator down to the new tile row
             shift = y - top
             acc[:, : th - shift] = acc[:, shift:]
             acc[:, th - shift :] = 0.0
-            wsum[: th - shift] = wsum[shift:]
-            wsum[th - shift :] = 0.0
             top = y
-        xs = plan.cols.starts
-        for i in range(0, len(xs), batch):
-            chunk = xs[i : i + batch]
-            tiles = np.stack([padded[y : y + th, x : x + tw] for x in chunk])
-            out = run(tiles)
-            if out.shape != (len(chunk), classes, th, tw):
-                raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
-            out *= weight
-            for k, x in enumerate(chunk):
-                acc[:, :, x : x + tw] += out[k]
-                wsum[:, x : x + tw] += weight
-            done += len(chunk)
-            if progress is not None:
-                progress(done, plan.count)
+        for w, xs in widths.items():
+            weight = blend_window(h, w, window)
+            for i in range(0, len(xs), batch):
+                chunk = xs[i : i + batch]
+                tiles = np.stack([padded[y : y + h, x : x + w] for x in chunk])
+                out = run(tiles)
+                if out.shape != (len(chunk), classes, h, w):
+                    raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
+                out *= weight
+                for k, x in enumerate(chunk):
+                    acc[:, :h, x : x + w] += out[k]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, plan.count)
         final = plan.finalized_before(band_index)
         if final > emitted:
-            rows = slice(emitted - top, final - top)
-            blended = acc[:, rows, :width] / wsum[rows, :width]
-            yield Band(emitted, final, blended)
+            sums = acc[:, emitted - top : final - top, :width].copy()
+            yield Band(emitted, final, sums, row_weight[emitted:final], col_weight)
             emitted = final
     if emitted != height:  # pragma: no cover - guarded by the tiling arithmetic
         raise AssertionError(f"sliding window finalized {emitted} of {height} rows")
@@ -174,7 +196,7 @@ def segment_array(
     for band in iter_bands(
         model, image_u8, tile=tile, overlap=overlap, batch=batch, window=window, tta=tta, progress=progress
     ):
-        labels[band.y0 : band.y1] = band.logits.argmax(axis=0)
+        labels[band.y0 : band.y1] = band.labels()
     return labels
 
 

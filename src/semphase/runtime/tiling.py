@@ -9,7 +9,6 @@ the model's size multiple and filled by reflect padding.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -35,14 +34,20 @@ class AxisPlan:
     Attributes
     ----------
     length : pixels of the image along this axis.
-    window : pixels every tile spans (a multiple of the size multiple).
-    starts : first pixel of each tile, ascending; tiles may run past ``length`` only when there is a
-        single one (the image is then reflect-padded up to ``window``).
+    starts : first pixel of each tile, ascending.
+    sizes : pixels each tile spans (multiples of the size multiple); all equal to the tile size except
+        possibly the last, which is narrower and ends flush with the image. A single tile may run past
+        ``length`` (the image is then reflect-padded up to it).
     """
 
     length: int
-    window: int
     starts: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def window(self) -> int:
+        """The largest tile: the accumulator's extent along this axis."""
+        return max(self.sizes)
 
     @property
     def padded(self) -> int:
@@ -53,9 +58,20 @@ class AxisPlan:
     def count(self) -> int:
         return len(self.starts)
 
+    @property
+    def covered(self) -> int:
+        """Pixels the tiles span in total (the model's work along this axis)."""
+        return sum(self.sizes)
+
 
 def plan_axis(length: int, tile: int, overlap: int, multiple: int = 32) -> AxisPlan:
     """Place tiles along one axis.
+
+    Full tiles start at ``0, s, 2s, ...`` with ``s = tile - overlap`` as long as they fit. Where the last
+    full tile does not reach the far edge, one narrower tile ends flush with it: just wide enough (rounded
+    up to ``multiple``) to share ``overlap`` pixels with its neighbour, and at least half a tile, so it
+    still sees context. Compared with stretching full tiles over the axis, this saves up to a tile's worth
+    of work per row and column (a 4096-pixel side takes 8.5 tiles of 512 instead of 9).
 
     Parameters
     ----------
@@ -66,8 +82,7 @@ def plan_axis(length: int, tile: int, overlap: int, multiple: int = 32) -> AxisP
 
     Returns
     -------
-    AxisPlan with ``ceil((length - overlap) / (tile - overlap))`` tiles when ``length > tile``, else
-    one tile of ``round_up(length, multiple)`` pixels.
+    AxisPlan; one tile of ``round_up(length, multiple)`` pixels when ``length <= tile``.
 
     Raises
     ------
@@ -81,12 +96,17 @@ def plan_axis(length: int, tile: int, overlap: int, multiple: int = 32) -> AxisP
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in 0..{tile - 1}, got {overlap}")
     if length <= tile:
-        return AxisPlan(length, round_up(length, multiple), (0,))
-    count = math.ceil((length - overlap) / (tile - overlap))
-    span = length - tile  # where the last tile starts
-    # Evenly spread starts, rounded: every gap is floor or ceil of span/(count-1) <= tile - overlap.
-    starts = tuple(int(round(i * span / (count - 1))) for i in range(count))
-    return AxisPlan(length, tile, starts)
+        return AxisPlan(length, (0,), (round_up(length, multiple),))
+    stride = tile - overlap
+    full = (length - tile) // stride + 1
+    starts = [i * stride for i in range(full)]
+    sizes = [tile] * full
+    rest = length - (starts[-1] + tile)
+    if rest > 0:
+        size = min(tile, max(round_up(rest + overlap, multiple), round_up(tile // 2, multiple)))
+        starts.append(length - size)
+        sizes.append(size)
+    return AxisPlan(length, tuple(starts), tuple(sizes))
 
 
 @dataclass(frozen=True)
@@ -102,7 +122,13 @@ class TilePlan:
 
     @property
     def tile_shape(self) -> tuple[int, int]:
+        """The largest tile (the accumulator's height and the widest column)."""
         return self.rows.window, self.cols.window
+
+    @property
+    def work_pixels(self) -> int:
+        """Pixels the model processes in total (overlaps and padding included)."""
+        return self.rows.covered * self.cols.covered
 
     def finalized_before(self, band: int) -> int:
         """Image rows that no tile row after ``band`` touches: rows ``< finalized_before(band)`` are final
@@ -113,10 +139,11 @@ class TilePlan:
 
     def as_dict(self) -> dict:
         return {
-            "tile": [self.rows.window, self.cols.window],
             "tiles": [self.rows.count, self.cols.count],
             "row_starts": list(self.rows.starts),
+            "row_sizes": list(self.rows.sizes),
             "col_starts": list(self.cols.starts),
+            "col_sizes": list(self.cols.sizes),
         }
 
 
@@ -155,8 +182,11 @@ def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=16)
-def _window_1d(size: int, kind: str) -> np.ndarray:
+@lru_cache(maxsize=32)
+def window_1d(size: int, kind: str = "gaussian") -> np.ndarray:
+    """One axis of :func:`blend_window`: float64 of length ``size``, values in (0, 1]."""
+    if kind not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {kind!r}")
     centre = (size - 1) / 2.0
     x = np.arange(size, dtype=np.float64)
     if kind == "gaussian":
@@ -166,11 +196,24 @@ def _window_1d(size: int, kind: str) -> np.ndarray:
         w = 0.5 - 0.5 * np.cos(2.0 * np.pi * (x + 0.5) / size)
     else:
         w = np.ones(size)
-    w = w / w.max()
-    return np.maximum(w, _MIN_WEIGHT)
+    w = np.maximum(w / w.max(), _MIN_WEIGHT)
+    w.setflags(write=False)
+    return w
 
 
-@lru_cache(maxsize=16)
+def weight_profile(plan: AxisPlan, kind: str = "gaussian") -> np.ndarray:
+    """Summed blend weight along one axis: float64 of length ``plan.padded``.
+
+    Blend windows are outer products of their axes and tiles form a grid, so the total weight at pixel
+    (y, x) is ``weight_profile(rows)[y] * weight_profile(cols)[x]``: two vectors replace a weight image.
+    """
+    total = np.zeros(plan.padded, np.float64)
+    for start, size in zip(plan.starts, plan.sizes, strict=True):
+        total[start : start + size] += window_1d(size, kind)
+    return total
+
+
+@lru_cache(maxsize=32)
 def blend_window(height: int, width: int, kind: str = "gaussian") -> np.ndarray:
     """Per-pixel weight of a tile when overlapping tiles are averaged.
 
@@ -184,8 +227,6 @@ def blend_window(height: int, width: int, kind: str = "gaussian") -> np.ndarray:
     -------
     ndarray of float32, shape (height, width), values in (0, 1]; read-only and cached.
     """
-    if kind not in WINDOWS:
-        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {kind!r}")
-    w = np.outer(_window_1d(height, kind), _window_1d(width, kind)).astype(np.float32)
+    w = np.outer(window_1d(height, kind), window_1d(width, kind)).astype(np.float32)
     w.setflags(write=False)
     return w

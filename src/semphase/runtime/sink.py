@@ -1,0 +1,156 @@
+"""Where finalized bands go: label them, count phases, paint the overlay, stream every output file.
+
+:class:`OutputSink` does the per-band work; :class:`BackgroundSink` runs it on a second thread so that
+labelling, painting and deflate-compressing one band overlap with the model computing the next (zlib,
+numpy and onnxruntime all release the GIL). The queue between them holds at most two bands, so the
+pipeline adds two bands of memory, not an image.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from semphase.phases import IGNORE
+from semphase.runtime.outputs import OverlayPainter, count_labels
+from semphase.runtime.rowwriters import PngRowWriter, TiffPlaneWriter
+from semphase.runtime.sliding import Band, normalized_entropy, softmax
+
+#: A pixel counts as uncertain when the normalized entropy of its class probabilities exceeds this.
+UNCERTAIN_ENTROPY = 0.5
+
+
+class OutputSink:
+    """Streams one micrograph's outputs band by band.
+
+    Parameters
+    ----------
+    targets : final paths by kind: ``mask``, ``overlay`` and optionally ``uncertainty``, ``probs``.
+    image : uint8 (H, W), the whole micrograph (the overlay paints it).
+    classes, colors : the model's class names and colours.
+    alpha : overlay colour weight.
+    source_name : recorded in the probability TIFF's description.
+    """
+
+    def __init__(
+        self, targets: dict[str, Path], image: np.ndarray, classes, colors, alpha: float, source_name
+    ):
+        height, width = image.shape
+        self.image = image
+        self.num_classes = len(classes)
+        self.counts = np.zeros(self.num_classes, np.int64)
+        self.uncertain = 0
+        self.writers: dict[str, PngRowWriter | TiffPlaneWriter] = {}
+        try:
+            self.writers["mask"] = PngRowWriter(targets["mask"], width, height, 1, label_image=True)
+            self.writers["overlay"] = PngRowWriter(targets["overlay"], width, height, 3)
+            if "uncertainty" in targets:
+                self.writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
+            if "probs" in targets:
+                description = json.dumps({"classes": list(classes), "source": source_name})
+                self.writers["probs"] = TiffPlaneWriter(
+                    targets["probs"], width, height, self.num_classes, np.float16, description
+                )
+        except BaseException:
+            self.abort()
+            raise
+        self.painter = OverlayPainter(classes, colors, width, height, alpha)
+
+    def band(self, band: Band) -> None:
+        """Write the finalized rows of ``band``."""
+        labels = band.labels()
+        self.counts += count_labels(labels, self.num_classes)
+        self._labels(labels, band.y0)
+        if "uncertainty" in self.writers or "probs" in self.writers:
+            probs = softmax(band.logits)
+            if "uncertainty" in self.writers:
+                entropy = normalized_entropy(probs)
+                self.uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
+                self.writers["uncertainty"].write(np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
+            if "probs" in self.writers:
+                self.writers["probs"].write(probs.astype(np.float16))
+
+    def excluded(self, y0: int, rows: int) -> None:
+        """Write ``rows`` rows of no data (the data bar) starting at image row ``y0``."""
+        width = self.image.shape[1]
+        self._labels(np.full((rows, width), IGNORE, np.uint8), y0)
+        if "uncertainty" in self.writers:
+            self.writers["uncertainty"].write(np.zeros((rows, width), np.uint8))
+        if "probs" in self.writers:
+            self.writers["probs"].write(np.zeros((self.num_classes, rows, width), np.float16))
+
+    def _labels(self, labels: np.ndarray, y0: int) -> None:
+        self.writers["mask"].write(labels)
+        gray = self.image[y0 : y0 + labels.shape[0]]
+        self.writers["overlay"].write(self.painter.paint(gray, labels, y0))
+
+    def commit(self) -> None:
+        """Rename every finished file into place (the mask last)."""
+        try:
+            for kind in sorted(self.writers, key=lambda k: k == "mask"):
+                self.writers[kind].commit()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove every temporary file; finished files of earlier runs stay as they were."""
+        for writer in self.writers.values():
+            writer.abort()
+
+
+class BackgroundSink:
+    """Feeds an :class:`OutputSink` from a worker thread.
+
+    The first error in the worker is re-raised in the caller's thread at the next :meth:`band` or at
+    :meth:`finish`; after it the worker only drains the queue, so the caller never blocks on it.
+    """
+
+    _DONE = object()
+
+    def __init__(self, sink: OutputSink, depth: int = 2) -> None:
+        self.sink = sink
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="semphase-output", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self._error is not None:
+                continue
+            try:
+                item()
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def band(self, band: Band) -> None:
+        self._raise()
+        self._queue.put(lambda: self.sink.band(band))
+
+    def excluded(self, y0: int, rows: int) -> None:
+        self._raise()
+        self._queue.put(lambda: self.sink.excluded(y0, rows))
+
+    def finish(self) -> None:
+        """Wait for every band to be written; raise the worker's error, if any."""
+        self._queue.put(self._DONE)
+        self._thread.join()
+        self._raise()
+
+    def stop(self) -> None:
+        """Stop the worker without waiting for pending bands (after an error in the caller)."""
+        self._error = self._error or RuntimeError("stopped")
+        self._queue.put(self._DONE)
+        self._thread.join()
