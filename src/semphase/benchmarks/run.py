@@ -25,6 +25,7 @@ from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
 from semphase.errors import InputError
 from semphase.imageio import read_label, write_text_atomic
+from semphase.runtime.sliding import DEFAULT_BATCH
 
 REPORT_FORMAT = "semphase-benchmark/1"
 REPORT_JSON, REPORT_MD, REPORT_HTML = "report.json", "report.md", "report.html"
@@ -63,7 +64,7 @@ class BenchmarkOptions:
     repeat: int = 10
     warmup: int = 2
     e2e_repeat: int = 1
-    batch: int = 4
+    batch: int = DEFAULT_BATCH
     provider: str = "auto"
     max_images: int | None = None
     seed: int = 0

@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
             1, "--e2e-repeat", help="Timed runs of each end-to-end segmentation (the median is reported)."
         ),
         batch: int = typer.Option(
-            4, "--batch", help="Tiles per inference call (latency is also timed at 1)."
+            2, "--batch", help="Tiles per inference call (latency is also timed at 1)."
         ),
         provider: str = typer.Option(
             "auto", "--provider", help="onnxruntime execution provider: auto, cpu, cuda, or a provider name."

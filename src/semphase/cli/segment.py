@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             help="Minimum overlap of neighbouring tiles in pixels (default: the model's).",
             show_default=False,
         ),
-        batch: int = typer.Option(4, "--batch", min=1, help="Tiles per inference call."),
+        batch: int = typer.Option(2, "--batch", min=1, help="Tiles per inference call."),
         window: str = typer.Option(
             "gaussian", "--window", help="Blend window for overlapping tiles: gaussian or cosine."
         ),

@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         overlap: int | None = typer.Option(
             None, "--overlap", help="Tile overlap in pixels (default: the model's).", show_default=False
         ),
-        batch: int = typer.Option(4, "--batch", min=1, help="Tiles per inference batch."),
+        batch: int = typer.Option(2, "--batch", min=1, help="Tiles per inference call."),
         threads: int | None = typer.Option(
             None,
             "--threads",

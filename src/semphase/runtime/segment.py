@@ -33,7 +33,7 @@ from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
 from semphase.runtime.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
-from semphase.runtime.sliding import iter_bands, resolve_tiling, segment_array
+from semphase.runtime.sliding import DEFAULT_BATCH, iter_bands, resolve_tiling, segment_array
 from semphase.runtime.tiling import WINDOWS, plan_tiles
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
@@ -59,7 +59,7 @@ class SegmentOptions:
 
     tile: int | None = None
     overlap: int | None = None
-    batch: int = 4
+    batch: int = DEFAULT_BATCH
     window: str = "gaussian"
     databar: str | int = "auto"
     pixel_size_um: float | None = None

@@ -33,6 +33,10 @@ class TileModel(Protocol):
     def logits(self, batch_u8: np.ndarray) -> np.ndarray: ...
 
 
+#: Tiles per model call. On a 2-core CPU batches of 1, 2 and 4 ran within 4 % of each other (INT8 demo
+#: model, 4096 x 4096 micrograph); 2 was fastest and holds half the activations of 4.
+DEFAULT_BATCH = 2
+
 #: progress(tiles_done, tiles_total)
 Progress = Callable[[int, int], None]
 
@@ -99,7 +103,7 @@ def iter_bands(
     *,
     tile: int | None = None,
     overlap: int | None = None,
-    batch: int = 4,
+    batch: int = DEFAULT_BATCH,
     window: str = "gaussian",
     tta: bool = False,
     progress: Progress | None = None,
@@ -179,7 +183,7 @@ def segment_array(
     image_u8: np.ndarray,
     tile: int | None = None,
     overlap: int | None = None,
-    batch: int = 4,
+    batch: int = DEFAULT_BATCH,
     window: str = "gaussian",
     tta: bool = False,
     progress: Progress | None = None,
