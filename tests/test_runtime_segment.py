@@ -217,6 +217,29 @@ def test_png_writer_output_decodes_exactly(tmp_path):
         assert (decoded == image).all()
 
 
+def test_overlay_is_a_palette_png_that_shows_the_tinted_micrograph(tmp_path):
+    from semphase.runtime.outputs import OverlayPainter
+
+    colors = [(255, 0, 0), (0, 0, 255)]
+    painter = OverlayPainter(["a", "b"], colors, 400, 300, alpha=0.5)
+    gray = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (4, 1))
+    labels = np.zeros_like(gray)
+    labels[1], labels[2], labels[3] = 1, 255, 7  # 255 (no data) and ids without a colour stay grey
+    rgb = painter.to_rgb(painter.paint(gray, labels, y0=1000)).astype(int)  # below the legend box
+    tinted, plain = gray[0] * 0.5 + 127.5, gray[0] * 0.5  # half colour, half micrograph
+    assert np.abs(rgb[0] - np.stack([tinted, plain, plain], axis=1)).max() <= 5
+    assert np.abs(rgb[1] - np.stack([plain, plain, tinted], axis=1)).max() <= 5
+    for row in (2, 3):
+        assert np.abs(rgb[row] - gray[row][:, None]).max() <= 5  # grey, quantized to a few levels
+    legend = painter.to_rgb(painter.paint(np.zeros((10, 400), np.uint8), np.zeros((10, 400), np.uint8), 0))
+    assert (legend[:, :5] == 255).all()  # the white legend box in the top-left corner
+    writer = PngRowWriter(tmp_path / "o.png", 128, 4, 1, palette=painter.palette)
+    writer.write(painter.paint(gray, labels, y0=1000))
+    writer.commit()
+    decoded = cv2.cvtColor(cv2.imread(str(tmp_path / "o.png")), cv2.COLOR_BGR2RGB)
+    assert (decoded == rgb).all()
+
+
 def test_input_expansion_and_distinct_output_stems(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -5,7 +5,7 @@ these writers at once. Each writes to a temporary ``.NAME.*.part`` file beside t
 onto the target only in :meth:`commit`, so a crash or Ctrl-C never leaves a half-written file under a
 finished name.
 
-- :class:`PngRowWriter`: 8-bit gray or RGB PNG; label images use the PNG "Up" filter and run-length
+- :class:`PngRowWriter`: 8-bit gray, palette or RGB PNG; label images use the PNG "Up" filter and run-length
   deflate, which turn their long runs into almost nothing (a mask compresses to a few percent).
 - :class:`TiffPlaneWriter`: an uncompressed multi-page TIFF (one page per channel) laid out by tifffile,
   whose pixel data is then filled in place with plain positioned writes (no memory map, so the written
@@ -91,15 +91,25 @@ class PngRowWriter(_RowWriter):
     label_image : the rows are a label image (long runs): "Up" filter and run-length deflate, which
         compress a mask faster and smaller than anything else tried; photographs (overlays) compress
         best unfiltered with ordinary deflate.
+    palette : uint8 (256, 3) RGB entries: write an indexed-colour PNG whose pixels are the indices.
     """
 
     dtype = np.dtype(np.uint8)
 
     def __init__(
-        self, path, width: int, height: int, channels: int = 1, level: int = 1, label_image: bool = False
+        self,
+        path,
+        width: int,
+        height: int,
+        channels: int = 1,
+        level: int = 1,
+        label_image: bool = False,
+        palette: np.ndarray | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if palette is not None and (channels != 1 or palette.shape != (256, 3) or palette.dtype != np.uint8):
+            raise ValueError("a palette image has one channel and a uint8 (256, 3) palette")
         super().__init__(path, width, height)
         self.channels = channels
         strategy = zlib.Z_RLE if label_image else zlib.Z_DEFAULT_STRATEGY
@@ -109,9 +119,11 @@ class PngRowWriter(_RowWriter):
         self._pending = bytearray()
         try:
             self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in _finish or abort
-            color_type = 0 if channels == 1 else 2
+            color_type = 3 if palette is not None else (0 if channels == 1 else 2)
             self._fh.write(_PNG_SIGNATURE)
             self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
+            if palette is not None:
+                self._chunk(b"PLTE", palette.tobytes())
         except OSError as exc:
             self.abort()
             raise InputError(f"cannot write ({exc.strerror or exc})", self.path) from None

@@ -47,7 +47,10 @@ class OutputSink:
         self.writers: dict[str, PngRowWriter | TiffPlaneWriter] = {}
         try:
             self.writers["mask"] = PngRowWriter(targets["mask"], width, height, 1, label_image=True)
-            self.writers["overlay"] = PngRowWriter(targets["overlay"], width, height, 3)
+            self.painter = OverlayPainter(classes, colors, width, height, alpha)
+            self.writers["overlay"] = PngRowWriter(
+                targets["overlay"], width, height, 1, palette=self.painter.palette
+            )
             if "uncertainty" in targets:
                 self.writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
             if "probs" in targets:
@@ -58,15 +61,19 @@ class OutputSink:
         except BaseException:
             self.abort()
             raise
-        self.painter = OverlayPainter(classes, colors, width, height, alpha)
 
-    def band(self, band: Band) -> None:
-        """Write the finalized rows of ``band``."""
-        labels = band.labels()
+    @property
+    def wants_logits(self) -> bool:
+        """Whether :meth:`band` needs the blended logits (for probabilities), not just the labels."""
+        return "uncertainty" in self.writers or "probs" in self.writers
+
+    def band(self, y0: int, labels: np.ndarray, logits: np.ndarray | None = None) -> None:
+        """Write finalized rows from image row ``y0``: uint8 labels (n, W) and, when
+        :attr:`wants_logits`, float32 blended logits (C, n, W)."""
         self.counts += count_labels(labels, self.num_classes)
-        self._labels(labels, band.y0)
-        if "uncertainty" in self.writers or "probs" in self.writers:
-            probs = softmax(band.logits)
+        self._labels(labels, y0)
+        if self.wants_logits:
+            probs = softmax(logits)
             if "uncertainty" in self.writers:
                 entropy = normalized_entropy(probs)
                 self.uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
@@ -136,8 +143,11 @@ class BackgroundSink:
             raise self._error
 
     def band(self, band: Band) -> None:
+        """Label ``band`` here (its sums are only valid until the next band) and queue the writing."""
         self._raise()
-        self._queue.put(lambda: self.sink.band(band))
+        labels = band.labels()
+        logits = band.logits if self.sink.wants_logits else None
+        self._queue.put(lambda: self.sink.band(band.y0, labels, logits))
 
     def excluded(self, y0: int, rows: int) -> None:
         self._raise()

@@ -45,6 +45,9 @@ Progress = Callable[[int, int], None]
 class Band:
     """Finalized rows ``y0:y1`` of the image.
 
+    ``sums`` is a view into the sliding window's accumulator: it is valid until the next band is
+    requested. Take :meth:`labels` or :attr:`logits` (new arrays) before that.
+
     Attributes
     ----------
     sums : float32 (C, y1 - y0, W): window-weighted sums of the tiles' logits.
@@ -60,12 +63,33 @@ class Band:
 
     def labels(self) -> np.ndarray:
         """Class ids, uint8 (y1 - y0, W). Weights are positive, so the sums' argmax is the blend's."""
-        return self.sums.argmax(axis=0).astype(np.uint8)
+        return argmax_classes(self.sums)
 
     @property
     def logits(self) -> np.ndarray:
         """Blended logits, float32 (C, y1 - y0, W)."""
         return self.sums / (self.row_weight[:, None] * self.col_weight[None, :])
+
+
+def argmax_classes(scores: np.ndarray) -> np.ndarray:
+    """Index of the largest score along axis 0 as uint8, first index on ties (as ``np.argmax``).
+
+    Parameters
+    ----------
+    scores : float32 (C, H, W), C <= 255.
+
+    Notes
+    -----
+    ``np.argmax(axis=0)`` walks C-strided memory pixel by pixel; one maximum and C contiguous
+    comparisons are about a third faster on a band of an 8192-pixel-wide micrograph.
+    """
+    top = scores.max(axis=0)
+    labels = np.full(scores.shape[1:], scores.shape[0] - 1, np.uint8)
+    hit = np.empty(scores.shape[1:], bool)
+    for c in range(scores.shape[0] - 2, -1, -1):
+        np.equal(scores[c], top, out=hit)
+        np.copyto(labels, np.uint8(c), where=hit)
+    return labels
 
 
 def _flip_average(model: TileModel, batch: np.ndarray) -> np.ndarray:
@@ -171,7 +195,7 @@ def _run(model, image_u8, plan: TilePlan, batch, window, tta, progress) -> Itera
                     progress(done, plan.count)
         final = plan.finalized_before(band_index)
         if final > emitted:
-            sums = acc[:, emitted - top : final - top, :width].copy()
+            sums = acc[:, emitted - top : final - top, :width]
             yield Band(emitted, final, sums, row_weight[emitted:final], col_weight)
             emitted = final
     if emitted != height:  # pragma: no cover - guarded by the tiling arithmetic

@@ -1,0 +1,182 @@
+"""End-to-end `semphase segment` throughput and peak memory on large synthetic micrographs.
+
+For each ``--sizes`` side S this writes an S x S synthetic micrograph (a TIFF with a data bar and FEI
+pixel-size metadata, as a microscope would), then runs the real command, ``python -m semphase segment
+MODEL X.tif --out DIR --quiet``, in a fresh child process: reading the TIFF, data-bar handling, tiled
+inference, mask/overlay PNGs and the phase table included. The child reports its own peak RSS (VmHWM).
+
+The reference is the raw model throughput on non-overlapping tiles of the model's tile size: the
+megapixels per second the network itself manages when no pixel is computed twice and nothing is read,
+blended or written. ``efficiency = end-to-end MP/s / raw MP/s`` is what tiling with overlap, blending
+and I/O cost. Writes ``segment_throughput.json`` and ``segment_throughput.md`` to ``--out``::
+
+    python benchmarks/segment_throughput.py demo/model/model.int8.onnx --sizes 4096,8192 --out bench/seg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHILD = """
+import atexit, json, sys
+from semphase.benchmarks.rss import own_peak_rss_mb
+def _report():
+    peak, source = own_peak_rss_mb()
+    print(json.dumps({"peak_rss_mb": peak, "peak_rss_source": source}), file=sys.stderr)
+atexit.register(_report)
+sys.argv = ["semphase"] + sys.argv[1:]
+import runpy
+runpy.run_module("semphase", run_name="__main__")
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="exported semphase ONNX model (model.int8.onnx, ...)")
+    p.add_argument("--sizes", default="4096,8192", help="sides of the square synthetic micrographs")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--batch", type=int, default=None, help="tiles per call (default: semphase's)")
+    p.add_argument("--raw-tiles", type=int, default=24, help="tiles timed for the raw model throughput")
+    p.add_argument("--repeat", type=int, default=1, help="end-to-end runs per size (median reported)")
+    p.add_argument("--databar", type=int, default=96, help="rows of data bar appended to each micrograph")
+    p.add_argument("--out", type=Path, required=True, help="folder for the micrographs, outputs and report")
+    return p
+
+
+def raw_throughput(model_path: Path, threads: int | None, batch: int, tiles: int) -> dict:
+    """Median per-tile seconds of the bare model on non-overlapping tiles of its recommended size."""
+    from semphase.data.synth_render import prepare
+    from semphase.runtime.model import load_model
+
+    model = load_model(model_path, threads=threads)
+    t = model.tile_size
+    side = t * int(np.ceil(np.sqrt(max(tiles, batch))))
+    scene = prepare(side, side, 3, 700)
+    image = np.empty((side, side), np.uint8)
+    for y0, y1 in scene.bands():
+        image[y0:y1], _ = scene.render(y0, y1)
+    crops = [image[y : y + t, x : x + t] for y in range(0, side, t) for x in range(0, side, t)][:tiles]
+    model.logits(np.stack(crops[:batch]))  # warm-up: session buffers
+    per_tile = []
+    for i in range(0, len(crops) - batch + 1, batch):
+        chunk = np.stack(crops[i : i + batch])
+        start = time.perf_counter()
+        model.logits(chunk)
+        per_tile.append((time.perf_counter() - start) / batch)
+    seconds = float(np.median(per_tile))
+    return {
+        "tile": t,
+        "overlap": model.overlap,
+        "batch": batch,
+        "tiles_timed": len(per_tile) * batch,
+        "seconds_per_tile": seconds,
+        "mpix_per_s": t * t / 1e6 / seconds,
+        "variant": model.variant,
+        "providers": model.providers,
+    }
+
+
+def end_to_end(model: Path, tif: Path, out: Path, threads: int | None, batch: int) -> dict:
+    """Run ``semphase segment`` on one micrograph in a child; seconds, peak RSS, and its phase table."""
+    from semphase.benchmarks.rss import run_child
+
+    argv = [sys.executable, "-c", CHILD, "segment", str(model), str(tif), "--out", str(out), "--quiet"]
+    argv += ["--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
+    done = run_child(argv)
+    if done.returncode != 0:
+        raise SystemExit(f"segment failed on {tif}: {done.stderr.strip().splitlines()[-1:]}")
+    memory = json.loads(done.stderr.strip().splitlines()[-1])
+    result = json.loads((out / f"{tif.stem}.json").read_text(encoding="utf-8"))
+    return {"process_s": done.wall_s, **memory, "result": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from semphase.benchmarks.machine import machine_info
+    from semphase.data.synth_large import write_large
+    from semphase.runtime.sliding import DEFAULT_BATCH
+    from semphase.runtime.tiling import plan_tiles
+
+    batch = args.batch or DEFAULT_BATCH
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = raw_throughput(args.model, args.threads, batch, args.raw_tiles)
+    print(
+        f"raw model: {raw['seconds_per_tile'] * 1000:.1f} ms per {raw['tile']} px tile, "
+        f"{raw['mpix_per_s']:.2f} MP/s"
+    )
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        tif = args.out / f"micrograph_{size}.tif"
+        if not tif.exists():
+            write_large(tif, size, seed=size, databar_px=args.databar, pixel_size_um=0.05)
+        runs = [
+            end_to_end(args.model, tif, args.out / f"out_{size}", args.threads, batch)
+            for _ in range(args.repeat)
+        ]
+        seconds = [r["result"]["seconds"]["total"] for r in runs]
+        median = float(np.median(seconds))
+        result = runs[-1]["result"]
+        analysed = result["analysed_pixels"]
+        plan = plan_tiles(size, size, result["tiling"]["tile"], result["tiling"]["overlap"])
+        row = {
+            "size": size,
+            "megapixels": size * (size + args.databar) / 1e6,
+            "analysed_megapixels": analysed / 1e6,
+            "seconds": median,
+            "runs_s": seconds,
+            "process_s": float(np.median([r["process_s"] for r in runs])),
+            "mpix_per_s": analysed / 1e6 / median,
+            "efficiency": analysed / 1e6 / median / raw["mpix_per_s"],
+            "work_ratio": plan.work_pixels / (size * size),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "peak_rss_source": runs[-1]["peak_rss_source"],
+            "tiles": result["tiling"]["tiles"],
+            "seconds_detail": result["seconds"],
+        }
+        rows.append(row)
+        print(
+            f"{size} x {size}: {median:.1f} s, {row['mpix_per_s']:.2f} MP/s, "
+            f"efficiency {row['efficiency']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MiB"
+        )
+    report = {"model": str(args.model), "raw": raw, "rows": rows, "machine": machine_info(args.threads)}
+    report["command"] = " ".join(["python", "benchmarks/segment_throughput.py", *(argv or sys.argv[1:])])
+    (args.out / "segment_throughput.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (args.out / "segment_throughput.md").write_text(render(report), encoding="utf-8")
+    print(f"wrote {args.out / 'segment_throughput.md'}")
+    return 0
+
+
+def render(report: dict) -> str:
+    """The Markdown table README quotes."""
+    raw, m = report["raw"], report["machine"]
+    lines = [
+        f"`{report['command']}`",
+        "",
+        f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} logical CPUs; "
+        f"onnxruntime {m.get('versions', {}).get('onnxruntime')}; {raw['variant']} model, "
+        f"tile {raw['tile']}, overlap {raw['overlap']}, batch {raw['batch']}.",
+        "",
+        f"Raw model throughput on non-overlapping {raw['tile']} px tiles: "
+        f"{raw['seconds_per_tile'] * 1000:.1f} ms per tile, {raw['mpix_per_s']:.2f} MP/s.",
+        "",
+        "| micrograph | seconds | MP/s | efficiency vs raw | tiled work / pixels | peak RSS |",
+        "|:---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['size']} x {r['size']} | {r['seconds']:.1f} | {r['mpix_per_s']:.2f} | "
+            f"{r['efficiency']:.2f} | {r['work_ratio']:.2f} | {r['peak_rss_mb']:.0f} MiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
