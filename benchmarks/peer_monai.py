@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default="1024,2048", help="sides of the square synthetic micrographs")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every method")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method and micrograph")
-    p.add_argument("--batch", type=int, default=4, help="tiles per inference call (MONAI's sw_batch_size)")
+    p.add_argument("--batch", type=int, default=2, help="tiles per inference call (MONAI's sw_batch_size)")
     p.add_argument("--sigma-scale", type=float, default=0.125, help="MONAI's Gaussian sigma / tile size")
     p.add_argument("--whole-max-mp", type=float, default=4.5, help="largest micrograph run untiled (MP)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic micrographs")
