@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semphase-installed
 DEMO_DIR ?= demo
-EXTRAS ?= train,dev,bench,watch
+EXTRAS ?= train,dev,bench
 
 .PHONY: venv test demo lint clean
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for peer_monai.json and peer_monai.md")
     p.add_argument("--results", type=Path, default=None, help="also write this RESULTS.md")
     p.add_argument("--benchmark-report", type=Path, default=None, help="report.md to include in RESULTS.md")
+    p.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="another Markdown file to include in RESULTS.md (repeatable), e.g. segment_throughput.md",
+    )
     return p
 
 
@@ -212,8 +219,9 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_md(doc: dict, benchmark_report: Path | None) -> str:
-    """RESULTS.md: the peer table, the machine, the command, and optionally the benchmark report."""
+def results_md(doc: dict, benchmark_report: Path | None, includes: list[Path] = ()) -> str:
+    """RESULTS.md: the peer table, the machine, the command, other measurements, and optionally the
+    benchmark report."""
     m = doc["machine"]
     isa = ", ".join(
         f"{k} {'yes' if v else 'no' if v is not None else '?'}" for k, v in m["instruction_sets"].items()
@@ -240,9 +248,22 @@ def results_md(doc: dict, benchmark_report: Path | None) -> str:
         "```",
         "",
     ]
+    for path in includes:
+        text = path.read_text(encoding="utf-8").strip()
+        title = text.splitlines()[0].lstrip("# ") if text.startswith("# ") else path.stem.replace("_", " ")
+        body = "\n".join(text.splitlines()[1:]) if text.startswith("# ") else text
+        parts += [f"## {title}", "", body.strip(), ""]
     if benchmark_report is not None:
         text = benchmark_report.read_text(encoding="utf-8")
-        parts += ["## semphase benchmark report", "", text.replace("\n# ", "\n### ").removeprefix("# ")]
+        lines = text.splitlines()
+        if lines and lines[0].startswith("# "):
+            lines = lines[1:]
+        body = "\n".join(lines)
+        if "\n## Figures" in body:  # the PNGs live beside report.md, not here
+            body = body[: body.index("\n## Figures")]
+            figures = f"`{benchmark_report.parent}/*.png`"
+            body += f"\n\nFigures (throughput, accuracy deltas, confusion matrices): {figures}.\n"
+        parts += ["## semphase benchmark report", "", body.replace("\n# ", "\n### ").strip(), ""]
     return "\n".join(parts)
 
 
@@ -255,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(args.out / "peer_monai.json", json.dumps(doc, indent=1) + "\n")
     write_text_atomic(args.out / "peer_monai.md", markdown(doc))
     if args.results is not None:
-        write_text_atomic(args.results, results_md(doc, args.benchmark_report))
+        write_text_atomic(args.results, results_md(doc, args.benchmark_report, args.include))
     print(markdown(doc))
     return 0
 

@@ -157,6 +157,8 @@ def render(report: dict) -> str:
     """The Markdown table README quotes."""
     raw, m = report["raw"], report["machine"]
     lines = [
+        "# semphase segment end to end on large micrographs",
+        "",
         f"`{report['command']}`",
         "",
         f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} logical CPUs; "
