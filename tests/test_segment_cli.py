@@ -12,8 +12,7 @@ import pytest
 from _runtime_models import build_blur_classifier, micrograph
 from semphase.cli.main import main
 from semphase.imageio import read_label, write_image
-
-TORCH_NAMES = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations")
+from test_layering import BLOCKER, TORCH_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +87,15 @@ def test_a_foreign_model_and_an_unwritable_output_folder_are_one_line_exit_2(tmp
     assert code == 2 and "multiple of 32" in err and "m.png" in err
 
 
-BLOCKED = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {names!r}:
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, _Block())
+# `python -m semphase ...` with torch and friends unimportable (the layering test's import blocker).
+BLOCKED = (
+    BLOCKER
+    + """
 sys.argv = ['semphase'] + sys.argv[1:]
 import runpy
 runpy.run_module('semphase', run_name='__main__')
 """
+)
 
 
 def test_segment_runs_with_torch_unimportable(tmp_path, model):

@@ -5,11 +5,12 @@ Thin: options, progress and tables here; the work is :func:`semphase.runtime.seg
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, err_console, progress_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -129,8 +130,8 @@ def register(app: typer.Typer) -> None:
             _say_error(line, None)
         stems = output_stems(files)
         results: list[dict] = []
-        progress = None if quiet else _progress()
-        with progress or _nothing():
+        progress = None if quiet else progress_bar()
+        with progress or contextlib.nullcontext():
             overall = progress.add_task("micrographs", total=len(files)) if progress else None
             for path, stem in zip(files, stems, strict=True):
                 tiles = progress.add_task(f"  {path.name}", total=None) if progress else None
@@ -168,27 +169,6 @@ def _say_error(line: str, progress) -> None:
 
     target = progress.console if progress is not None else err_console
     target.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
 
 
 def _print_table(results: list[dict], model) -> None:

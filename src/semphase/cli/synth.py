@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, progress_bar
 from semphase.errors import InputError
 
 _TIFF = (".tif", ".tiff")
@@ -41,19 +41,6 @@ def _writable_folder(folder: Path, shown: Path) -> None:
 
 def _verb(options: list[str]) -> str:
     return "apply" if len(options) > 1 else "applies"
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
 
 
 def register(app: typer.Typer) -> None:
@@ -137,7 +124,7 @@ def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
     _writable_folder(out, out)
     from semphase.data.synth import IMAGES_DIR, MASKS_DIR, write_dataset
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("synthesizing", total=groups)
         images = write_dataset(
             out, groups, size, seed, progress=lambda done, _: bar.update(task, completed=done)
@@ -157,7 +144,7 @@ def _write_large(
     _writable_folder(out.parent, out)
     from semphase.data.synth import write_large
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("rendering rows", total=height + bar_px)
         tif, truth = write_large(
             out,
