@@ -4,6 +4,17 @@
 neither term. Class weights come from the training split's pixel frequencies ``f_c``:
 ``w_c ∝ f_c ** -power``, normalized to mean 1 over the classes present, then clipped to
 ``[1 / clip, clip]`` so that a class holding 0.05 % of the pixels cannot dominate the gradient.
+
+The default exponent 0.5 was chosen by measurement: the demo protocol (``make demo``: 72 synthetic
+training images, seed 0, 14 epochs from scratch, clip 10, 2-core AMD EPYC), changing only the exponent:
+
+    power  weights (Matrix Carbide Void Reprecip. Dilution)  test mIoU  mDice   mBF1    Carbide IoU
+    0      1.00 1.00 1.00 1.00 1.00 (unweighted)             0.8769     0.9267  0.9561  0.581
+    0.5    0.39 3.11 0.30 0.60 0.60                          0.9000     0.9432  0.9665  0.677
+    1      0.10 4.55 0.10 0.17 0.17 (inverse frequency)      0.8884     0.9358  0.9572  0.647
+
+Without weights the rare Carbide is under-segmented (64 % of its pixels found); full inverse frequency
+helps Carbide but costs the common phases more than it gains; the square root is best on every summary.
 """
 
 from __future__ import annotations
