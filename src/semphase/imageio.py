@@ -204,6 +204,29 @@ def temporary_beside(path: str | os.PathLike) -> Path:
         raise InputError(f"cannot write here ({exc.strerror or exc})", folder) from None
 
 
+def ensure_output_folder(path: str | os.PathLike) -> Path:
+    """Create an output folder if needed and prove it can be written, before any work is done.
+
+    Raises
+    ------
+    InputError
+        naming the folder: it exists as a file, cannot be created, or a file cannot be written in it.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError("exists and is not a folder", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_beside(folder / ".semphase-write-test")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"output folder cannot be written ({exc.strerror or exc})", folder) from None
+    except InputError as exc:
+        reason = str(exc).removeprefix(f"{folder}: ")
+        raise InputError(f"output folder cannot be written ({reason})", folder) from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` atomically.

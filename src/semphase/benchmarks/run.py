@@ -24,7 +24,7 @@ from semphase.benchmarks.progress import Steps
 from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
 from semphase.errors import InputError
-from semphase.imageio import read_label, write_text_atomic
+from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
 from semphase.runtime.sliding import DEFAULT_BATCH
 
 REPORT_FORMAT = "semphase-benchmark/1"
@@ -85,15 +85,6 @@ class BenchmarkOptions:
         ):
             if value is not None and int(value) < low:
                 raise InputError(f"{name} must be at least {low}, got {value}")
-
-
-def _check_output_folder(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".semphase-write-test.", delete=True):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write here ({exc.strerror or exc})", out) from None
 
 
 def _class_table(variants: list[Variant], classes_file: Path | None):
@@ -270,7 +261,7 @@ def run_benchmark(
     if options.checkpoint is not None and not Path(options.checkpoint).is_file():
         raise InputError("no such checkpoint file", options.checkpoint)
     dataset = open_dataset(options.data)
-    _check_output_folder(out)
+    ensure_output_folder(out)
     threads = int(options.threads or os.cpu_count() or 1)
     notes = list(options.notes)
     load_at_start = _load_average()

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         still processed).
         """
         from semphase.errors import InputError
-        from semphase.imageio import write_text_atomic
+        from semphase.imageio import ensure_output_folder
         from semphase.runtime.inputs import expand_inputs, output_stems
         from semphase.runtime.model import load_model
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
@@ -115,15 +115,7 @@ def register(app: typer.Typer) -> None:
             tta=tta,
         )
         loaded = load_model(model, provider=provider, threads=threads)
-        if out.exists() and not out.is_dir():
-            raise InputError("exists and is not a folder", out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / ".semphase-write-test", "")
-            (out / ".semphase-write-test").unlink()
-        except (OSError, InputError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc).split(": ")[-1]
-            raise InputError(f"output folder cannot be written ({reason})", out) from None
+        ensure_output_folder(out)
         files, problems = expand_inputs(inputs, exclude=[out])
         failures = [f"{spec}: {reason}" for spec, reason in problems]
         for line in failures:

@@ -31,7 +31,7 @@ from semphase.export.metadata import (
 )
 from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency
 from semphase.export.report import REPORT_FORMAT, Gates, check_gates, machine_description, write_report
-from semphase.imageio import file_sha256
+from semphase.imageio import ensure_output_folder, file_sha256
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 REPORT_NAME = "export_report.json"
@@ -80,15 +80,6 @@ class ExportOptions:
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
             raise ValueError(f"opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
-
-
-def _check_output_folder(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".semphase-write-test.", delete=True):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write to the output folder ({exc.strerror or exc})", out_dir) from None
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:
@@ -157,7 +148,7 @@ def run_export(
     options.validate()
     out_dir = Path(out_dir)
     checkpoint = Path(checkpoint)
-    _check_output_folder(out_dir)
+    ensure_output_folder(out_dir)
     network, config, ckpt = load_checkpoint(checkpoint)
     try:
         table = ClassTable.from_dict(config["classes"])
