@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -42,12 +41,9 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 def _writable_folder(folder: Path) -> None:
     """Fail before the work, not after it, when an output folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder ({exc.strerror or exc})", folder) from None
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise InputError("output folder is not writable", folder)
+    from semphase.imageio import ensure_output_folder  # noqa: PLC0415
+
+    ensure_output_folder(folder)
 
 
 def _writable_file(path: Path) -> None:

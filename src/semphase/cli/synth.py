@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import typer
 
 from semphase.cli.common import console, progress_bar
 from semphase.errors import InputError
+from semphase.imageio import ensure_output_folder
 
 _TIFF = (".tif", ".tiff")
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
@@ -25,18 +25,6 @@ def parse_size(text: str, path: Path) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise InputError(f"--large size must be positive, got {text!r}", path)
     return width, height
-
-
-def _writable_folder(folder: Path, shown: Path) -> None:
-    """Fail early (before minutes of work) when outputs cannot go to ``folder``."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError("exists and is not a folder", shown)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create folder ({exc.strerror or exc})", shown) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError("folder is not writable", shown)
 
 
 def _verb(options: list[str]) -> str:
@@ -121,7 +109,7 @@ def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
         raise InputError(f"--groups must be at least 1, got {groups}", out)
     if size < 16:
         raise InputError(f"--size must be at least 16 pixels, got {size}", out)
-    _writable_folder(out, out)
+    ensure_output_folder(out)
     from semphase.data.synth import IMAGES_DIR, MASKS_DIR, write_dataset
 
     with progress_bar() as bar:
@@ -141,7 +129,7 @@ def _write_large(
 ) -> None:
     if out.is_dir():
         raise InputError("is a folder; expected a .tif file name", out)
-    _writable_folder(out.parent, out)
+    ensure_output_folder(out.parent)
     from semphase.data.synth import write_large
 
     with progress_bar() as bar:

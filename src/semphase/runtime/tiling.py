@@ -137,15 +137,6 @@ class TilePlan:
             return self.rows.length
         return min(self.rows.length, self.rows.starts[band + 1])
 
-    def as_dict(self) -> dict:
-        return {
-            "tiles": [self.rows.count, self.cols.count],
-            "row_starts": list(self.rows.starts),
-            "row_sizes": list(self.rows.sizes),
-            "col_starts": list(self.cols.starts),
-            "col_sizes": list(self.cols.sizes),
-        }
-
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 32) -> TilePlan:
     """Tiles for an image of ``height`` x ``width`` pixels; see :func:`plan_axis`."""
