@@ -120,9 +120,9 @@ def _runtime_method(path: Path, args):
 
 def run(args, command: str) -> dict:
     """Measure every method on every size; return the JSON document (``command`` is recorded)."""
-    from semphase.benchmarks.machine import machine_info
     from semphase.data.synth import write_large
     from semphase.imageio import read_gray
+    from semphase.machine import machine_info
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     fp32_model, _ = _runtime_method(args.models / MODEL_FILES["semphase-fp32"], args)

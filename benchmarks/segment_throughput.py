@@ -99,8 +99,8 @@ def end_to_end(model: Path, tif: Path, out: Path, threads: int | None, batch: in
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from semphase.benchmarks.machine import machine_info
     from semphase.data.synth_large import write_large
+    from semphase.machine import machine_info
     from semphase.runtime.sliding import DEFAULT_BATCH
     from semphase.runtime.tiling import plan_tiles
 

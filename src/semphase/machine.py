@@ -7,6 +7,7 @@ be found out is recorded as ``None`` ("unknown"), never guessed as absent.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -152,6 +153,59 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _probe_os() -> dict:
+    """CPU model, core counts, memory and CPU flags as the OS publishes them (None where it does not)."""
+    cpu = None
+    logical = None
+    physical = None
+    memory = None
+    flags: set[str] | None = None
+    system = platform.system()
+    if system == "Linux":
+        text = _read("/proc/cpuinfo")
+        if text:
+            parsed = parse_cpuinfo(text)
+            cpu, physical, flags = parsed["cpu"], parsed["physical_cores"], parsed["flags"] or None
+            logical = parsed["logical_cpus"]
+        meminfo = _read("/proc/meminfo")
+        memory = parse_meminfo(meminfo) if meminfo else None
+    elif system == "Darwin":
+        cpu = _sysctl("machdep.cpu.brand_string")
+        cores = _sysctl("hw.physicalcpu")
+        physical = int(cores) if cores and cores.isdigit() else None
+        size = _sysctl("hw.memsize")
+        memory = int(size) if size and size.isdigit() else None
+        features = " ".join(
+            filter(None, (_sysctl("machdep.cpu.features"), _sysctl("machdep.cpu.leaf7_features")))
+        )
+        flags = {f.lower().replace("avx512vnni", "avx512_vnni") for f in features.split()} or None
+    elif system == "Windows":
+        memory = _windows_memory()
+    cpu = cpu or platform.processor() or platform.machine() or None
+    return {"cpu": cpu, "logical_cpus": logical, "physical_cores": physical, "memory": memory, "flags": flags}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_summary() -> dict:
+    """This CPU's model name and INT8-relevant instruction sets, cheaply (cached for the process).
+
+    Returns
+    -------
+    ``{"cpu": str or None, "instruction_sets": {flag: bool or None}}`` (see :func:`instruction_sets`):
+    what a model's self-check and every result record about the machine that made it.
+    """
+    probe = _probe_os()
+    return {"cpu": probe["cpu"], "instruction_sets": instruction_sets(probe["flags"], numpy_cpu_features())}
+
+
+def isa_text(instruction_sets: dict[str, bool | None]) -> str:
+    """``"avx2, avx512_vnni"``: the instruction sets present, or ``"unknown instruction sets"``."""
+    present = [flag for flag, on in instruction_sets.items() if on]
+    if present:
+        return ", ".join(present)
+    return "no AVX2" if any(on is False for on in instruction_sets.values()) else "unknown instruction sets"
+
+
 def machine_info(threads: int | None = None, provider: str | None = None) -> dict:
     """Describe this machine and the software stack.
 
@@ -172,33 +226,9 @@ def machine_info(threads: int | None = None, provider: str | None = None) -> dic
 
     import semphase
 
-    cpu = None
-    logical = os.cpu_count()
-    physical = None
-    memory = None
-    flags: set[str] | None = None
-    system = platform.system()
-    if system == "Linux":
-        text = _read("/proc/cpuinfo")
-        if text:
-            parsed = parse_cpuinfo(text)
-            cpu, physical, flags = parsed["cpu"], parsed["physical_cores"], parsed["flags"] or None
-            logical = logical or parsed["logical_cpus"]
-        meminfo = _read("/proc/meminfo")
-        memory = parse_meminfo(meminfo) if meminfo else None
-    elif system == "Darwin":
-        cpu = _sysctl("machdep.cpu.brand_string")
-        cores = _sysctl("hw.physicalcpu")
-        physical = int(cores) if cores and cores.isdigit() else None
-        size = _sysctl("hw.memsize")
-        memory = int(size) if size and size.isdigit() else None
-        features = " ".join(
-            filter(None, (_sysctl("machdep.cpu.features"), _sysctl("machdep.cpu.leaf7_features")))
-        )
-        flags = {f.lower().replace("avx512vnni", "avx512_vnni") for f in features.split()} or None
-    elif system == "Windows":
-        memory = _windows_memory()
-    cpu = cpu or platform.processor() or platform.machine() or None
+    probe = _probe_os()
+    cpu, physical, memory, flags = probe["cpu"], probe["physical_cores"], probe["memory"], probe["flags"]
+    logical = os.cpu_count() or probe["logical_cpus"]
     versions = {
         "onnxruntime": _version("onnxruntime"),
         "numpy": numpy.__version__,
