@@ -47,7 +47,11 @@ def models(tmp_path_factory) -> dict:
     save_split(make_split([s.name for s in open_dataset(data).samples], seed=0), run / "split.json", seed=0)
     make_checkpoint(run / "best.pt")
     out = root / "model"
-    options = ExportOptions(tile=64, overlap=16, calib_images=4, threads=1, calib=data)
+    from semphase.gates import Gates
+    from test_export_support import UNTRAINED_GATES
+
+    gates = Gates(**UNTRAINED_GATES)  # an untrained network: see test_export_support.UNTRAINED_GATES
+    options = ExportOptions(tile=64, overlap=16, calib_images=4, threads=1, calib=data, gates=gates)
     run_export(run / "best.pt", out, options, say=lambda _: None)
     (out / "export_report.json").unlink()
     return {
@@ -358,8 +362,12 @@ def test_peer_monai_script_runs_the_same_model_four_ways(models, tmp_path):
     for (method, _), row in rows.items():
         if row["status"] == "ok":
             assert row["seconds"] > 0 and row["speedup_vs_monai"] > 0
-            # One network four ways: only blending and rounding may move a few pixels.
-            assert row["agreement_vs_monai"] > 0.98, method
+            # One float network three ways: only blending and float rounding may move a few pixels.
+            # INT8 rounds every layer: on this untrained network (logits near ties everywhere) it moves
+            # a percent or two, the same on every x86 CPU (7-bit weights; its self-check vouches for this
+            # machine, see test_selfcheck.py); a wrong tiling or normalization would move most pixels.
+            bound = 0.95 if method == "semphase-int8" else 0.99
+            assert row["agreement_vs_monai"] > bound, method
     assert rows[("monai", 96)]["speedup_vs_monai"] == 1.0
     table = (out / "peer_monai.md").read_text(encoding="utf-8")
     assert "| semphase-int8 | 160 x 160 |" in table

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from semphase.benchmarks.accuracy import ParityRun, agreement_counts, agreement_from_counts
-from semphase.benchmarks.machine import INT8_FLAGS, instruction_sets, parse_cpuinfo, parse_meminfo
 from semphase.benchmarks.rss import maxrss_to_mb, run_child
 from semphase.benchmarks.timing import latency_summary, megapixels, mpix_per_s, percentile, time_runs
+from semphase.machine import INT8_FLAGS, instruction_sets, parse_cpuinfo, parse_meminfo
 
 # Two logical CPUs of one core each (hyper-threads off), shortened from a real Sapphire Rapids VM.
 CPUINFO_X86 = """processor\t: 0
@@ -266,8 +266,8 @@ def test_markdown_and_html_writers_show_the_same_cells_and_escape_reasons():
 
     report = _tiny_report()
     md = render_markdown(report)
-    assert "| FP32 | 0.5000 | 0.6000 | 0.7000 | +0.0000 | 100.000% | ok |" in md
-    assert "| FP16 | - | - | - | - | - | failed: bad \\| <script>x</script> |" in md
+    assert "| FP32 | 0.5000 | 0.6000 | 0.7000 | +0.0000 | 100.000% | - | - | ok |" in md
+    assert "| FP16 | - | - | - | - | - | - | - | failed: bad \\| <script>x</script> |" in md
     assert "| FP32 | 1024 x 1024 | 1.0 | 2.00 | 0.524 | 321 | 0.20 | ok |" in md
     assert "| FP32 | 1 | 512 x 512 | 12.3 | 15.0 | 12.3 | 81.00 | ok |" in md
     assert "amx_int8 unknown" in md  # None is unknown, never "no"

@@ -17,7 +17,14 @@ from semphase.data.layout import open_dataset
 from semphase.data.split import make_split, save_split
 from semphase.export.metadata import METADATA_KEYS, build_metadata, canonical_json
 from semphase.phases import DEFAULT_TABLE
-from test_export_support import NORMALIZATION, make_checkpoint, make_dataset, run_cli, torch_logits
+from test_export_support import (
+    NORMALIZATION,
+    UNTRAINED_GATE_ARGS,
+    make_checkpoint,
+    make_dataset,
+    run_cli,
+    torch_logits,
+)
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -51,6 +58,7 @@ def exported(tmp_path_factory):
             4,
             "--threads",
             1,
+            *UNTRAINED_GATE_ARGS,
         ]
         code, stdout, stderr = run_cli(args, capsys)
     return {
@@ -87,9 +95,18 @@ def test_export_writes_three_models_and_a_passing_report(exported):
     assert report["passed"] is True
     assert [g["name"] for g in report["gates"]] == [
         "fp32_argmax_agreement_pct",
-        "fp16_argmax_agreement_pct",
-        "int8_miou_drop",
+        *(
+            f"{v}_{check}"
+            for v in ("fp16", "int8")
+            for check in (
+                "agreement_vs_fp32_pct",
+                "delta_miou",
+                "max_delta_class_iou",
+                "max_fraction_change_pp",
+            )
+        ),
     ]
+    assert {g["threshold"] for g in report["gates"] if g["name"] == "int8_agreement_vs_fp32_pct"} == {95.0}
     assert report["heldout"]["images"] == len(exported["split"]["test"])
     assert report["heldout"]["source"].startswith("test split of")
     assert report["int8"]["calibration"]["source"].startswith("train split of")
@@ -148,7 +165,7 @@ def test_metadata_is_exact_in_every_file(exported):
     for variant, name in FILES.items():
         props = {p.key: p.value for p in onnx.load(str(exported["out"] / name)).metadata_props}
         semphase = {k: json.loads(v) for k, v in props.items() if k.startswith("semphase.")}
-        assert set(semphase) == set(METADATA_KEYS)
+        assert set(semphase) == {*METADATA_KEYS, "semphase.reference"}
         assert semphase["semphase.classes"] == DEFAULT_TABLE.names
         assert semphase["semphase.colors"] == [list(c) for c in DEFAULT_TABLE.colors]
         assert semphase["semphase.input"] == {
@@ -167,6 +184,32 @@ def test_metadata_is_exact_in_every_file(exported):
         config_digest = hashlib.sha256(canonical_json(exported["config"]).encode()).hexdigest()
         assert source["config_sha256"] == config_digest
         assert semphase["semphase.metrics"] is None  # the test checkpoint has no test_metrics
+
+
+def test_every_file_carries_the_fp32_labels_of_held_out_tiles_and_what_it_reached(exported):
+    from semphase.runtime.selfcheck import EXPORT_MARGIN_PP, Reference
+
+    report = json.loads((exported["out"] / "export_report.json").read_text())
+    fp32 = ort.InferenceSession(str(exported["out"] / FILES["fp32"]), providers=["CPUExecutionProvider"])
+    references = {}
+    for variant, name in FILES.items():
+        props = {p.key: p.value for p in onnx.load(str(exported["out"] / name)).metadata_props}
+        references[variant] = ref = Reference.from_metadata(json.loads(props["semphase.reference"]))
+        # Two 64 x 64 tiles (the export's tile) cut from held-out micrographs, stored as uint8.
+        assert ref.tiles.shape == (2, 64, 64) and ref.tiles.dtype == np.uint8
+        batch = ((ref.tiles[:, None] / 255.0 - NORMALIZATION["mean"][0]) / NORMALIZATION["std"][0]).astype(
+            np.float32
+        )
+        assert np.array_equal(fp32.run(None, {"image": batch})[0].argmax(1), ref.labels)
+        session = ort.InferenceSession(str(exported["out"] / name), providers=["CPUExecutionProvider"])
+        reached = 100.0 * float((session.run(None, {"image": batch})[0].argmax(1) == ref.labels).mean())
+        assert ref.export_pct == pytest.approx(reached)
+        gate = {"fp32": 99.99, "fp16": 99.9, "int8": 95.0}[variant]
+        assert ref.required_pct == pytest.approx(min(gate, reached - EXPORT_MARGIN_PP))
+        stored = report["self_check_reference"]["variants"][variant]
+        assert stored["required_agreement_pct"] == pytest.approx(ref.required_pct)
+    assert len({r.tiles.tobytes() for r in references.values()}) == 1  # the same tiles in every file
+    assert references["fp32"].export_pct == 100.0
 
 
 def test_metadata_carries_the_checkpoint_test_summary():
@@ -271,11 +314,14 @@ def test_command_defaults_are_the_library_defaults():
     options = ExportOptions()
     for name in ("opset", "tile", "overlap", "calib_images", "fp16", "int8", "threads", "simplify"):
         assert defaults[name] == getattr(options, name), name
-    assert defaults["min_fp32_agreement"] == options.gates.min_fp32_agreement
-    assert defaults["min_fp16_agreement"] == options.gates.min_fp16_agreement
-    assert defaults["max_int8_miou_drop"] == options.gates.max_int8_miou_drop
+    for name in ("min_fp32_agreement", "min_fp16_agreement", "min_int8_agreement", "max_delta_miou"):
+        assert defaults[name] == getattr(options.gates, name), name
+    assert defaults["max_delta_class_iou"] == options.gates.max_delta_class_iou
+    assert defaults["max_fraction_change"] == options.gates.max_fraction_change_pp
     assert defaults["calib_method"] == options.int8_settings.method
     assert defaults["int8_activations"] == options.int8_settings.activations
+    assert defaults["int8_weights"] == options.int8_settings.weights
+    assert defaults["int8_reduce_range"] == options.int8_settings.reduce_range
     float_layers = defaults["int8_float_layers"]
     expected = () if float_layers == "none" else tuple(float_layers.split(","))
     assert expected == options.int8_settings.keep_float

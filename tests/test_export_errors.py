@@ -164,30 +164,69 @@ def test_damaged_weights_fail_the_gate_and_keep_the_files(tmp_path, checkpoint, 
     out = tmp_path / "out"
     code, stdout, err = _export(capsys, checkpoint, out, "--calib", dataset)
     line = _one_line_error(code, err, expected_code=1)
-    assert "FP32 argmax agreement" in line and "FP16 argmax agreement" in line and str(out) in line
+    assert "FP32 argmax agreement with PyTorch" in line and str(out) in line
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "export_report.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "export_report.json").read_text())
     assert report["passed"] is False
     failed = {g["name"] for g in report["gates"] if not g["passed"]}
-    assert {"fp32_argmax_agreement_pct", "fp16_argmax_agreement_pct"} <= failed
+    assert "fp32_argmax_agreement_pct" in failed
     assert report["variants"]["fp32"]["argmax_agreement_pct"] < 99.99
+    # FP16 is judged against the (damaged) FP32 file it was converted from, and agrees with it.
+    assert report["variants"]["fp16"]["vs_fp32"]["agreement_pct"] > 99.0
     assert "FAIL" in stdout  # the tables and the failed gates are still shown
 
 
-def test_int8_gate_uses_the_threshold(tmp_path, checkpoint, dataset, capsys):
-    # An INT8 mIoU drop limit of 0 passes only when INT8 is at least as good as FP32 on the held-out images.
+def test_int8_miou_gate_uses_the_threshold_from_the_command_line(tmp_path, checkpoint, dataset, capsys):
+    # A limit of 0 on |delta mIoU| passes only when INT8's held-out mIoU equals FP32's; the other gates are
+    # opened wide so that this one alone decides the exit code.
     out = tmp_path / "out"
+    wide = ["--min-int8-agreement", 0, "--max-delta-class-iou", 1, "--max-fraction-change", 100]
     code, _, err = _export(
-        capsys, checkpoint, out, "--calib", dataset, "--no-fp16", "--max-int8-miou-drop", 0
+        capsys, checkpoint, out, "--calib", dataset, "--no-fp16", "--max-delta-miou", 0, *wide
     )
     report = json.loads((out / "export_report.json").read_text())
-    (gate,) = [g for g in report["gates"] if g["name"] == "int8_miou_drop"]
-    drop = report["variants"]["fp32"]["miou"] - report["variants"]["int8"]["miou"]
-    assert gate["value"] == pytest.approx(drop) and gate["threshold"] == 0
-    assert gate["passed"] is (drop <= 0)
-    assert code == (0 if drop <= 0 else 1)
+    (gate,) = [g for g in report["gates"] if g["name"] == "int8_delta_miou"]
+    delta = report["variants"]["int8"]["miou"] - report["variants"]["fp32"]["miou"]
+    assert gate["value"] == pytest.approx(delta) and gate["threshold"] == 0
+    assert gate["passed"] is (delta == 0)
+    assert code == (0 if delta == 0 else 1)
     assert "model.fp16.onnx" not in {p.name for p in out.iterdir()}
+
+
+_REAL_FP16 = pipeline.fp16_convert.convert_fp16
+
+
+def _fp16_that_prefers_class(target: int):
+    """The real FP16 conversion, then the logits head's bias pushed towards class ``target``."""
+
+    def convert(model):
+        converted = _REAL_FP16(model)
+        head = next(n for n in reversed(converted.graph.node) if n.op_type in ("Conv", "ConvTranspose"))
+        (bias,) = [t for t in converted.graph.initializer if t.name == head.input[2]]
+        values = onnx.numpy_helper.to_array(bias).copy()
+        values[target] += 3.0
+        bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+        return converted
+
+    return convert
+
+
+def test_a_variant_that_changes_phases_fails_the_gates_against_fp32(
+    tmp_path, checkpoint, dataset, capsys, monkeypatch
+):
+    # FP16 that turns pixels into Void: its agreement with FP32 drops and the Void fraction rises, whatever
+    # happens to the mean IoU; the gates name the variant and the class.
+    monkeypatch.setattr(pipeline.fp16_convert, "convert_fp16", _fp16_that_prefers_class(2))
+    out = tmp_path / "out"
+    code, stdout, err = _export(capsys, checkpoint, out, "--calib", dataset, "--no-int8")
+    line = _one_line_error(code, err, expected_code=1)
+    assert "FP16 argmax agreement with FP32" in line and "FP32 argmax" not in line
+    report = json.loads((out / "export_report.json").read_text())
+    failed = {g["name"]: g for g in report["gates"] if not g["passed"]}
+    assert {"fp16_agreement_vs_fp32_pct", "fp16_max_fraction_change_pp"} <= set(failed)
+    change = report["variants"]["fp16"]["vs_fp32"]
+    assert change["max_fraction_change_class"] == "Void" and change["max_fraction_change_pp"] > 0.5
 
 
 def test_failed_simplification_keeps_the_plain_graph_and_says_so(

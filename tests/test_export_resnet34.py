@@ -9,7 +9,14 @@ import onnxruntime as ort
 import pytest
 
 from semphase.imageio import read_gray
-from test_export_support import NORMALIZATION, make_checkpoint, make_dataset, run_cli, torch_logits
+from test_export_support import (
+    NORMALIZATION,
+    UNTRAINED_GATE_ARGS,
+    make_checkpoint,
+    make_dataset,
+    run_cli,
+    torch_logits,
+)
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -36,6 +43,7 @@ def test_resnet34_unet_exports_and_every_file_matches_torch_at_two_sizes(tmp_pat
             4,
             "--threads",
             1,
+            *UNTRAINED_GATE_ARGS,
         ],
         capsys,
     )

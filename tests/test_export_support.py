@@ -13,6 +13,28 @@ from semphase.phases import DEFAULT_TABLE
 #: Normalization of the test checkpoints (the ImageNet gray statistics the trainer uses).
 NORMALIZATION = {"scale": 1 / 255, "mean": [0.449], "std": [0.226]}
 
+#: Gates wide enough for an *untrained* network: its five logits are near ties almost everywhere, so INT8
+#: rounding flips a percent or two of pixels that a trained model keeps (the product's defaults, 99.5 %
+#: agreement and 0.5 pp, are for trained models). Tests that are about files, metadata and reports export
+#: with these; the gates themselves are tested with constructed numbers (test_gates.py) and with variants
+#: damaged on purpose (test_export_errors.py).
+UNTRAINED_GATES = {
+    "min_int8_agreement": 95.0,
+    "max_delta_miou": 0.05,
+    "max_delta_class_iou": 0.1,
+    "max_fraction_change_pp": 3.0,
+}
+UNTRAINED_GATE_ARGS = [
+    "--min-int8-agreement",
+    95,
+    "--max-delta-miou",
+    0.05,
+    "--max-delta-class-iou",
+    0.1,
+    "--max-fraction-change",
+    3,
+]
+
 
 def make_checkpoint(path: Path, arch: str = "unet-scratch", **config_extra) -> dict:
     """Write an untrained checkpoint (seeded weights) and return its config."""

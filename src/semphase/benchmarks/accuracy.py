@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from semphase.data.layout import Sample, load_pair
+from semphase.gates import REDUCED_VARIANTS, Gates, changes_against, failures, variant_checks
 from semphase.imageio import to_uint8
 from semphase.metrics import Scorer
 from semphase.phases import ClassTable
@@ -84,11 +85,13 @@ class ParityRun:
     ----------
     class_names : names in class-id order.
     variants : prediction names in report order (e.g. ``["pytorch", "fp32", "fp16", "int8"]``).
+    gates : thresholds FP16 and INT8 must meet against FP32 (:mod:`semphase.gates`).
     """
 
-    def __init__(self, class_names: list[str], variants: list[str]) -> None:
+    def __init__(self, class_names: list[str], variants: list[str], gates: Gates | None = None) -> None:
         self.class_names = list(class_names)
         self.variants = list(variants)
+        self.gates = gates or Gates()
         self.scorers = {v: Scorer(self.class_names) for v in self.variants}
         c = len(self.class_names)
         self.agreement = {
@@ -140,9 +143,28 @@ class ParityRun:
             for ref in REFERENCES:
                 usable = ref in rows and rows[ref]["status"] == "ok" and row["status"] == "ok"
                 row[f"delta_vs_{ref}"] = score_deltas(row, rows[ref]) if usable else None
+            self._judge(row, rows.get("fp32"))
             if extra:
                 row.update(extra)
         return [rows[v] for v in self.variants]
+
+    def _judge(self, row: dict, fp32: dict | None) -> None:
+        """Add the gate checks against FP32 to an FP16/INT8 row; a miss fails the row, numbers kept."""
+        row["gates"] = None
+        variant = row["variant"]
+        if variant not in REDUCED_VARIANTS or row["status"] != "ok" or not fp32 or fp32["status"] != "ok":
+            return
+        agreement = row.get("agreement_vs_fp32")
+        changes = changes_against(
+            self.scorers[variant].result(),
+            self.scorers["fp32"].result(),
+            None if agreement is None else 100.0 * agreement,
+        )
+        row["gates"] = variant_checks(variant, changes, self.gates)
+        missed = failures(row["gates"])
+        if missed:
+            row["status"] = "failed"
+            row["reason"] = "misses the gates on this machine: " + "; ".join(missed)
 
     def results(self) -> dict[str, dict]:
         """The full scoring result of each variant that did not fail (for the confusion figures)."""
@@ -193,6 +215,7 @@ def heldout_parity(
     samples: list[Sample],
     table: ClassTable,
     advance: Callable[[], None] | None = None,
+    gates: Gates | None = None,
 ) -> ParityRun:
     """Run every predictor on every sample and accumulate scores and agreement.
 
@@ -202,13 +225,14 @@ def heldout_parity(
     samples : dataset samples with masks.
     table : class table the masks are remapped with.
     advance : called once per predictor and image (progress).
+    gates : thresholds for FP16/INT8 against FP32 (default :class:`semphase.gates.Gates`).
 
     Returns
     -------
     The :class:`ParityRun`; a predictor that raises is marked failed with its reason and skipped for the
     remaining images while the others go on. Unreadable data raises InputError as usual.
     """
-    run = ParityRun(table.names, list(predictors))
+    run = ParityRun(table.names, list(predictors), gates)
     for sample in samples:
         image, truth = load_pair(sample, table)
         image_u8 = to_uint8(image)

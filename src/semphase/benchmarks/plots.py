@@ -99,7 +99,7 @@ def plot_accuracy_deltas(
     rows = [
         r
         for r in accuracy_rows
-        if r.get("status") == "ok" and r["variant"] != reference and r.get(f"delta_vs_{reference}")
+        if r.get("summary") is not None and r["variant"] != reference and r.get(f"delta_vs_{reference}")
     ]
     fig = _figure(max(6.0, 1.1 * len(classes) + 3.0), 7.5)
     axes = fig.subplots(3, 1, sharex=True)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from semphase.benchmarks.accuracy import ParityRun, failed_row, heldout_parity
-from semphase.benchmarks.machine import machine_info
 from semphase.benchmarks.progress import Steps
 from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
 from semphase.errors import InputError
 from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
+from semphase.machine import machine_info
 from semphase.runtime.sliding import DEFAULT_BATCH
 
 REPORT_FORMAT = "semphase-benchmark/1"
@@ -206,7 +206,7 @@ def _figures(report: dict, results: dict[str, dict], out: Path) -> None:
         if any(r.get("status") == "ok" for r in report["speed"]):
             figures["throughput"] = plots.plot_throughput(report["speed"], out / plots.THROUGHPUT_NAME).name
         ref = report["settings"]["reference"]
-        if ref and sum(r["status"] == "ok" for r in report["accuracy"]) > 1:
+        if ref and sum(r.get("summary") is not None for r in report["accuracy"]) > 1:
             path = out / plots.DELTAS_NAME
             figures["accuracy_deltas"] = plots.plot_accuracy_deltas(
                 report["accuracy"], report["classes"], ref, path

@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from semphase.cli.common import console, err_console
 from semphase.errors import InputError
@@ -52,7 +53,7 @@ def _print_summary(report: dict, out: Path) -> None:
         for i, header in enumerate(spec.headers):
             table.add_column(header, justify="left" if i == 0 or header == "status" else "right")
         for row in spec.rows:
-            table.add_row(*row)
+            table.add_row(*(f"[red]{escape(c)}[/]" if c.startswith("failed") else escape(c) for c in row))
         console.print(table)
     console.print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
@@ -171,3 +172,10 @@ def register(app: typer.Typer) -> None:
                 )
         if not quiet:
             _print_summary(report, out)
+        for row in report["accuracy"]:
+            if row.get("gates") and row["status"] == "failed":
+                err_console.print(
+                    f"[bold red]FAILED:[/] {escape(row['variant'].upper())} {escape(row['reason'])}",
+                    highlight=False,
+                    soft_wrap=True,
+                )

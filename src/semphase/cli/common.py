@@ -20,3 +20,11 @@ def progress_bar():
         console=err_console,
         transient=True,
     )
+
+
+def say_self_check(verdict) -> None:
+    """One dim line with a model's self-check verdict (yellow when it had to fall back or could not run)."""
+    from rich.markup import escape
+
+    style = "dim" if verdict.status == "passed" else "yellow"
+    console.print(f"[{style}]{escape(verdict.line())}[/]", soft_wrap=True)

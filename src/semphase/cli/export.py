@@ -65,10 +65,26 @@ def export_command(
         help="Fail when FP32 argmax agreement with PyTorch is below this (% of held-out pixels).",
     ),
     min_fp16_agreement: float = typer.Option(
-        99.9, "--min-fp16-agreement", help="Fail when FP16 argmax agreement with PyTorch is below this (%)."
+        99.9, "--min-fp16-agreement", help="Fail when FP16 argmax agreement with FP32 is below this (%)."
     ),
-    max_int8_miou_drop: float = typer.Option(
-        0.01, "--max-int8-miou-drop", help="Fail when INT8 held-out mIoU is more than this below FP32's."
+    min_int8_agreement: float = typer.Option(
+        99.5, "--min-int8-agreement", help="Fail when INT8 argmax agreement with FP32 is below this (%)."
+    ),
+    max_delta_miou: float = typer.Option(
+        0.01,
+        "--max-delta-miou",
+        help="Fail when FP16's or INT8's held-out mIoU differs from FP32's by more than this, either way.",
+    ),
+    max_delta_class_iou: float = typer.Option(
+        0.02,
+        "--max-delta-class-iou",
+        help="Fail when any class's IoU differs from FP32's by more than this, either way.",
+    ),
+    max_fraction_change: float = typer.Option(
+        0.5,
+        "--max-fraction-change",
+        help="Fail when any phase's share of the held-out pixels differs from FP32's by more than this "
+        "many percentage points.",
     ),
     calib_images: int = typer.Option(
         32, "--calib-images", help="Number of calibration images (one random tile-sized crop from each)."
@@ -79,7 +95,14 @@ def export_command(
     int8_activations: str = typer.Option(
         "quint8",
         "--int8-activations",
-        help="INT8 activation type: quint8 (u8 x s8, the fast x86 VNNI/AMX path) or qint8.",
+        help="INT8 activation type: quint8 (u8 x s8, the fast x86 path) or qint8.",
+    ),
+    int8_weights: str = typer.Option("qint8", "--int8-weights", help="INT8 weight type: qint8 or quint8."),
+    int8_reduce_range: bool = typer.Option(
+        True,
+        "--int8-reduce-range/--int8-full-range",
+        help="7-bit weights (default): the same phases on x86 CPUs without VNNI, whose u8 x s8 kernels "
+        "saturate with 8-bit weights (see export/int8.py for the measurements).",
     ),
     int8_float_layers: str = typer.Option(
         "none",
@@ -103,7 +126,7 @@ def export_command(
     """
     from semphase.export.int8 import Int8Settings
     from semphase.export.pipeline import ExportOptions, run_export
-    from semphase.export.report import Gates
+    from semphase.gates import Gates
 
     try:
         options = ExportOptions(
@@ -114,12 +137,21 @@ def export_command(
             tile=tile,
             overlap=overlap,
             threads=threads,
-            gates=Gates(min_fp32_agreement, min_fp16_agreement, max_int8_miou_drop),
+            gates=Gates(
+                min_fp32_agreement=min_fp32_agreement,
+                min_fp16_agreement=min_fp16_agreement,
+                min_int8_agreement=min_int8_agreement,
+                max_delta_miou=max_delta_miou,
+                max_delta_class_iou=max_delta_class_iou,
+                max_fraction_change_pp=max_fraction_change,
+            ),
             calib_images=calib_images,
             simplify=simplify,
             int8_settings=Int8Settings(
                 method=calib_method,
                 activations=int8_activations,
+                weights=int8_weights,
+                reduce_range=int8_reduce_range,
                 keep_float=_parse_float_layers(int8_float_layers),
             ),
         )
@@ -155,6 +187,18 @@ def _show(report: dict) -> None:
             f"({settings['calibration']['source']}), {settings['activations']} activations, "
             f"{settings['weights']} weights, float layers: {floats}"
         )
+    reference = report.get("self_check_reference")
+    if reference:
+        reached = ", ".join(
+            f"{name.upper()} {v['export_agreement_pct']:.2f} % "
+            f"(runs must reach {v['required_agreement_pct']:.2f} %)"
+            for name, v in reference["variants"].items()
+        )
+        console.print(
+            f"self-check reference: {reference['tiles']} tiles of "
+            f"{reference['tile'][0]} x {reference['tile'][1]} with FP32 labels in every file; "
+            f"agreement here: {reached}"
+        )
     for note in report["export"]["notes"]:
         console.print(f"[yellow]note:[/] {note}")
     for gate in report["gates"]:
@@ -165,16 +209,32 @@ def _show(report: dict) -> None:
 def info_command(
     model: Path = typer.Argument(..., help="A .onnx file written by `semphase export`."),
     as_json: bool = typer.Option(False, "--json", help="Print everything as one JSON object instead."),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Run the model's self-check on this machine: its classes on the reference tiles stored at "
+        "export against the FP32 labels stored beside them (with the precise INT8 kernels as fall-back). "
+        "Exit code 2 when the model fails it.",
+    ),
+    provider: str = typer.Option(
+        "auto", "--provider", help="Execution provider for --verify: auto, cpu, cuda, dml or openvino."
+    ),
 ) -> None:
     """Show a model's metadata (classes, normalization, tiling, source, metrics), opset, input/output
     signature, file size and the execution providers onnxruntime offers here. Needs no torch."""
     import onnxruntime as ort
+    from rich.markup import escape
     from rich.table import Table
 
     from semphase.export.metadata import summarize_model
 
     summary = summarize_model(model)
     providers = ort.get_available_providers()
+    verdict = None
+    if verify:
+        from semphase.runtime.model import load_model
+
+        verdict = load_model(model, provider=provider).self_check  # a failed self-check raises (exit 2)
     if as_json:
         document = {
             "path": str(summary.path),
@@ -186,6 +246,8 @@ def info_command(
             "metadata": summary.metadata,
             "providers": providers,
         }
+        if verdict is not None:
+            document["self_check"] = verdict.as_dict()
         console.print_json(json.dumps(document))
         return
     table = Table(title=f"{summary.path.name}", title_justify="left", show_header=False)
@@ -198,8 +260,14 @@ def info_command(
             table.add_row(label, f"{name}: {dtype} [{' x '.join(str(d) for d in shape)}]")
     for key, value in summary.metadata.items():
         text = _metrics_text(value) if key == "semphase.metrics" else None
-        table.add_row(key, text or json.dumps(value))
+        text = _reference_text(value) if key == "semphase.reference" else text
+        table.add_row(key, escape(text or json.dumps(value)))
+    if "semphase.reference" not in summary.metadata:
+        table.add_row("semphase.reference", "none: exported before self-check references (loads unverified)")
     table.add_row("providers", ", ".join(providers))
+    if verdict is not None:
+        style = "green" if verdict.status.startswith("passed") else "yellow"
+        table.add_row("self-check", f"[{style}]{escape(verdict.line())}[/]")
     console.print(table)
 
 
@@ -215,6 +283,22 @@ INFO_HELP = (
     "test metrics), opset, input/output signature, file size, and the execution providers onnxruntime "
     "offers on this machine. Needs no torch."
 )
+
+
+def _reference_text(value) -> str | None:
+    """``2 tiles of 256 x 256 ...`` for a self-check reference (the tiles themselves are not shown)."""
+    try:
+        shape = value["tiles"]["shape"]
+        exported = value.get("export_agreement_pct")
+        cpu = (value.get("exported_on") or {}).get("cpu") or "unknown CPU"
+        return (
+            f"{shape[0]} tiles of {shape[1]} x {shape[2]} with {value['labels_from'].upper()} labels; "
+            f"runs must reach {value['required_agreement_pct']:.2f} % agreement"
+            + (f" ({exported:.2f} % at export on {cpu})" if exported is not None else "")
+            + " (--verify checks it here)"
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def _metrics_text(metrics) -> str | None:

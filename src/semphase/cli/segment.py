@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, progress_bar
+from semphase.cli.common import console, err_console, progress_bar, say_self_check
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +88,13 @@ def register(app: typer.Typer) -> None:
             False, "--probs", help="Also write X_probs.tif: class probabilities, float16, one page per class."
         ),
         tta: bool = typer.Option(False, "--tta", help="Average the four flips of every tile (4x slower)."),
+        verify: bool = typer.Option(
+            True,
+            "--verify/--no-verify",
+            help="Run the model's self-check once at start (its labels on reference tiles stored at export, "
+            "well under a second); a model that gives other phases on this CPU is refused (exit 2) after "
+            "trying the precise INT8 kernels. The verdict goes into every X.json.",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table; errors only."),
     ) -> None:
         """Segment micrographs: X_mask.png, X_overlay.png and the phase table X.json per input, summary.csv.
@@ -114,8 +121,10 @@ def register(app: typer.Typer) -> None:
             probs=probs,
             tta=tta,
         )
-        loaded = load_model(model, provider=provider, threads=threads)
+        loaded = load_model(model, provider=provider, threads=threads, verify=verify)
         ensure_output_folder(out)
+        if not quiet and loaded.self_check is not None:
+            say_self_check(loaded.self_check)
         files, problems = expand_inputs(inputs, exclude=[out])
         failures = [f"{spec}: {reason}" for spec, reason in problems]
         for line in failures:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, err_console, say_self_check
 
 LOG_FORMAT = "%(asctime)s %(message)s"
 
@@ -225,6 +225,12 @@ def register(app: typer.Typer) -> None:
             False, "--uncertainty", help="Also write a per-pixel uncertainty map."
         ),
         tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips; slower)."),
+        verify: bool = typer.Option(
+            True,
+            "--verify/--no-verify",
+            help="Run the model's self-check at start (see `semphase segment --help`); a model that gives "
+            "other phases on this CPU is refused (exit 2). The verdict goes into the log and every X.json.",
+        ),
     ) -> None:
         """Segment every micrograph that lands in INBOX as soon as it is complete, for as long as it runs."""
         from semphase.runtime.watch import Watcher
@@ -256,7 +262,12 @@ def register(app: typer.Typer) -> None:
                     normalize,
                     uncertainty,
                     tta,
+                    verify,
                 )
+                if watcher.model.self_check is not None:
+                    reporter.logger.info(f"model    - {watcher.model.self_check.line()}")
+                    if not quiet:
+                        say_self_check(watcher.model.self_check)
                 previous = _install_signal_handlers(watcher)
                 try:
                     if reporter.live is not None:
@@ -286,12 +297,23 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(
-    model, provider, threads, tile, overlap, batch, databar, pixel_size_um, normalize, uncertainty, tta
+    model,
+    provider,
+    threads,
+    tile,
+    overlap,
+    batch,
+    databar,
+    pixel_size_um,
+    normalize,
+    uncertainty,
+    tta,
+    verify,
 ):
     from semphase.runtime.model import load_model
     from semphase.runtime.segment import SegmentOptions
 
-    loaded = load_model(model, provider=provider, threads=threads)
+    loaded = load_model(model, provider=provider, threads=threads, verify=verify)
     options = SegmentOptions(
         tile=tile,
         overlap=overlap,

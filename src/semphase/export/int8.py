@@ -43,6 +43,7 @@ from semphase.export.metadata import INPUT_NAME, OUTPUT_NAME
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
+WEIGHT_TYPES = ("qint8", "quint8")
 FLOAT_LAYER_ALIASES = ("first", "head")
 
 
@@ -55,13 +56,18 @@ class Int8Settings:
     method : calibration method, one of :data:`CALIBRATION_METHODS`.
     activations : activation type, ``"quint8"`` (asymmetric u8, the fast U8S8 path of x86 VNNI/AMX
         kernels) or ``"qint8"``.
+    weights : weight type, ``"qint8"`` (signed) or ``"quint8"``.
+    reduce_range : quantize weights to 7 bits, so that x86 kernels without VNNI (VPMADDUBSW, whose 16-bit
+        pair sums saturate) compute the same sums as VNNI/AMX ones.
     keep_float : layers left in float: ``"first"``, ``"head"`` or exact node names.
-    per_channel : per-output-channel weight scales (QInt8 weights always).
+    per_channel : per-output-channel weight scales.
     percentile : the percentile of the ``"percentile"`` method.
     """
 
     method: str = "minmax"
     activations: str = "quint8"
+    weights: str = "qint8"
+    reduce_range: bool = True
     keep_float: tuple[str, ...] = ()
     per_channel: bool = True
     percentile: float = 99.999
@@ -71,6 +77,8 @@ class Int8Settings:
             raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
         if self.activations not in ACTIVATION_TYPES:
             raise ValueError(f"activation type must be one of {', '.join(ACTIVATION_TYPES)}")
+        if self.weights not in WEIGHT_TYPES:
+            raise ValueError(f"weight type must be one of {', '.join(WEIGHT_TYPES)}")
         if not 90.0 <= self.percentile <= 100.0:
             raise ValueError(f"percentile must be in 90..100, got {self.percentile}")
 
@@ -212,7 +220,7 @@ def quantize(
     extra = {"CalibStridedMinMax": 1}  # one tile per calibration pass, merged afterwards (bounded memory)
     if settings.method == "percentile":
         extra["CalibPercentile"] = settings.percentile
-    activation = QuantType.QUInt8 if settings.activations == "quint8" else QuantType.QInt8
+    types = {"quint8": QuantType.QUInt8, "qint8": QuantType.QInt8}
     with tempfile.TemporaryDirectory(prefix="semphase-int8-") as tmp:
         cache = None
         if cache_dir is not None:
@@ -227,9 +235,9 @@ def quantize(
                 calibration_data_reader=TileReader(tiles),
                 quant_format=QuantFormat.QDQ,
                 per_channel=settings.per_channel,
-                reduce_range=False,  # VNNI/AMX accumulate u8*s8 without the saturation reduce_range avoids
-                activation_type=activation,
-                weight_type=QuantType.QInt8,
+                reduce_range=settings.reduce_range,
+                activation_type=types[settings.activations],
+                weight_type=types[settings.weights],
                 nodes_to_exclude=float_nodes or None,
                 calibrate_method=method,
                 extra_options=extra,

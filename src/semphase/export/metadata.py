@@ -9,6 +9,9 @@ Values are JSON strings in the model's ``metadata_props``:
 - ``semphase.tile``: ``{"size": 512, "overlap": 32}`` (recommended sliding-window tiling)
 - ``semphase.source``: ``{"checkpoint_sha256", "config_sha256", "semphase_version"}``
 - ``semphase.metrics``: the checkpoint's test summary, or ``null``
+- ``semphase.reference`` (optional; files from before it load without it): the self-check reference,
+  a few uint8 held-out tiles and their FP32 labels (zlib + base64) and the agreement a run must reach
+  (see ``semphase.runtime.selfcheck``)
 
 Torch-free: onnx only (``semphase info`` uses it on machines without torch).
 """
@@ -38,6 +41,8 @@ METADATA_KEYS = (
     "semphase.source",
     "semphase.metrics",
 )
+#: Keys a semphase model may carry; files exported before they existed lack them.
+OPTIONAL_KEYS = ("semphase.reference",)
 VARIANTS = ("fp32", "fp16", "int8")
 #: Height and width of the network input must be multiples of this (five 2x down-samplings).
 SIZE_MULTIPLE = 32
@@ -144,6 +149,11 @@ def build_metadata(
     return {key: json.dumps(values[key], allow_nan=False) for key in METADATA_KEYS}
 
 
+def reference_metadata(reference) -> dict[str, str]:
+    """The ``semphase.reference`` entry for a :class:`semphase.runtime.selfcheck.Reference`."""
+    return {"semphase.reference": json.dumps(reference.to_metadata(), allow_nan=False)}
+
+
 def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     """Set ``metadata`` on ``model`` in place, replacing earlier ``semphase.*`` entries."""
     keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith("semphase.")]
@@ -211,7 +221,7 @@ def read_metadata(model: onnx.ModelProto, path: str | os.PathLike | None = None)
     if missing:
         raise InputError(f"semphase metadata incomplete: missing {', '.join(missing)}", path)
     values = {}
-    for key in METADATA_KEYS:
+    for key in (*METADATA_KEYS, *(k for k in OPTIONAL_KEYS if k in props)):
         try:
             values[key] = json.loads(props[key])
         except json.JSONDecodeError:

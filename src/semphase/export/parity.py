@@ -36,6 +36,8 @@ class _Accumulator:
     values: int = 0
     agree: int = 0
     pixels: int = 0
+    #: pixels whose label equals the FP32 ONNX file's (the reference of the reduced-precision variants)
+    agree_fp32: int = 0
     labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def add(self, reference: np.ndarray, logits: np.ndarray) -> None:
@@ -113,6 +115,9 @@ def _compare_image(network, normalization, sample, tile, sessions, accumulators,
             labels[name][y : y + bh, x : x + bw] = logits.argmax(0)
     for name, scorer in scorers.items():
         scorer.add(sample.name, sample.labels, labels[name])
+    if "fp32" in labels:
+        for name, acc in accumulators.items():
+            acc.agree_fp32 += int((labels[name] == labels["fp32"]).sum())
 
 
 def compare(
@@ -143,8 +148,11 @@ def compare(
     -------
     ``{"pytorch": {"miou", "mdice", "mbf1", "scores"}, variant: {"max_abs_diff", "mean_abs_diff",
     "argmax_agreement_pct", "miou", "mdice", "mbf1", "delta_miou", "delta_mdice", "delta_mbf1",
-    "scores"}}`` where ``scores`` is the full scoring-schema result.
+    "scores", "vs_fp32"}}`` where ``scores`` is the full scoring-schema result, the deltas are against
+    PyTorch, and ``vs_fp32`` (FP16 and INT8 only, when FP32 is among ``files``) holds the gate numbers
+    against the FP32 file (:func:`semphase.gates.changes_against`).
     """
+    from semphase.gates import changes_against
     from semphase.metrics import Scorer
 
     sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
@@ -177,6 +185,13 @@ def compare(
             **deltas,
             "scores": scores,
         }
+    if "fp32" in files:
+        for name, acc in accumulators.items():
+            if name != "fp32":
+                agreement = 100.0 * acc.agree_fp32 / max(acc.pixels, 1)
+                results[name]["vs_fp32"] = changes_against(
+                    results[name]["scores"], results["fp32"]["scores"], agreement
+                )
     return results
 
 

@@ -26,12 +26,16 @@ from semphase.export.metadata import (
     RECOMMENDED_TILE,
     build_metadata,
     config_sha256,
+    reference_metadata,
     save_model,
     write_metadata,
 )
-from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency
-from semphase.export.report import REPORT_FORMAT, Gates, check_gates, machine_description, write_report
+from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency, session_options
+from semphase.export.reference import REFERENCE_SIDE, REFERENCE_TILES, build_references, choose_tiles
+from semphase.export.report import REPORT_FORMAT, check_gates, machine_description, write_report
+from semphase.gates import Gates
 from semphase.imageio import ensure_output_folder, file_sha256
+from semphase.runtime.selfcheck import EXPORT_MARGIN_PP
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 REPORT_NAME = "export_report.json"
@@ -80,6 +84,17 @@ class ExportOptions:
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
             raise ValueError(f"opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
+
+
+def _session(model, threads: int):
+    """An onnxruntime CPU session on an in-memory graph (the file is written once, with its reference)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(
+        model.SerializeToString(),
+        session_options(threads, spinning=False),
+        providers=["CPUExecutionProvider"],
+    )
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:
@@ -170,7 +185,6 @@ def run_export(
             overlap=options.overlap,
         )
 
-    files: dict[str, Path] = {}
     say(f"exporting FP32 (opset {options.opset})")
     graph = onnx_export.export_fp32(
         network,
@@ -181,16 +195,11 @@ def run_export(
     )
     for note in graph.notes:
         say(f"note: {note}")
-    write_metadata(graph.model, metadata("fp32"))
-    files["fp32"] = out_dir / FILE_NAMES["fp32"]
-    save_model(graph.model, files["fp32"])
+    graphs = {"fp32": graph.model}
 
     if options.fp16:
         say("converting to FP16")
-        model16 = fp16_convert.convert_fp16(graph.model)
-        write_metadata(model16, metadata("fp16"))
-        files["fp16"] = out_dir / FILE_NAMES["fp16"]
-        save_model(model16, files["fp16"])
+        graphs["fp16"] = fp16_convert.convert_fp16(graph.model)
 
     int8_info = None
     if options.int8:
@@ -203,7 +212,8 @@ def run_export(
         settings = options.int8_settings
         say(
             f"quantizing to INT8 ({settings.method} calibration on {len(tiles)} tiles from "
-            f"{images.calibration_source}, {settings.activations} activations"
+            f"{images.calibration_source}, {settings.activations} activations, "
+            f"{'7-bit (reduce_range)' if settings.reduce_range else '8-bit'} weights"
             + (f", float layers: {', '.join(settings.keep_float)}" if settings.keep_float else "")
             + ")"
         )
@@ -213,16 +223,36 @@ def run_export(
                 quantized = int8_quant.quantize(prepared, tiles, settings)
             except ValueError as exc:
                 raise InputError(f"INT8 quantization: {exc}", checkpoint) from None
-        write_metadata(quantized.model, metadata("int8"))
-        files["int8"] = out_dir / FILE_NAMES["int8"]
-        save_model(quantized.model, files["int8"])
+        graphs["int8"] = quantized.model
         int8_info = {
             **settings.as_dict(),
-            "weights": "qint8 per-channel" if settings.per_channel else "qint8 per-tensor",
+            "weights": f"{settings.weights} {'per-channel' if settings.per_channel else 'per-tensor'}"
+            + (" (7-bit range)" if settings.reduce_range else ""),
             "format": "QDQ",
             "float_nodes": quantized.float_nodes,
             "calibration": {"source": images.calibration_source, "tiles": len(tiles), "tile": options.tile},
         }
+
+    say(f"storing the self-check reference ({REFERENCE_TILES} held-out tiles, FP32 labels) in every file")
+    try:
+        reference_tiles = choose_tiles(images.heldout, min(REFERENCE_SIDE, options.tile))
+    except ValueError as exc:
+        raise InputError(str(exc), checkpoint) from None
+    sessions = {name: _session(model, threads) for name, model in graphs.items()}
+    references = build_references(
+        reference_tiles,
+        sessions["fp32"],
+        sessions,
+        config["normalization"],
+        {name: options.gates.min_agreement(name) for name in graphs},
+    )
+    del sessions
+    files: dict[str, Path] = {}
+    for name, model in graphs.items():
+        write_metadata(model, {**metadata(name), **reference_metadata(references[name])})
+        files[name] = out_dir / FILE_NAMES[name]
+        save_model(model, files[name])
+    del graphs
     for variant, name in FILE_NAMES.items():
         if variant not in files and (out_dir / name).exists():
             say(f"note: {out_dir / name} is left from an earlier export (not rewritten now)")
@@ -274,6 +304,16 @@ def run_export(
             "tile": {"size": options.tile, "overlap": options.overlap},
         },
         "int8": int8_info,
+        "self_check_reference": {
+            "tiles": int(reference_tiles.shape[0]),
+            "tile": list(reference_tiles.shape[1:]),
+            "labels_from": "fp32",
+            "margin_pp": EXPORT_MARGIN_PP,
+            "variants": {
+                name: {"export_agreement_pct": ref.export_pct, "required_agreement_pct": ref.required_pct}
+                for name, ref in references.items()
+            },
+        },
         "heldout": {"source": images.heldout_source, "images": len(images.heldout), "block": options.tile},
         "machine": machine_description(threads),
         "latency": {

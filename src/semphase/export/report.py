@@ -5,81 +5,35 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass
 
 from rich import box
 from rich.table import Table
 
+from semphase.gates import REDUCED_VARIANTS, Gates, fp32_check, variant_checks
 from semphase.imageio import write_text_atomic
 
-REPORT_FORMAT = "semphase-export-report/1"
+REPORT_FORMAT = "semphase-export-report/2"
 VARIANT_ORDER = ("pytorch", "fp32", "fp16", "int8")
 
 
-@dataclass(frozen=True)
-class Gates:
-    """Thresholds an export must meet.
-
-    Attributes
-    ----------
-    min_fp32_agreement : argmax agreement of FP32 ONNX with PyTorch, percent of held-out pixels.
-    min_fp16_agreement : the same for FP16.
-    max_int8_miou_drop : largest allowed ``mIoU(FP32) - mIoU(INT8)`` on the held-out images.
-    """
-
-    min_fp32_agreement: float = 99.99
-    min_fp16_agreement: float = 99.9
-    max_int8_miou_drop: float = 0.01
-
-    def __post_init__(self) -> None:
-        for name in ("min_fp32_agreement", "min_fp16_agreement"):
-            if not 0.0 <= getattr(self, name) <= 100.0:
-                raise ValueError(f"{name.replace('_', '-')} must be a percentage in 0..100")
-        if not 0.0 <= self.max_int8_miou_drop <= 1.0:
-            raise ValueError("max-int8-miou-drop must be in 0..1")
-
-
 def check_gates(variants: dict[str, dict], gates: Gates) -> list[dict]:
-    """Evaluate the gates for the variants present.
+    """Evaluate the gates (:mod:`semphase.gates`) for the variants present.
 
     Parameters
     ----------
-    variants : the ``variants`` block of the report (``argmax_agreement_pct``, ``miou`` per variant).
+    variants : the ``variants`` block of the report: ``argmax_agreement_pct`` (against PyTorch) for FP32,
+        ``vs_fp32`` (:func:`semphase.gates.changes_against`) for FP16 and INT8.
 
     Returns
     -------
-    list of ``{"name", "value", "threshold", "passed", "text"}``, one per applicable gate.
+    list of ``{"name", "variant", "value", "threshold", "passed", "text"}``, one per applicable check.
     """
     checks = []
-    for variant, threshold in (("fp32", gates.min_fp32_agreement), ("fp16", gates.min_fp16_agreement)):
+    if "fp32" in variants:
+        checks.append(fp32_check(variants["fp32"].get("argmax_agreement_pct"), gates))
+    for variant in REDUCED_VARIANTS:
         if variant in variants:
-            value = variants[variant]["argmax_agreement_pct"]
-            passed = value >= threshold
-            checks.append(
-                {
-                    "name": f"{variant}_argmax_agreement_pct",
-                    "value": value,
-                    "threshold": threshold,
-                    "passed": passed,
-                    "text": f"{variant.upper()} argmax agreement {value:.4f}% "
-                    f"{'>=' if passed else '<'} {threshold:g}%",
-                }
-            )
-    if "int8" in variants and "fp32" in variants:
-        fp32, int8 = variants["fp32"]["miou"], variants["int8"]["miou"]
-        if fp32 is not None and int8 is not None:
-            drop = fp32 - int8
-            passed = drop <= gates.max_int8_miou_drop
-            checks.append(
-                {
-                    "name": "int8_miou_drop",
-                    "value": drop,
-                    "threshold": gates.max_int8_miou_drop,
-                    "passed": passed,
-                    "text": f"INT8 mIoU drop {drop:+.4f} vs FP32 {'<=' if passed else '>'} "
-                    f"{gates.max_int8_miou_drop:g}",
-                }
-            )
+            checks += variant_checks(variant, variants[variant].get("vs_fp32") or {}, gates)
     return checks
 
 
@@ -95,8 +49,11 @@ def machine_description(threads: int) -> dict:
         pass
     import torch
 
+    from semphase.machine import cpu_summary
+
     return {
         "cpu": cpu,
+        "instruction_sets": cpu_summary()["instruction_sets"],
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "onnxruntime": ort.__version__,
@@ -154,4 +111,21 @@ def results_tables(report: dict) -> list[Table]:
                 for prefix, spec in (("", ".4f"), ("delta_", "+.4f"))
             ),
         )
-    return [parity, metrics]
+    changes = _table(
+        "Reduced precision against FP32 (the gates: agreement, and changes in either direction)",
+        ("variant", "agree with FP32 %", "dmIoU", "largest d class IoU", "largest d fraction pp"),
+    )
+    for name, row in rows:
+        vs = row.get("vs_fp32")
+        if not vs:
+            continue
+        iou_class = vs.get("max_delta_class_iou_class")
+        frac_class = vs.get("max_fraction_change_class")
+        changes.add_row(
+            name,
+            _fmt(vs.get("agreement_pct"), ".4f"),
+            _fmt(vs.get("delta_miou"), "+.4f"),
+            _fmt(vs.get("max_delta_class_iou"), "+.4f") + (f" {iou_class}" if iou_class else ""),
+            _fmt(vs.get("max_fraction_change_pp"), "+.3f") + (f" {frac_class}" if frac_class else ""),
+        )
+    return [parity, metrics] + ([changes] if changes.row_count else [])

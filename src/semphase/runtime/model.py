@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from semphase.errors import InputError
 from semphase.imageio import file_sha256
+from semphase.runtime import selfcheck
 
 #: What ``--provider`` accepts, mapped to onnxruntime's execution provider names.
 PROVIDERS = {
@@ -75,6 +76,9 @@ class SegmentationModel:
     tile_size, overlap : the recommended sliding-window tiling in pixels.
     sha256 : hash of the file; source, metrics : the ``semphase.source`` and ``semphase.metrics`` records.
     providers : the execution providers the session runs on; threads : intra-op threads (None = default).
+    session_options : extra onnxruntime session config entries it was opened with (e.g. the precise INT8
+        kernels its self-check chose); self_check : the verdict (:class:`~semphase.runtime.selfcheck.Verdict`)
+        or None when nobody asked.
     """
 
     path: Path
@@ -90,6 +94,10 @@ class SegmentationModel:
     metrics: dict = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
     threads: int | None = None
+    session_options: dict[str, str] = field(default_factory=dict)
+    self_check: selfcheck.Verdict | None = None
+    #: the raw ``semphase.reference`` metadata value (None for files exported before it existed)
+    reference: object = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +150,8 @@ class SegmentationModel:
             "threads": self.threads,
             "classes": list(self.classes),
             "recommended_tile": {"size": self.tile_size, "overlap": self.overlap},
+            "session_options": dict(self.session_options),
+            "self_check": None if self.self_check is None else self.self_check.as_dict(),
         }
 
 
@@ -205,10 +215,55 @@ def _check_signature(session: ort.InferenceSession, num_classes: int, path: Path
         raise InputError(f"output must be N x {num_classes} x H x W, got {shape_out}", path)
 
 
+#: Self-check verdicts of this process: (file hash, providers, threads) -> (verdict, session options used).
+_VERDICTS: dict[tuple, tuple[selfcheck.Verdict, dict[str, str]]] = {}
+
+
+def _open(p: Path, providers: list[str], threads: int | None, config: dict[str, str]) -> SegmentationModel:
+    """A session on ``p`` with ``config`` session entries, checked against its metadata (no self-check)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's warnings would bury the one line that matters
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    try:
+        session = ort.InferenceSession(os.fspath(p), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
+        text = " ".join(str(exc).split())
+        raise InputError(f"cannot load as an ONNX model ({text[:200]})", p) from None
+    meta = _metadata(session, p)
+    classes, colors, norm, size, overlap = _check(meta, p)
+    _check_signature(session, len(classes), p)
+    model = SegmentationModel(
+        path=p,
+        session=session,
+        classes=classes,
+        colors=colors,
+        input=norm,
+        variant=str(meta.get("semphase.variant", "unknown")),
+        tile_size=size,
+        overlap=overlap,
+        sha256=file_sha256(p),
+        source=meta.get("semphase.source") or {},
+        metrics=meta.get("semphase.metrics") or {},
+        providers=list(session.get_providers()),
+        threads=threads,
+        session_options=dict(config),
+        reference=meta.get(selfcheck.REFERENCE_KEY),
+    )
+    return model
+
+
 def load_model(
-    path: str | os.PathLike, provider: str = "auto", threads: int | None = None
+    path: str | os.PathLike,
+    provider: str = "auto",
+    threads: int | None = None,
+    verify: bool = True,
+    session_options: dict[str, str] | None = None,
 ) -> SegmentationModel:
-    """Open an exported semphase ONNX model.
+    """Open an exported semphase ONNX model and run its self-check.
 
     Parameters
     ----------
@@ -216,12 +271,21 @@ def load_model(
     provider : ``auto`` (CUDA, then DirectML, then OpenVINO, then CPU, among those installed), ``cpu``,
         ``cuda``, ``dml`` or ``openvino``.
     threads : onnxruntime intra-op threads; None lets onnxruntime use one per physical core.
+    verify : run the file's self-check (:mod:`semphase.runtime.selfcheck`) once per process: compare the
+        model's classes on the reference tiles stored at export with the FP32 labels stored beside them,
+        fall back to onnxruntime's precise INT8 kernels, refuse the model if both disagree. False records
+        the verdict ``skipped``.
+    session_options : extra onnxruntime session config entries (``{"key": "value"}``).
+
+    Returns
+    -------
+    SegmentationModel whose ``self_check`` holds the verdict and whose session is the one that passed it.
 
     Raises
     ------
     InputError
         naming the file: missing, empty, not ONNX, not a semphase model, unusable metadata or signature,
-        or a provider that is not installed.
+        a provider that is not installed, or a failed self-check (with the CPU and the agreement reached).
     """
     p = Path(path)
     if not p.exists():
@@ -233,32 +297,22 @@ def load_model(
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's warnings would bury the one line that matters
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(os.fspath(p), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
-        text = " ".join(str(exc).split())
-        raise InputError(f"cannot load as an ONNX model ({text[:200]})", p) from None
-    meta = _metadata(session, p)
-    classes, colors, norm, size, overlap = _check(meta, p)
-    _check_signature(session, len(classes), p)
-    variant = str(meta.get("semphase.variant", "unknown"))
-    return SegmentationModel(
-        path=p,
-        session=session,
-        classes=classes,
-        colors=colors,
-        input=norm,
-        variant=variant,
-        tile_size=size,
-        overlap=overlap,
-        sha256=file_sha256(p),
-        source=meta.get("semphase.source") or {},
-        metrics=meta.get("semphase.metrics") or {},
-        providers=list(session.get_providers()),
-        threads=threads,
-    )
+    config = dict(session_options or {})
+    model = _open(p, providers, threads, config)
+    if not verify:
+        model.self_check = selfcheck.skipped()
+        return model
+    key = (model.sha256, tuple(model.providers), threads, tuple(sorted(config.items())))
+    if key in _VERDICTS:
+        verdict, used = _VERDICTS[key]
+        if used != model.session_options:
+            model = _open(p, providers, threads, used)
+    else:
+        value = model.reference
+        reference = None if value is None else selfcheck.Reference.from_metadata(value, p)
+        verdict, model = selfcheck.check(model, reference, lambda extra: _open(p, providers, threads, extra))
+        _VERDICTS[key] = (verdict, dict(model.session_options))
+    if not verdict.usable:
+        raise InputError(selfcheck.refusal(verdict, model.variant), p)
+    model.self_check = verdict
+    return model
