@@ -128,7 +128,11 @@ def numpy_cpu_features() -> dict[str, bool]:
 
 
 def instruction_sets(flags: set[str] | None, numpy_features: dict[str, bool]) -> dict[str, bool | None]:
-    """True/False per :data:`INT8_FLAGS` entry; None where neither the OS flags nor numpy can tell.
+    """True/False per :data:`INT8_FLAGS` entry; None where neither numpy nor the OS flags can tell.
+
+    numpy's answer wins where it has one: like onnxruntime, it asks CPUID and the OS's register support in
+    this process, which is what picks the INT8 kernels (under an emulator such as QEMU user mode the OS's
+    flag list describes the host instead). The OS flags answer the rest (AMX, AVX-VNNI).
 
     Parameters
     ----------
@@ -137,10 +141,10 @@ def instruction_sets(flags: set[str] | None, numpy_features: dict[str, bool]) ->
     """
     out: dict[str, bool | None] = {}
     for flag in INT8_FLAGS:
-        if flags:
-            out[flag] = flag in flags
-        elif _NUMPY_FEATURES.get(flag) in numpy_features:
+        if _NUMPY_FEATURES.get(flag) in numpy_features:
             out[flag] = numpy_features[_NUMPY_FEATURES[flag]]
+        elif flags:
+            out[flag] = flag in flags
         else:
             out[flag] = None
     return out
