@@ -442,3 +442,50 @@ def test_run_once_leaves_a_file_that_never_stops_changing_for_the_next_run(tmp_p
         w.run(poll=0.01, once=True)
     assert [(e.kind, e.file) for e in events if e.kind == "left"] == [("left", "growing.png")]
     assert journal(out) == []
+
+
+def test_restarts_over_a_journal_with_history_trust_the_latest_line(env):
+    # A file that failed and later succeeded has two lines; every restart must skip it (the last line
+    # wins) and add nothing to the journal, however often it restarts.
+    inbox, out, clock, segment, _events, make = env
+    bad = inbox / "late.png"
+    bad.write_bytes(b"garbage")
+    with make(fail_after=5) as watcher:
+        watcher.poll_once()
+        clock.advance(6)
+        watcher.poll_once()
+    bad.write_bytes(png_bytes(4))
+    os.utime(bad, ns=(0, bad.stat().st_mtime_ns + 3_000_000_000))
+    with make() as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        assert watcher.poll_once() == 1
+    assert [r["status"] for r in journal(out)] == ["failed", "done"]
+    segment.calls.clear()
+    for _ in range(2):
+        with make() as watcher:
+            watcher.poll_once()
+            clock.advance(3)
+            assert watcher.poll_once() == 0
+    assert segment.calls == [] and [r["status"] for r in journal(out)] == ["failed", "done"]
+
+
+def test_a_change_of_size_with_the_same_mtime_is_a_new_file(env):
+    inbox, out, clock, segment, _events, make = env
+    image = inbox / "a.png"
+    image.write_bytes(png_bytes(5))
+    with make() as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        assert watcher.poll_once() == 1
+    mtime = image.stat().st_mtime_ns
+    image.write_bytes(png_bytes(6, shape=(64, 80)))  # other bytes, other size
+    os.utime(image, ns=(0, mtime))  # ... and the very same mtime (coarse file-system clocks)
+    assert image.stat().st_mtime_ns == mtime
+    segment.calls.clear()
+    with make() as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        assert watcher.poll_once() == 1
+    assert [name for name, _ in segment.calls] == ["a.png"]
+    assert [r["size"] for r in journal(out)] == [len(png_bytes(5)), len(png_bytes(6, shape=(64, 80)))]
