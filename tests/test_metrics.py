@@ -359,3 +359,27 @@ def test_empty_scorer_gives_null_summary():
     assert result["per_class"]["iou"] == [None, None]
     assert result["confusion"] == [[0, 0], [0, 0]]
     assert result["pixel_accuracy"] is None
+
+
+def test_boundary_f1_valid_region_behaves_like_the_image_frame():
+    # Scored area: the top 10 rows. The documented rule: ignored pixels behave like the space beyond the
+    # frame, so scoring with `valid` must equal scoring the cropped top rows alone.
+    truth = np.zeros((20, 20), bool)
+    truth[:10, :10] = True  # touches the ignored rows along its bottom
+    pred = np.zeros((20, 20), bool)
+    pred[:8, :10] = True  # stops two rows short of them
+    pred[12:, :] = True  # and claims pixels in the ignored rows
+    valid = np.zeros((20, 20), bool)
+    valid[:10] = True
+    for tolerance in (0, 1, 2, 3):
+        cropped = boundary_f1(pred[:10], truth[:10], tolerance)
+        assert boundary_f1(pred, truth, tolerance, valid=valid) == pytest.approx(cropped), tolerance
+    assert boundary_f1(pred, truth, 2, valid=valid) < 1.0
+
+
+def test_boundary_f1_of_a_class_found_only_in_ignored_pixels_is_left_out():
+    valid = np.zeros((12, 12), bool)
+    valid[:6] = True
+    pred = np.zeros((12, 12), bool)
+    pred[8:, 3:7] = True
+    assert np.isnan(boundary_f1(pred, np.zeros((12, 12), bool), valid=valid))
