@@ -153,6 +153,17 @@ def test_zeiss_and_resolution_tag_pixel_sizes(tmp_path):
     assert info.pixel_size_um is None  # 72 dpi says nothing about the sample
 
 
+def test_tescan_pixel_size_and_a_broken_vendor_header(tmp_path):
+    image = micrograph(64, 64, seed=9)
+    header = "[MAIN]\r\nDevice=MIRA3\r\nPixelSizeX=4.5e-09\r\nPixelSizeY=4.5e-09\r\n"
+    tifffile.imwrite(tmp_path / "tescan.tif", image, extratags=[(50431, "B", 0, header.encode(), True)])
+    _, info = read_micrograph(tmp_path / "tescan.tif")
+    assert info.vendor == "TESCAN" and info.pixel_size_um == pytest.approx(0.0045)
+    tifffile.imwrite(tmp_path / "nosize.tif", image, extratags=[(50431, "B", 0, b"[MAIN]\r\nDevice=x", True)])
+    pixels, info = read_micrograph(tmp_path / "nosize.tif")
+    assert info.vendor == "TESCAN" and info.pixel_size_um is None and pixels.shape == (64, 64)
+
+
 def test_multi_page_tiff_takes_the_first_page(tmp_path, model):
     first, second = micrograph(64, 96, seed=1), micrograph(64, 96, seed=2)
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([first, second]))

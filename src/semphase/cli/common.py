@@ -19,6 +19,7 @@ def progress_bar():
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # a log file or a pipe gets no bar (nor its blank lines)
     )
 
 

@@ -20,6 +20,8 @@ def _ids(raw: bool | None) -> str:
 def _progress(items, description):
     from rich.progress import track
 
+    if not err_console.is_terminal:  # a log file or a pipe gets no bar (rich would leave blank lines)
+        return items
     return track(items, description=description, console=err_console, transient=True)
 
 
