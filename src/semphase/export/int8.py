@@ -24,14 +24,15 @@ against FP32 with 2 threads):
     AMD EPYC, AVX2 only, 2 cores (issue 10) ** 7-bit          99.90 %     -         -             1.73x
 
 (* the INT8 kernels that onnxruntime picks for a CPU without AVX-512, run on the Xeon under QEMU user
-mode, centre 256 px of 3 held-out images; the same crops natively: 99.92 % / 99.89 %, and the 7-bit file's
-logits bit-identical to the native ones, while 8-bit logits moved by up to 8.3; no timing under emulation. ** measured on such a PC with an earlier 6-epoch demo model and the
-same 32 calibration tiles; its 18-epoch model: 95.58 % / -0.0975 mIoU with 8-bit and 99.88 % / -0.0005
-with 7-bit weights, 1.72x / 1.75x FP32's speed.) The alternatives that also fix AVX2 cost its speed:
-the session option ``session.x64quantprecision=1`` (the runtime's self-check fall-back) ran 8-bit
-weights at 0.66x FP32 on the Xeon and 0.95-1.10x on the AVX2 PC; u8 x u8 and s8 x s8 ran at 0.73x and
-1.02x on the Xeon. One 7-bit file is within the export gates on both kinds of CPU and faster than FP32
-on both, so it is the default (``--int8-full-range`` restores 8-bit weights).
+mode, centre 256 px of 3 held-out images; the same crops natively: 99.92 % / 99.89 %. The 7-bit file's
+logits were bit-identical to the native ones, while 8-bit logits moved by up to 8.3; no timing under
+emulation. ** measured on such a PC with an earlier 6-epoch demo model and the same 32 calibration tiles;
+its 18-epoch model: 95.58 % / -0.0975 mIoU with 8-bit and 99.88 % / -0.0005 with 7-bit weights, 1.72x /
+1.75x FP32's speed.) The alternatives that also fix AVX2 cost its speed: the session option
+``session.x64quantprecision=1`` (the runtime's self-check fall-back) ran 8-bit weights at 0.66x FP32 on
+the Xeon and 0.95-1.10x on the AVX2 PC; u8 x u8 and s8 x s8 ran at 0.73x and 1.02x on the Xeon. One
+7-bit file is within the export gates on both kinds of CPU and faster than FP32 on both, so it is the
+default (``--int8-full-range`` restores 8-bit weights).
 
 Which layers stay in float is a setting: ``"first"`` names the convolution(s) that read the graph input
 and ``"head"`` the convolution that writes the logits (the usual suspects); any other entry is an exact node
