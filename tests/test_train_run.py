@@ -81,7 +81,8 @@ def test_run_writes_the_run_folder_and_scores_the_best_checkpoint(dataset, tmp_p
     assert [r["epoch"] for r in rows] == ["1", "2"]
     names = ["Matrix", "Carbide", "Void", "Reprecipitate", "Dilution"]
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_miou", *[f"iou_{n}" for n in names],
-                             "lr", "lr_encoder", "trainable_stages", "seconds"]  # fmt: skip
+                             "lr", "lr_encoder", "trainable_stages", "seconds",
+                             "elapsed_seconds"]  # fmt: skip
     assert rows[0]["trainable_stages"] == "all (no encoder)"
     assert out.count("epoch   ") >= 2 and "no pretrained encoder to freeze" in out
     config = json.loads((run / "config.json").read_text())

@@ -74,6 +74,15 @@ def register(app: typer.Typer) -> None:
             None,
             help="Early stopping: epochs without a better val mIoU before stopping; 0 = off (default: 8).",
         ),
+        time_limit: float = typer.Option(
+            None,
+            "--time-limit",
+            metavar="MINUTES",
+            help="Stop after the epoch during which this invocation's training wall time reaches MINUTES "
+            "(> 0; epochs are never cut short, so expect up to one epoch more); the best checkpoint is "
+            "then tested and reported as usual. Recorded in config.json; a --resume starts a fresh "
+            "budget and has no limit unless --time-limit is given again (default: no limit).",
+        ),
         weight_power: float = typer.Option(
             None,
             help="Class weights ∝ pixel frequency^-p; 0 = unweighted, 1 = inverse frequency (default: 0.5).",
@@ -96,8 +105,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a U-Net on DATASET: grouped split, 0.6 CE + 0.4 Dice with class weights, AdamW, frozen then
-        gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU; the best checkpoint
-        is scored on the test split at the end."""
+        gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU (or a time limit); the
+        best checkpoint is scored on the test split at the end."""
         from semphase.train.options import TrainOptions
         from semphase.train.run import train
         from semphase.train.setup import resume_options
@@ -118,6 +127,7 @@ def register(app: typer.Typer) -> None:
             "lr_finetune": lr_finetune,
             "freeze_epochs": freeze_epochs,
             "patience": patience,
+            "time_limit": time_limit,
             "weight_power": weight_power,
             "weight_clip": weight_clip,
             "device": device,

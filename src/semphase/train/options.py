@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 
@@ -13,7 +14,7 @@ from semphase.train.models import ARCHITECTURES, SIZE_MULTIPLE
 IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
 
 #: Options that only say how to run, not what to train: a resumed run may change them.
-RUNTIME_OPTIONS = ("device", "threads", "workers", "precision")
+RUNTIME_OPTIONS = ("device", "threads", "workers", "precision", "time_limit")
 
 
 @dataclass
@@ -22,7 +23,8 @@ class TrainOptions:
 
     ``freeze_epochs=None`` means 4 with pretrained encoder weights and 0 with ``encoder_weights="none"``
     (freezing a random encoder only wastes epochs). ``steps_per_epoch=None`` draws as many tiles per epoch
-    as cover the training pixels once.
+    as cover the training pixels once. ``time_limit`` (minutes, None = no limit) is a budget of training
+    wall time for one invocation: the run stops after the epoch that reaches it.
     """
 
     dataset: str
@@ -41,6 +43,7 @@ class TrainOptions:
     lr_finetune: float = 1e-4
     freeze_epochs: int | None = None
     patience: int = 8
+    time_limit: float | None = None
     weight_power: float = 0.5
     weight_clip: float = 10.0
     device: str = "auto"
@@ -67,6 +70,10 @@ class TrainOptions:
             (self.lr > 0 and self.lr_finetune > 0, "--lr and --lr-finetune must be > 0"),
             (self.freeze_epochs is None or self.freeze_epochs >= 0, "--freeze-epochs must be >= 0"),
             (self.patience >= 0, "--patience must be >= 0 (0 disables early stopping)"),
+            (
+                self.time_limit is None or (math.isfinite(self.time_limit) and self.time_limit > 0),
+                f"--time-limit must be a number of minutes > 0, got {self.time_limit}",
+            ),
             (self.weight_power >= 0, "--weight-power must be >= 0"),
             (self.weight_clip >= 1, "--weight-clip must be >= 1"),
             (

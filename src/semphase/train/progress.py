@@ -63,6 +63,11 @@ def describe(console: Console, run: Prepared, start_epoch: int) -> None:
         console.print(f"schedule: encoder trains from the first epoch at {rate}")
     weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(run.table.names, config["class_weights"], strict=True))
     console.print(f"class weights (power {options.weight_power:g}, clip {options.weight_clip:g}): {weights}")
+    if options.time_limit is not None:
+        console.print(
+            f"time limit: {options.time_limit:g} min of training in this invocation; training stops after "
+            "the epoch that reaches it"
+        )
     if start_epoch:
         console.print(f"continuing after epoch {start_epoch}")
 

@@ -5,11 +5,15 @@ training_curves.png and, at the end, the test evaluation of the best checkpoint 
 what :func:`semphase.evaluation.run_evaluation` writes besides). ``last.pt`` is saved after every epoch and
 on Ctrl-C, so ``--resume`` continues the same run: same split, config, epoch counter, optimizer, scheduler
 and early-stopping state, and (tiles being seeded by epoch) the same training tiles.
+
+Training ends at ``--epochs``, by early stopping, or after the epoch that reaches ``--time-limit`` minutes
+of training in this invocation; whichever it was, the best checkpoint is tested and reported the same way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from semphase.train.models import build_model
 from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
 from semphase.train.plots import plot_training_curves
 from semphase.train.progress import describe, epoch_line, progress_bar, stage_text
-from semphase.train.schedule import EarlyStopping, apply_freeze_schedule
+from semphase.train.schedule import EarlyStopping, TimeLimit, apply_freeze_schedule
 from semphase.train.setup import (
     RunData,
     build_config,
@@ -63,6 +67,7 @@ class Prepared:
     model: nn.Module
     weights_source: str
     last_state: dict | None
+    clock: Callable[[], float] = time.perf_counter
 
 
 @dataclass
@@ -73,12 +78,15 @@ class Progressing:
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     early: EarlyStopping
     loss_fn: nn.Module
+    time_limit: TimeLimit
     epoch: int = 0
     stopped: str | None = None
     history: list[dict] = field(default_factory=list)
 
 
-def train(options: TrainOptions, console: Console | None = None) -> dict:
+def train(
+    options: TrainOptions, console: Console | None = None, clock: Callable[[], float] = time.perf_counter
+) -> dict:
     """Train (or resume) a run and evaluate its best checkpoint on the test split.
 
     Parameters
@@ -86,11 +94,14 @@ def train(options: TrainOptions, console: Console | None = None) -> dict:
     options : validated options; ``options.resume`` continues the run in ``options.out``
         (build them with :func:`semphase.train.setup.resume_options`).
     console : where progress, per-epoch lines and the final tables go.
+    clock : seconds from an arbitrary origin; every time of the run (history, ``--time-limit``) is read
+        from it (tests replace it to make epochs "take" a known time).
 
     Returns
     -------
     dict with ``run_dir``, ``epochs_run``, ``best_epoch``, ``best_val_miou``, ``stopped`` (why training
-    ended), ``train_seconds`` and ``test`` (the scoring result of the test split).
+    ended: ``"epochs"``, ``"early-stopping"`` or ``"time limit"``), ``train_seconds`` (this invocation's)
+    and ``test`` (the scoring result of the test split).
 
     Raises
     ------
@@ -104,16 +115,22 @@ def train(options: TrainOptions, console: Console | None = None) -> dict:
     torch.set_num_threads(cpu_thread_count(options.threads))
     # Adam's second moments decay into subnormal floats, which run ~30x slower on x86 CPUs.
     torch.set_flush_denormal(True)
-    run = prepare(options, console)
+    run = prepare(options, console, clock)
     state = restore(run)
     describe(console, run, state.epoch)
-    t_run = time.perf_counter()
     fit(run, state, console)
-    train_seconds = time.perf_counter() - t_run
+    train_seconds = state.time_limit.seconds()
     if state.stopped == "early-stopping":
         console.print(
             f"early stopping: val mIoU has not improved for {options.patience} epochs "
             f"(best {state.early.best:.4f} at epoch {state.early.best_epoch})"
+        )
+    elif state.stopped == "time limit":
+        console.print(
+            f"time limit: {train_seconds / 60:.1f} min of training reached --time-limit "
+            f"{options.time_limit:g} min after epoch {state.epoch} of {options.epochs} "
+            f"(best {state.early.best:.4f} at epoch {state.early.best_epoch}); "
+            "--resume continues the run with a fresh budget"
         )
     test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, console)
     return {
@@ -127,7 +144,9 @@ def train(options: TrainOptions, console: Console | None = None) -> dict:
     }
 
 
-def prepare(options: TrainOptions, console: Console) -> Prepared:
+def prepare(
+    options: TrainOptions, console: Console, clock: Callable[[], float] = time.perf_counter
+) -> Prepared:
     """Check the run folder, build the model (pretrained weights first: they fail fastest), read the data,
     fix the config and write config.json."""
     run_dir = Path(options.out)
@@ -182,17 +201,19 @@ def prepare(options: TrainOptions, console: Console) -> Prepared:
         model,
         weights_source,
         last_state,
+        clock,
     )
 
 
 def restore(run: Prepared) -> Progressing:
-    """Optimizer, scheduler, early stopping and history: fresh, or as last.pt left them."""
+    """Optimizer, scheduler, early stopping, history and the time limit: fresh, or as last.pt left them."""
     optimizer = torch.optim.AdamW(param_groups(run.model, run.options), weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
     )
     loss_fn = HybridLoss(np.asarray(run.config["class_weights"], dtype=np.float32)).to(run.device)
-    state = Progressing(optimizer, scheduler, EarlyStopping(run.options.patience), loss_fn)
+    early = EarlyStopping(run.options.patience)
+    state = Progressing(optimizer, scheduler, early, loss_fn, TimeLimit(run.options.time_limit, run.clock))
     last = run.last_state
     if last is not None:
         run.model.load_state_dict(last["state_dict"])
@@ -203,18 +224,23 @@ def restore(run: Prepared) -> Progressing:
         state.stopped = last.get("stopped")
         if state.stopped == "epochs" and run.options.epochs > state.epoch:
             state.stopped = None  # more epochs were asked for
+        elif state.stopped == "time limit":
+            state.stopped = None  # the budget was the stopped invocation's; this one has its own
     state.history = rundir.read_history(run.run_dir, state.epoch)
+    state.time_limit.earlier_seconds = rundir.training_seconds(state.history)
     return state
 
 
 def fit(run: Prepared, state: Progressing, console: Console) -> None:
-    """Run epochs until ``--epochs`` or early stopping; save last.pt every epoch and on Ctrl-C."""
+    """Run epochs until ``--epochs``, early stopping or the time limit; save last.pt every epoch and on
+    Ctrl-C."""
     options = run.options
     tiles = TileDataset(
         run.train_set, options.tile, options.steps_per_epoch * options.batch_size, options.seed
     )
     loader = DataLoader(tiles, batch_size=options.batch_size, num_workers=options.workers, drop_last=True)
     columns = rundir.history_columns(run.table.names)
+    state.time_limit.start()
     try:
         while state.stopped is None and state.epoch < options.epochs:
             tiles.set_epoch(state.epoch)
@@ -232,6 +258,8 @@ def fit(run: Prepared, state: Progressing, console: Console) -> None:
                 state.stopped = "early-stopping"
             elif state.epoch >= options.epochs:
                 state.stopped = "epochs"
+            elif state.time_limit.reached:
+                state.stopped = "time limit"
             rundir.write_history(run.run_dir, columns, state.history)
             save_last(run, state)
             plot_training_curves(
@@ -247,7 +275,7 @@ def fit(run: Prepared, state: Progressing, console: Console) -> None:
 def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, console: Console) -> tuple[dict, bool]:
     """Train one epoch, validate, step the scheduler and early stopping; returns (history row, improved)."""
     options, model = run.options, run.model
-    t0 = time.perf_counter()
+    t0 = run.clock()
     stages = apply_freeze_schedule(model, state.epoch, options.freeze_epochs, gradual=options.pretrained)
     torch.manual_seed(options.seed * 100_003 + state.epoch)
     norm = run.config["normalization"]
@@ -287,7 +315,8 @@ def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, console: Co
         "lr": lrs[0],
         "lr_encoder": lrs[-1] if len(lrs) > 1 else float("nan"),
         "trainable_stages": stage_text(stages),
-        "seconds": time.perf_counter() - t0,
+        "seconds": run.clock() - t0,
+        "elapsed_seconds": state.time_limit.run_seconds(),
     }
     state.history.append(row)
     return {**row, "val_class_iou": val.class_iou}, improved

@@ -3,6 +3,10 @@
 ``config.json`` (every option, the class table, normalization, class weights), ``split.json`` (the
 train/val/test names), ``history.csv`` (one row per finished epoch, rewritten atomically each epoch) and
 ``training_curves.png`` (see :mod:`semphase.train.plots`).
+
+history.csv's ``seconds`` is one epoch's training and validation time; ``elapsed_seconds`` is the run's
+training wall time at the end of the epoch, summed over every invocation of a resumed run (histories
+written before that column existed are read without it).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ TEST_METRICS_NAME = "metrics_test.json"
 
 #: Fixed history columns; ``iou_<class>`` columns go between ``val_miou`` and ``lr``.
 HISTORY_HEAD = ("epoch", "train_loss", "val_loss", "val_miou")
-HISTORY_TAIL = ("lr", "lr_encoder", "trainable_stages", "seconds")
+HISTORY_TAIL = ("lr", "lr_encoder", "trainable_stages", "seconds", "elapsed_seconds")
 
 
 def history_columns(class_names: list[str]) -> list[str]:
@@ -99,6 +103,20 @@ def read_history(run_dir: Path, up_to_epoch: int) -> list[dict]:
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(f"corrupt history ({exc})", path) from None
     return rows
+
+
+def training_seconds(rows: list[dict]) -> float:
+    """The run's training wall time after ``rows`` (history rows, oldest first).
+
+    The last row's ``elapsed_seconds``; for a history without that column, the sum of the epochs'
+    ``seconds`` (a slight undercount: it leaves out the checkpoint saves between epochs).
+    """
+    if not rows:
+        return 0.0
+    elapsed = rows[-1].get("elapsed_seconds", math.nan)
+    if math.isfinite(elapsed):
+        return float(elapsed)
+    return float(sum(r["seconds"] for r in rows if math.isfinite(r.get("seconds", math.nan))))
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Transfer-learning schedule (frozen encoder, then gradual unfreezing) and early stopping.
+"""Transfer-learning schedule (frozen encoder, then gradual unfreezing), early stopping and the time limit.
 
 For the first ``freeze_epochs`` epochs only the decoder and head train; the encoder's weights are frozen and
 its BatchNorm layers stay in eval mode (their running statistics are ImageNet's and must not drift towards
@@ -10,6 +10,8 @@ hold the most task-specific features, the stem the most generic ones, so they mo
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from torch import nn
 
@@ -118,3 +120,47 @@ class EarlyStopping:
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
+
+
+class TimeLimit:
+    """Training wall time of a run, and whether this invocation has used up its ``--time-limit``.
+
+    The budget is checked between epochs, so a run stops after the epoch that reaches it (an epoch is never
+    cut short: its checkpoint and validation score stay consistent). It counts from :meth:`start` in this
+    invocation only, so a resumed run gets a fresh budget; :meth:`run_seconds` adds the training time of
+    earlier invocations for the history.
+
+    Parameters
+    ----------
+    minutes : the budget; None never stops.
+    clock : seconds from an arbitrary origin (injectable so tests need not wait).
+    earlier_seconds : training time of the run's earlier invocations (``--resume``).
+    """
+
+    def __init__(
+        self,
+        minutes: float | None,
+        clock: Callable[[], float] = time.perf_counter,
+        earlier_seconds: float = 0.0,
+    ) -> None:
+        self.minutes = minutes
+        self.clock = clock
+        self.earlier_seconds = float(earlier_seconds)
+        self.started = clock()
+
+    def start(self) -> None:
+        """Start (or restart) this invocation's budget now."""
+        self.started = self.clock()
+
+    def seconds(self) -> float:
+        """Training seconds of this invocation so far."""
+        return self.clock() - self.started
+
+    def run_seconds(self) -> float:
+        """Training seconds of the whole run so far, earlier invocations included."""
+        return self.earlier_seconds + self.seconds()
+
+    @property
+    def reached(self) -> bool:
+        """True once this invocation has trained for ``minutes`` or longer."""
+        return self.minutes is not None and self.seconds() >= 60.0 * self.minutes

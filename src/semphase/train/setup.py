@@ -39,8 +39,10 @@ def resume_options(run_dir: str | Path, overrides: dict) -> TrainOptions:
     ----------
     run_dir : the run folder.
     overrides : options given on the command line (name -> value, only those given). Runtime options
-        (device, threads, workers, precision), ``epochs`` and ``dataset`` replace the stored ones; any
-        other option that differs from the stored run is an error, since it would no longer be the same run.
+        (device, threads, workers, precision, time_limit), ``epochs`` and ``dataset`` replace the stored
+        ones; any other option that differs from the stored run is an error, since it would no longer be
+        the same run. The stored ``time_limit`` is not carried over: it was the budget of the invocation
+        that gave it, so a resumed run has a fresh budget, and none unless ``time_limit`` is given again.
     """
     run_dir = Path(run_dir)
     stored = rundir.read_config(run_dir)
@@ -50,6 +52,7 @@ def resume_options(run_dir: str | Path, overrides: dict) -> TrainOptions:
         )
     except TypeError as exc:
         raise InputError(f"unusable training config ({exc})", run_dir / rundir.CONFIG_NAME) from None
+    options.time_limit = None  # the stored limit was the budget of the invocation that set it
     for name, value in overrides.items():
         if name in ("out", "resume") or value is None:
             continue
