@@ -8,6 +8,7 @@ tests then run it with onnxruntime alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,4 +115,53 @@ def build_blur_classifier(path: Path, tile: int = 128, overlap: int = 32, blur: 
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
+    return path
+
+
+_REF_TILE = 64
+
+
+def reference_tiles() -> np.ndarray:
+    image = micrograph(_REF_TILE * 2, _REF_TILE * 2, seed=3)
+    return np.stack([image[:_REF_TILE, :_REF_TILE], image[_REF_TILE:, _REF_TILE:]])
+
+
+def _true_labels(path: Path, tiles: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = ((tiles[:, None] / 255.0 - 0.449) / 0.226).astype(np.float32)
+    return session.run(None, {"image": x})[0].argmax(1).astype(np.uint8)
+
+
+def model_with_reference(
+    folder: Path, name: str, *, corrupt: float = 0.0, variant: str = "int8", reference=True
+) -> Path:
+    """The blur classifier as a self-checking model: a reference of two tiles and its own labels for them,
+    with a share ``corrupt`` of the labels changed (a CPU that "computes differently"); ``reference=False``
+    gives a file from before references existed."""
+    import onnx
+
+    from semphase.runtime import selfcheck
+
+    base = build_blur_classifier(folder / f"base-{name}", tile=_REF_TILE, overlap=16)
+    tiles = reference_tiles()
+    labels = _true_labels(base, tiles)
+    if corrupt:
+        flat = labels.reshape(-1)
+        changed = np.random.default_rng(0).permutation(flat.size)[: int(corrupt * flat.size)]
+        flat[changed] = (flat[changed] + 1) % 5
+    model = onnx.load(str(base))
+    props = {p.key: p.value for p in model.metadata_props}
+    props["semphase.variant"] = json.dumps(variant)
+    if reference:
+        stored = selfcheck.Reference(
+            tiles, labels, required_pct=99.5, export_pct=100.0, exported_on={"cpu": "x"}
+        )
+        props["semphase.reference"] = json.dumps(stored.to_metadata())
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    path = folder / f"{name}.onnx"
+    onnx.save(model, str(path))
     return path

@@ -6,15 +6,14 @@ options), so every test gives the same answer on every instruction set."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
-from _runtime_models import build_blur_classifier, micrograph
+from _runtime_models import micrograph, reference_tiles
+from _runtime_models import model_with_reference as _model
 from semphase.cli.main import main
 from semphase.errors import InputError
 from semphase.runtime import model as runtime_model
@@ -32,42 +31,6 @@ def _fresh_verdicts():
     runtime_model._VERDICTS.clear()
 
 
-def _tiles() -> np.ndarray:
-    image = micrograph(TILE * 2, TILE * 2, seed=3)
-    return np.stack([image[:TILE, :TILE], image[TILE:, TILE:]])
-
-
-def _true_labels(path: Path, tiles: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = ((tiles[:, None] / 255.0 - 0.449) / 0.226).astype(np.float32)
-    return session.run(None, {"image": x})[0].argmax(1).astype(np.uint8)
-
-
-def _model(folder: Path, name: str, *, corrupt: float = 0.0, variant: str = "int8", reference=True) -> Path:
-    """The blur classifier with a reference: its own labels, with a share ``corrupt`` of them changed."""
-    base = build_blur_classifier(folder / f"base-{name}", tile=TILE, overlap=16)
-    tiles = _tiles()
-    labels = _true_labels(base, tiles)
-    if corrupt:
-        flat = labels.reshape(-1)
-        changed = np.random.default_rng(0).permutation(flat.size)[: int(corrupt * flat.size)]
-        flat[changed] = (flat[changed] + 1) % 5
-    model = onnx.load(str(base))
-    props = {p.key: p.value for p in model.metadata_props}
-    props["semphase.variant"] = json.dumps(variant)
-    if reference:
-        stored = selfcheck.Reference(
-            tiles, labels, required_pct=99.5, export_pct=100.0, exported_on={"cpu": "x"}
-        )
-        props["semphase.reference"] = json.dumps(stored.to_metadata())
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-    path = folder / f"{name}.onnx"
-    onnx.save(model, str(path))
-    return path
-
-
 def _run(args: list, capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in args])
@@ -76,7 +39,7 @@ def _run(args: list, capsys) -> tuple[int, str, str]:
 
 
 def test_reference_round_trips_through_the_metadata():
-    tiles = _tiles()
+    tiles = reference_tiles()
     labels = (tiles // 60).astype(np.uint8)
     ref = selfcheck.Reference(tiles, labels, 99.25, 99.9, {"cpu": "c"})
     back = selfcheck.Reference.from_metadata(json.loads(json.dumps(ref.to_metadata())))

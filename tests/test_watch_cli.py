@@ -89,6 +89,27 @@ def test_once_exits_2_when_a_file_failed_and_notes_why(tmp_path, model, capsys):
     assert run_cli([str(inbox), "--model", str(model), "--out", str(out), "--once", *FAST]) == 0
 
 
+@pytest.mark.parametrize("kind", ["missing", "not onnx", "fails its self-check"])
+def test_a_bad_model_is_one_line_exit_2_and_leaves_the_folder_free(tmp_path, model, capsys, kind):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    micrographs(inbox, 1)
+    bad = tmp_path / "bad.onnx"
+    if kind == "not onnx":
+        bad.write_bytes(b"\x08\x07 not a model")
+    elif kind == "fails its self-check":
+        from _runtime_models import model_with_reference
+
+        bad = model_with_reference(tmp_path, "bad", corrupt=0.05)
+    code = run_cli([str(inbox), "--model", str(bad), "--out", str(out), "--once", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and len([line for line in err.splitlines() if line.strip()]) == 1, err
+    assert str(bad) in " ".join(err.split()) and "Traceback" not in err
+    assert not (out / "m00_mask.png").exists() and done_counts(out) == Counter()
+    # the lock died with the refused start: a good model runs at once
+    assert run_cli([str(inbox), "--model", str(model), "--out", str(out), "--once", *FAST]) == 0
+    assert done_counts(out) == Counter({"m00.png": 1})
+
+
 def test_move_done_archives_originals_byte_identical(tmp_path, model):
     inbox, out, archive = tmp_path / "inbox", tmp_path / "out", tmp_path / "archive"
     originals = micrographs(inbox / "day1", 2)
