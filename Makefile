@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m ruff format --check src tests benchmarks scripts
+	@command -v chromium >/dev/null 2>&1 || echo "NOTE: no chromium: the HTML report's browser test will be SKIPPED (apt-get install chromium; .ci/run does)"
+	@command -v qemu-x86_64 >/dev/null 2>&1 || echo "NOTE: no qemu-x86_64: the INT8-on-an-AVX2-CPU test will be SKIPPED (apt-get install qemu-user; .ci/run does)"
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

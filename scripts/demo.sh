@@ -66,7 +66,7 @@ if [ "$exported" -eq 1 ] && [ "$trained_epochs" -lt "$MAX_EPOCHS" ]; then
 elif [ "$exported" -ne 0 ]; then
     exit "$exported"
 fi
-semphase info "$DEMO_DIR/model/model.int8.onnx"
+semphase info "$DEMO_DIR/model/model.int8.onnx" --verify
 
 step "7/10 synthesize a large ${LARGE} x ${LARGE} micrograph with an SEM data bar and its pixel size"
 semphase synth "$DEMO_DIR/large/large.tif" --large "$LARGE" --databar 96 --pixel-size-um 0.12 --seed 7
