@@ -19,6 +19,7 @@ from semphase.export.metadata import METADATA_KEYS, build_metadata, canonical_js
 from semphase.phases import DEFAULT_TABLE
 from test_export_support import (
     NORMALIZATION,
+    SMALL_EXPORT_ARGS,
     UNTRAINED_GATE_ARGS,
     make_checkpoint,
     make_dataset,
@@ -50,14 +51,7 @@ def exported(tmp_path_factory):
             run / "best.pt",
             "--out",
             out,
-            "--tile",
-            64,
-            "--overlap",
-            16,
-            "--calib-images",
-            4,
-            "--threads",
-            1,
+            *SMALL_EXPORT_ARGS,
             *UNTRAINED_GATE_ARGS,
         ]
         code, stdout, stderr = run_cli(args, capsys)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from semphase.export import onnx_export, pipeline
-from test_export_support import make_checkpoint, make_dataset, run_cli
+from test_export_support import SMALL_EXPORT_ARGS, make_checkpoint, make_dataset, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,7 @@ def _export(capsys, checkpoint, out, *extra):
             checkpoint,
             "--out",
             out,
-            "--tile",
-            64,
-            "--overlap",
-            16,
-            "--calib-images",
-            4,
-            "--threads",
-            1,
+            *SMALL_EXPORT_ARGS,
             *extra,
         ],
         capsys,

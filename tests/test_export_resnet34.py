@@ -11,6 +11,7 @@ import pytest
 from semphase.imageio import read_gray
 from test_export_support import (
     NORMALIZATION,
+    SMALL_EXPORT_ARGS,
     UNTRAINED_GATE_ARGS,
     make_checkpoint,
     make_dataset,
@@ -35,14 +36,7 @@ def test_resnet34_unet_exports_and_every_file_matches_torch_at_two_sizes(tmp_pat
             out,
             "--calib",
             data,
-            "--tile",
-            64,
-            "--overlap",
-            16,
-            "--calib-images",
-            4,
-            "--threads",
-            1,
+            *SMALL_EXPORT_ARGS,
             *UNTRAINED_GATE_ARGS,
         ],
         capsys,

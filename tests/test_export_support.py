@@ -24,6 +24,8 @@ UNTRAINED_GATES = {
     "max_delta_class_iou": 0.1,
     "max_fraction_change_pp": 3.0,
 }
+#: The small-model export settings of the tests: 64 px tiles, 4 calibration crops, one thread.
+SMALL_EXPORT_ARGS = ["--tile", 64, "--overlap", 16, "--calib-images", 4, "--threads", 1]
 UNTRAINED_GATE_ARGS = [
     "--min-int8-agreement",
     95,

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_export_support import NORMALIZATION, UNTRAINED_GATE_ARGS, make_checkpoint, make_dataset, run_cli
+from test_export_support import (
+    NORMALIZATION,
+    SMALL_EXPORT_ARGS,
+    UNTRAINED_GATE_ARGS,
+    make_checkpoint,
+    make_dataset,
+    run_cli,
+)
 
 QEMU = shutil.which("qemu-x86_64")
 pytestmark = [
@@ -63,19 +70,7 @@ def test_int8_logits_are_bit_identical_on_an_avx2_only_cpu(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", groups=3, size=64)
     checkpoint = tmp_path / "best.pt"
     make_checkpoint(checkpoint)
-    common = [
-        "--calib",
-        data,
-        "--tile",
-        64,
-        "--overlap",
-        16,
-        "--calib-images",
-        4,
-        "--threads",
-        1,
-        "--no-fp16",
-    ]
+    common = ["--calib", data, *SMALL_EXPORT_ARGS, "--no-fp16"]
     models = []
     for name, extra in (("seven", []), ("eight", ["--int8-full-range"])):
         out = tmp_path / name
