@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ TORCH_FREE = [
     "evaluation.py",
     "data",
     "runtime",
+    "gates.py",
+    "machine.py",
 ]
 
 
@@ -118,3 +121,26 @@ def test_base_modules_import_with_torch_unavailable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_info_verify_works_without_torch_and_without_the_onnx_package(tmp_path):
+    # The base install (a microscope PC) has onnxruntime but neither torch nor onnx; README tells it to run
+    # `semphase info MODEL --verify`.
+    from _runtime_models import model_with_reference
+
+    model = model_with_reference(tmp_path, "good")
+    blocked = {*TORCH_NAMES, "onnx"}
+    code = BLOCKER.format(names=blocked) + (
+        f"from semphase.cli.main import main\nmain(['info', {str(model)!r}, '--verify'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = " ".join(out.stdout.split())
+    assert "self-check passed" in text and "semphase.classes" in text
+    assert "not read (the onnx package is not installed)" in text

@@ -226,7 +226,10 @@ def info_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from semphase.export.metadata import summarize_model
+    try:
+        from semphase.export.metadata import summarize_model
+    except ImportError:  # the base install (a microscope PC) has onnxruntime but not the onnx package
+        from semphase.runtime.model import summarize_file as summarize_model
 
     summary = summarize_model(model)
     providers = ort.get_available_providers()
@@ -254,7 +257,8 @@ def info_command(
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     table.add_row("file", f"{summary.path} ({summary.size_bytes / 1e6:.1f} MB, {summary.size_bytes} bytes)")
-    table.add_row("opset", f"{summary.opset} (producer: {summary.producer})")
+    opset = summary.opset if summary.opset is not None else "not read (the onnx package is not installed)"
+    table.add_row("opset", f"{opset} (producer: {summary.producer})")
     for label, values in (("input", summary.inputs), ("output", summary.outputs)):
         for name, dtype, shape in values:
             table.add_row(label, f"{name}: {dtype} [{' x '.join(str(d) for d in shape)}]")

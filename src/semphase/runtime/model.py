@@ -215,6 +215,80 @@ def _check_signature(session: ort.InferenceSession, num_classes: int, path: Path
         raise InputError(f"output must be N x {num_classes} x H x W, got {shape_out}", path)
 
 
+#: onnxruntime's tensor type names -> numpy dtype names, for :func:`summarize_file`.
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+}
+
+
+@dataclass
+class FileSummary:
+    """What ``semphase info`` shows about a model file, read with onnxruntime alone (no onnx package).
+
+    The same fields as ``semphase.export.metadata.ModelSummary``; ``opset`` is None (onnxruntime does not
+    report it).
+    """
+
+    path: Path
+    size_bytes: int
+    metadata: dict
+    opset: int | None
+    producer: str
+    inputs: list[tuple[str, str, list[int | str]]]
+    outputs: list[tuple[str, str, list[int | str]]]
+
+
+def summarize_file(path: str | os.PathLike) -> FileSummary:
+    """A semphase model file's metadata and signature through onnxruntime (the base install's ``info``).
+
+    Raises
+    ------
+    InputError
+        naming the file: missing, empty, not ONNX, or not a semphase model.
+    """
+    p = _check_file(Path(path))
+    try:
+        session = ort.InferenceSession(os.fspath(p), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
+        raise InputError(f"cannot load as an ONNX model ({' '.join(str(exc).split())[:200]})", p) from None
+    meta = _metadata(session, p)
+    order = {key: i for i, key in enumerate((*REQUIRED_KEYS, "semphase.source", "semphase.metrics"))}
+    metadata = dict(sorted(meta.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    info = session.get_modelmeta()
+
+    def signature(values) -> list[tuple[str, str, list[int | str]]]:
+        return [
+            (v.name, _ORT_TYPES.get(v.type, v.type), [d if d is not None else "?" for d in v.shape])
+            for v in values
+        ]
+
+    return FileSummary(
+        path=p,
+        size_bytes=p.stat().st_size,
+        metadata=metadata,
+        opset=None,
+        producer=f"{info.producer_name} {info.version if info.version else ''}".strip(),
+        inputs=signature(session.get_inputs()),
+        outputs=signature(session.get_outputs()),
+    )
+
+
+def _check_file(p: Path) -> Path:
+    if not p.exists():
+        raise InputError("no such model file", p)
+    if p.is_dir():
+        raise InputError("is a folder; expected an .onnx model file", p)
+    if p.stat().st_size == 0:
+        raise InputError("empty model file (0 bytes)", p)
+    return p
+
+
 #: Self-check verdicts of this process: (file hash, providers, threads) -> (verdict, session options used).
 _VERDICTS: dict[tuple, tuple[selfcheck.Verdict, dict[str, str]]] = {}
 
@@ -287,13 +361,7 @@ def load_model(
         naming the file: missing, empty, not ONNX, not a semphase model, unusable metadata or signature,
         a provider that is not installed, or a failed self-check (with the CPU and the agreement reached).
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such model file", p)
-    if p.is_dir():
-        raise InputError("is a folder; expected an .onnx model file", p)
-    if p.stat().st_size == 0:
-        raise InputError("empty model file (0 bytes)", p)
+    p = _check_file(Path(path))
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
