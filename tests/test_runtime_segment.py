@@ -300,6 +300,58 @@ def test_model_loading_refuses_what_is_not_a_semphase_model(tmp_path):
     assert str(tmp_path / "foreign.onnx") in str(info.value)
 
 
+def test_a_model_whose_logits_are_not_the_tile_size_is_refused_at_load(tmp_path, capsys):
+    # A strided graph (half-size logits) loads in onnxruntime; the runtime probes one tile and refuses it
+    # in one line naming the file, before any micrograph is touched.
+    import json as _json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((5, 1, 2, 2), np.float32) / 4, "w")
+    node = helper.make_node("Conv", ["image", "w"], ["logits"], strides=[2, 2], kernel_shape=[2, 2])
+    graph = helper.make_graph(
+        [node],
+        "strided",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5, "h", "w"])],
+        [weights],
+    )
+    strided = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    strided.ir_version = 8
+    meta = {
+        "semphase.classes": ["Matrix", "Carbide", "Void", "Reprecipitate", "Dilution"],
+        "semphase.colors": [[1, 2, 3]] * 5,
+        "semphase.input": {
+            "channels": 1,
+            "scale": 1 / 255,
+            "mean": [0.5],
+            "std": [0.25],
+            "size_multiple": 32,
+        },
+        "semphase.variant": "fp32",
+        "semphase.tile": {"size": 64, "overlap": 16},
+    }
+    for key, value in meta.items():
+        strided.metadata_props.add(key=key, value=_json.dumps(value))
+    path = tmp_path / "strided.onnx"
+    onnx.save(strided, path)
+    with pytest.raises(
+        InputError, match=r"returns logits of shape \(1, 5, 32, 32\) for a 64 x 64 tile"
+    ) as info:
+        load_model(path)
+    assert str(info.value).startswith(str(path))
+    image = tmp_path / "m.png"
+    write_image(image, micrograph(64, 64))
+    from semphase.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(path), str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "strided.onnx" in err
+    assert not (tmp_path / "out" / "m_mask.png").exists()
+
+
 def test_providers():
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
     assert choose_providers("auto")[-1] == "CPUExecutionProvider"

@@ -330,6 +330,24 @@ def _open(p: Path, providers: list[str], threads: int | None, config: dict[str, 
     return model
 
 
+def _probe_output(model: SegmentationModel) -> None:
+    """Run one small tile: a model that cannot run, or whose logits are not one per class and pixel (a
+    strided or cropping graph), is refused now, naming the file, instead of failing inside a batch."""
+    side = 2 * model.size_multiple
+    try:
+        out = model.logits(np.zeros((1, side, side), np.uint8))
+    except Exception as exc:  # onnxruntime's own errors for graphs that load but cannot run
+        text = " ".join(str(exc).split())[:200]
+        raise InputError(f"the model cannot run on a {side} x {side} tile ({text})", model.path) from None
+    expected = (1, model.num_classes, side, side)
+    if out.shape != expected:
+        raise InputError(
+            f"the model returns logits of shape {tuple(out.shape)} for a {side} x {side} tile; a semphase "
+            f"model returns one logit per class and pixel, {expected}",
+            model.path,
+        )
+
+
 def load_model(
     path: str | os.PathLike,
     provider: str = "auto",
@@ -367,6 +385,7 @@ def load_model(
     providers = choose_providers(provider)
     config = dict(session_options or {})
     model = _open(p, providers, threads, config)
+    _probe_output(model)
     if not verify:
         model.self_check = selfcheck.skipped()
         return model
