@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from _runtime_models import build_blur_classifier, micrograph
@@ -105,3 +106,47 @@ def test_segment_runs_with_torch_unimportable(tmp_path, model):
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "m_mask.png").exists() and (tmp_path / "out" / "m_uncertainty.png").exists()
+
+
+def _with_classes(tmp_path, names) -> Path:
+    import json
+
+    import onnx
+
+    path = build_blur_classifier(tmp_path / f"m{abs(hash(tuple(names)))}.onnx", tile=64, overlap=16)
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "semphase.classes":
+            prop.value = json.dumps(names)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_markup_in_class_names_and_paths_is_printed_as_text(tmp_path, capsys):
+    names = ["Matrix", "[/]", "Void", "[bold]Repre", "Dilution"]
+    model = _with_classes(tmp_path, names)
+    write_image(tmp_path / "m.png", np.full((64, 64), 128, np.uint8))
+    out = tmp_path / "o[bold]x"
+    code, stdout, err = run([model, tmp_path / "m.png", "--out", out], capsys)
+    assert code == 0, err
+    flat = "".join(stdout.split())
+    assert "[/]" in flat and "[bold]Repre" in flat and "o[bold]x" in flat
+
+
+@pytest.mark.parametrize(
+    "names, reason",
+    [
+        (["Matrix", "\x1b[31mred", "Void", "R", "D"], "printable"),
+        (["Matrix", "Matrix", "Void", "R", "D"], "unique"),
+        (["Matrix", " ", "Void", "R", "D"], "not blank"),
+    ],
+)
+def test_class_names_with_control_characters_duplicates_or_blanks_are_refused(
+    tmp_path, capsys, names, reason
+):
+    from semphase.imageio import write_image
+
+    model = _with_classes(tmp_path, names)
+    write_image(tmp_path / "m.png", np.full((64, 64), 128, np.uint8))
+    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and err.count("\n") == 1 and reason in err and "\x1b" not in err

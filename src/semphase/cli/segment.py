@@ -9,6 +9,7 @@ import contextlib
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from semphase.cli.common import console, err_console, progress_bar, say_self_check
 
@@ -155,7 +156,10 @@ def register(app: typer.Typer) -> None:
                     progress.advance(overall)
         if not quiet:
             _print_table(results, loaded)
-            console.print(f"outputs in {out}; one row per input in {out / SUMMARY_NAME}", soft_wrap=True)
+            console.print(
+                f"outputs in {escape(str(out))}; one row per input in {escape(str(out / SUMMARY_NAME))}",
+                soft_wrap=True,
+            )
         if failures:
             err_console.print(
                 f"[bold red]error:[/] {len(failures)} input(s) failed, "
@@ -166,20 +170,18 @@ def register(app: typer.Typer) -> None:
 
 
 def _say_error(line: str, progress) -> None:
-    from rich.markup import escape
-
     target = progress.console if progress is not None else err_console
     target.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def _print_table(results: list[dict], model) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Phase fractions of analysed pixels ({model.variant} model)", title_justify="left")
+    variant = escape(model.variant)
+    table = Table(title=f"Phase fractions of analysed pixels ({variant} model)", title_justify="left")
     table.add_column("input")
     for name in model.classes:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     table.add_column("excluded", justify="right")
     table.add_column("s", justify="right")
     for r in results:

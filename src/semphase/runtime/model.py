@@ -181,6 +181,12 @@ def _check(meta: dict, path: Path) -> tuple[list[str], list[tuple[int, int, int]
     try:
         if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
             raise ValueError("semphase.classes must be a non-empty list of names")
+        bad = [c for c in classes if not c.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in c)]
+        if bad:
+            # names reach terminals, CSV and JSON: control characters (ANSI escapes) have no place there
+            raise ValueError(f"class names must be printable and not blank, got {bad[0]!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"class names must be unique (they name the columns of summary.csv): {classes}")
         if len(classes) > 254:
             raise ValueError("more than 254 classes do not fit an 8-bit mask")
         if len(colors) != len(classes) or any(
