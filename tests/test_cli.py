@@ -43,6 +43,23 @@ def test_unknown_command_exits_2_without_traceback():
     out = run(["no-such-command"])
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "No such command 'no-such-command'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["segment", "--batch", "0", "m.onnx", "a.png", "--out", "o"], "'--batch'"),
+        (["export", "x.pt", "--tile", "100", "--out", "o"], "tile must be a positive multiple of 32"),
+        (["segment", "m.onnx"], "Missing argument"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_option_and_the_help(args, reason, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert reason in err and f"(see 'semphase {args[0]} --help')" in err
 
 
 def _label_folders(tmp_path):

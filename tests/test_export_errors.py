@@ -118,10 +118,10 @@ def test_unreachable_training_dataset_asks_for_calib(tmp_path, capsys):
     ],
 )
 def test_bad_options_exit_2(tmp_path, checkpoint, dataset, capsys, option):
-    code, _, _ = run_cli(
+    code, _, err = run_cli(
         ["export", checkpoint, "--out", tmp_path / "out", "--calib", dataset, *option], capsys
     )
-    assert code == 2
+    assert code == 2 and err.count("\n") == 1, err
 
 
 def test_unknown_float_layer_is_one_line(tmp_path, checkpoint, dataset, capsys):

@@ -51,6 +51,18 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _usage_reason(exc: Exception) -> str:
+    reason = exc.format_message() if callable(getattr(exc, "format_message", None)) else str(exc)
+    return " ".join(str(reason).split())
+
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error as one line: the reason, then where the help is (click prints four lines)."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "semphase"
+    return f"{_usage_reason(exc)} (see '{command} --help')"
+
+
 def _is_usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
@@ -77,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail("out of memory; try a smaller --batch or --tile", 2)
     except Exception as exc:
         if _is_usage_error(exc):  # click's (or typer's vendored click's) usage errors
-            exc.show(file=sys.stderr)
-            sys.exit(2)
+            if not _usage_reason(exc):  # no arguments at all: the help was printed instead
+                sys.exit(2)
+            _fail(_usage_line(exc), 2)
         # a bug: still one line, unless debugging
         if os.environ.get("SEMPHASE_DEBUG"):
             raise
