@@ -150,3 +150,35 @@ def test_class_names_with_control_characters_duplicates_or_blanks_are_refused(
     write_image(tmp_path / "m.png", np.full((64, 64), 128, np.uint8))
     code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o"], capsys)
     assert code == 2 and err.count("\n") == 1 and reason in err and "\x1b" not in err
+
+
+def test_sigterm_mid_segmentation_removes_partial_outputs_and_says_so(tmp_path, capsys, monkeypatch):
+    # SIGTERM (a service manager, kill) arrives while the third batch of tiles runs: the command unwinds
+    # like Ctrl-C, removes its temporaries, keeps the earlier finished input, one line, exit 2.
+    import os
+    import signal
+
+    from semphase.runtime.model import SegmentationModel
+
+    model = build_blur_classifier(tmp_path / "m.onnx", tile=64, overlap=16)
+    write_image(tmp_path / "in" / "a.png", micrograph(64, 64))
+    write_image(tmp_path / "in" / "b.png", micrograph(256, 256, seed=1))
+    real, calls = SegmentationModel.logits, []
+
+    def logits(self, batch):
+        calls.append(batch.shape)
+        if len(calls) == 6:  # a.png took one call (plus the load probe); b.png is under way
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch)
+
+    monkeypatch.setattr(SegmentationModel, "logits", logits)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run(
+        [model, tmp_path / "in" / "a.png", tmp_path / "in" / "b.png", "--out", tmp_path / "o", "--probs"],
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1 and "stopped (SIGTERM)" in err, err
+    left = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert not [n for n in left if n.endswith(".part")], left
+    assert "a_mask.png" in left and "b_mask.png" not in left
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the command's only

@@ -67,19 +67,56 @@ def _is_usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``kill``): unwinds like Ctrl-C, so partial outputs are removed."""
+
+
+_signals = {"terminated": False}
+
+
+def _raise_terminated(signum, frame) -> None:
+    _signals["terminated"] = True
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (``watch`` installs its own meanwhile);
+    returns a function that restores the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return lambda: None
+    _signals["terminated"] = False
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every expected failure into one line and an exit code.
 
-    Bad input -> 2, failed validation gate -> 1, Ctrl-C -> 2 (after the command cleaned up), anything
-    unexpected -> one line and 1 (``SEMPHASE_DEBUG=1`` shows the traceback).
+    Bad input -> 2, failed validation gate -> 1, Ctrl-C or SIGTERM -> 2 (after the command removed its
+    partial outputs), anything unexpected -> one line and 1 (``SEMPHASE_DEBUG=1`` shows the traceback).
     """
+    restore = _stop_on_sigterm()
+    try:
+        _run(argv)
+    finally:
+        restore()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         rv = app(args=argv, prog_name="semphase", standalone_mode=False)
+        if rv == 130:  # typer turns Ctrl-C (and so SIGTERM) into a silent exit code 130
+            raise KeyboardInterrupt
     except InputError as exc:
         _fail(str(exc), exc.exit_code)
     except GateFailed as exc:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
+        if _signals["terminated"]:
+            _fail("stopped (SIGTERM); finished outputs were kept, partial ones removed", 2)
         _fail("interrupted (Ctrl-C); finished outputs were kept, partial ones removed", 2)
     except OSError as exc:
         if os.environ.get("SEMPHASE_DEBUG"):
