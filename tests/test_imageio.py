@@ -90,3 +90,34 @@ def test_atomic_write_into_unwritable_place_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as info:
         imageio.write_bytes_atomic(blocker / "sub" / "out.bin", b"1")
     assert str(blocker) in str(info.value)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "packbits", "jpeg"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("tiled", [False, True])
+def test_compressed_and_tiled_tiffs_are_read(tmp_path, compression, dtype, tiled):
+    # What acquisition software, ImageJ and OpenCV write: LZW, Deflate, PackBits and JPEG, strips or tiles.
+    if compression == "jpeg" and dtype == "uint16":
+        pytest.skip("baseline JPEG holds 8-bit samples")
+    rng = np.random.default_rng(0)
+    top = 255 if dtype == "uint8" else 65535
+    pixels = np.clip(rng.normal(top / 2, top / 8, (96, 160)), 0, top).astype(dtype)
+    pixels[:, :80] //= 2  # some structure for JPEG to keep
+    path = tmp_path / f"{compression}.tif"
+    tifffile.imwrite(path, pixels, compression=compression, tile=(32, 32) if tiled else None)
+    got, _ = imageio.read_micrograph(path)
+    assert got.dtype == pixels.dtype and got.shape == pixels.shape
+    if compression == "jpeg":
+        assert np.abs(got.astype(float) - pixels).mean() < 8  # lossy, but the same picture
+    else:
+        assert np.array_equal(got, pixels)
+
+
+def test_a_tiff_written_by_opencv_is_read(tmp_path):
+    import cv2
+
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 80), dtype=np.uint8)
+    assert cv2.imwrite(str(tmp_path / "cv.tif"), pixels)  # OpenCV compresses TIFFs with LZW
+    with tifffile.TiffFile(tmp_path / "cv.tif") as tif:
+        assert tif.pages.first.compression != 1
+    assert np.array_equal(imageio.read_gray(tmp_path / "cv.tif"), pixels)
