@@ -92,13 +92,18 @@ def test_atomic_write_into_unwritable_place_is_an_input_error(tmp_path):
     assert str(blocker) in str(info.value)
 
 
-@pytest.mark.parametrize("compression", ["lzw", "zlib", "packbits", "jpeg"])
-@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize(
+    "compression, dtype",
+    [
+        (c, d)
+        for c in ("lzw", "zlib", "packbits", "jpeg")
+        for d in ("uint8", "uint16")
+        if (c, d) != ("jpeg", "uint16")
+    ],
+)  # baseline JPEG holds 8-bit samples only
 @pytest.mark.parametrize("tiled", [False, True])
 def test_compressed_and_tiled_tiffs_are_read(tmp_path, compression, dtype, tiled):
     # What acquisition software, ImageJ and OpenCV write: LZW, Deflate, PackBits and JPEG, strips or tiles.
-    if compression == "jpeg" and dtype == "uint16":
-        pytest.skip("baseline JPEG holds 8-bit samples")
     rng = np.random.default_rng(0)
     top = 255 if dtype == "uint8" else 65535
     pixels = np.clip(rng.normal(top / 2, top / 8, (96, 160)), 0, top).astype(dtype)
