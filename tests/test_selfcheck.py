@@ -73,7 +73,9 @@ def test_a_model_whose_reference_disagrees_is_refused_after_trying_the_precise_k
     opened = []
     real_open = runtime_model._open
     monkeypatch.setattr(
-        runtime_model, "_open", lambda p, pr, t, config: opened.append(config) or real_open(p, pr, t, config)
+        runtime_model,
+        "_open",
+        lambda p, pr, t, config, sha: opened.append(config) or real_open(p, pr, t, config, sha),
     )
     with pytest.raises(InputError) as info:
         load_model(path, provider="cpu", threads=1)

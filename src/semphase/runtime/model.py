@@ -299,8 +299,11 @@ def _check_file(p: Path) -> Path:
 _VERDICTS: dict[tuple, tuple[selfcheck.Verdict, dict[str, str]]] = {}
 
 
-def _open(p: Path, providers: list[str], threads: int | None, config: dict[str, str]) -> SegmentationModel:
-    """A session on ``p`` with ``config`` session entries, checked against its metadata (no self-check)."""
+def _open(
+    p: Path, providers: list[str], threads: int | None, config: dict[str, str], sha256: str
+) -> SegmentationModel:
+    """A session on ``p`` with ``config`` session entries, checked against its metadata (no self-check);
+    ``sha256`` is the file's hash, computed once by the caller however often the file is opened."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's warnings would bury the one line that matters
     if threads is not None:
@@ -325,7 +328,7 @@ def _open(p: Path, providers: list[str], threads: int | None, config: dict[str, 
         variant=str(meta.get("semphase.variant", "unknown")),
         tile_size=size,
         overlap=overlap,
-        sha256=file_sha256(p),
+        sha256=sha256,
         source=meta.get("semphase.source") or {},
         metrics=meta.get("semphase.metrics") or {},
         providers=list(session.get_providers()),
@@ -390,20 +393,22 @@ def load_model(
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
     config = dict(session_options or {})
-    model = _open(p, providers, threads, config)
+    sha256 = file_sha256(p)
+    key = (sha256, tuple(providers), threads, tuple(sorted(config.items())))
+    cached = _VERDICTS.get(key) if verify else None
+    # a verdict of this process already chose the session options: open the file with them, once
+    model = _open(p, providers, threads, cached[1] if cached else config, sha256)
     _probe_output(model)
     if not verify:
         model.self_check = selfcheck.skipped()
         return model
-    key = (model.sha256, tuple(model.providers), threads, tuple(sorted(config.items())))
-    if key in _VERDICTS:
-        verdict, used = _VERDICTS[key]
-        if used != model.session_options:
-            model = _open(p, providers, threads, used)
+    if cached:
+        verdict = cached[0]
     else:
         value = model.reference
         reference = None if value is None else selfcheck.Reference.from_metadata(value, p)
-        verdict, model = selfcheck.check(model, reference, lambda extra: _open(p, providers, threads, extra))
+        reopen = lambda extra: _open(p, providers, threads, extra, sha256)  # noqa: E731
+        verdict, model = selfcheck.check(model, reference, reopen)
         _VERDICTS[key] = (verdict, dict(model.session_options))
     if not verdict.usable:
         raise InputError(selfcheck.refusal(verdict, model.variant), p)
