@@ -67,12 +67,14 @@ def session_options(threads: int, spinning: bool = True):
     return options
 
 
-def open_session(path: str | os.PathLike, threads: int, spinning: bool = True):
-    """An onnxruntime CPU session for an exported file (see :func:`session_options`)."""
+def open_session(model: str | os.PathLike | bytes, threads: int, spinning: bool = True):
+    """An onnxruntime CPU session for an exported file, or a serialized graph still in memory (see
+    :func:`session_options`)."""
     import onnxruntime as ort
 
+    source = model if isinstance(model, bytes) else os.fspath(model)
     options = session_options(threads, spinning)
-    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from semphase.export.metadata import (
     save_model,
     write_metadata,
 )
-from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency, session_options
+from semphase.export.parity import TIMED_RUNS, WARMUP_RUNS, compare, measure_latency, open_session
 from semphase.export.reference import REFERENCE_SIDE, REFERENCE_TILES, build_references, choose_tiles
 from semphase.export.report import REPORT_FORMAT, check_gates, machine_description, write_report
 from semphase.gates import Gates
@@ -84,17 +84,6 @@ class ExportOptions:
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
             raise ValueError(f"opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
-
-
-def _session(model, threads: int):
-    """An onnxruntime CPU session on an in-memory graph (the file is written once, with its reference)."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(
-        model.SerializeToString(),
-        session_options(threads, spinning=False),
-        providers=["CPUExecutionProvider"],
-    )
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:
@@ -238,10 +227,10 @@ def run_export(
         reference_tiles = choose_tiles(images.heldout, min(REFERENCE_SIDE, options.tile))
     except ValueError as exc:
         raise InputError(str(exc), checkpoint) from None
-    sessions = {name: _session(model, threads) for name, model in graphs.items()}
+    # sessions on the graphs still in memory: each file is written once, with its reference
+    sessions = {name: open_session(g.SerializeToString(), threads, False) for name, g in graphs.items()}
     references = build_references(
         reference_tiles,
-        sessions["fp32"],
         sessions,
         config["normalization"],
         {name: options.gates.min_agreement(name) for name in graphs},

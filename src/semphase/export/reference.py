@@ -69,7 +69,6 @@ def session_logits(session, normalization: dict):
 
 def build_references(
     tiles: np.ndarray,
-    fp32_session,
     sessions: dict[str, object],
     normalization: dict,
     gate_pct: dict[str, float],
@@ -79,12 +78,12 @@ def build_references(
     Parameters
     ----------
     tiles : uint8 (K, H, W) from :func:`choose_tiles`.
-    fp32_session : onnxruntime session of the FP32 graph (the labels every variant must reproduce).
-    sessions : variant name -> its onnxruntime session (FP32 included).
+    sessions : variant name -> its onnxruntime session; ``"fp32"`` gives the labels every variant must
+        reproduce.
     normalization : ``{"scale", "mean", "std"}``.
     gate_pct : variant -> the export gate's agreement threshold (percent).
     """
-    labels = label_tiles(session_logits(fp32_session, normalization), tiles)
+    labels = label_tiles(session_logits(sessions["fp32"], normalization), tiles)
     exported_on = cpu_summary()
     references = {}
     for name, session in sessions.items():
