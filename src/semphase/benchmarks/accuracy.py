@@ -124,13 +124,13 @@ class ParityRun:
 
     def rows(self, extra: dict | None = None) -> list[dict]:
         """One report row per variant (see :func:`accuracy_row`), deltas against every reference."""
-        rows = {}
+        rows, results = {}, {}
         for v in self.variants:
             if v in self.failed:
                 rows[v] = failed_row(v, "failed", self.failed[v], self.class_names)
                 continue
-            result = self.scorers[v].result()
-            row = accuracy_row(v, result)
+            results[v] = self.scorers[v].result()
+            row = accuracy_row(v, results[v])
             for ref in REFERENCES:
                 ok_ref = ref in self.scorers and ref not in self.failed and self.agreement[(v, ref)].any()
                 overall, per_class = (
@@ -143,22 +143,21 @@ class ParityRun:
             for ref in REFERENCES:
                 usable = ref in rows and rows[ref]["status"] == "ok" and row["status"] == "ok"
                 row[f"delta_vs_{ref}"] = score_deltas(row, rows[ref]) if usable else None
-            self._judge(row, rows.get("fp32"))
+            self._judge(row, rows.get("fp32"), results)
             if extra:
                 row.update(extra)
         return [rows[v] for v in self.variants]
 
-    def _judge(self, row: dict, fp32: dict | None) -> None:
-        """Add the gate checks against FP32 to an FP16/INT8 row; a miss fails the row, numbers kept."""
+    def _judge(self, row: dict, fp32: dict | None, results: dict[str, dict]) -> None:
+        """Add the gate checks against FP32 to an FP16/INT8 row; a miss fails the row, numbers kept.
+        ``results`` holds the scoring results the rows were made from."""
         row["gates"] = None
         variant = row["variant"]
         if variant not in REDUCED_VARIANTS or row["status"] != "ok" or not fp32 or fp32["status"] != "ok":
             return
         agreement = row.get("agreement_vs_fp32")
         changes = changes_against(
-            self.scorers[variant].result(),
-            self.scorers["fp32"].result(),
-            None if agreement is None else 100.0 * agreement,
+            results[variant], results["fp32"], None if agreement is None else 100.0 * agreement
         )
         row["gates"] = variant_checks(variant, changes, self.gates)
         missed = failures(row["gates"])
