@@ -202,40 +202,32 @@ def check(model, reference: Reference | None, reopen, fallback: bool = True) -> 
     if reference is None:
         return _unverified("no-reference"), model
     start = time.perf_counter()
-    cpu = cpu_summary()
-    attempts = []
-    candidates = [model]
-    current = model
-    verdict = None
-    for attempt in range(2):
-        if attempt == 1:
-            if not fallback:
-                break
-            extra = {**getattr(model, "session_options", {}), **PRECISE_KERNELS}
-            if extra == getattr(model, "session_options", {}):
-                break  # already opened with the precise kernels
-            current = reopen(extra)
-            candidates.append(current)
+    opened = dict(getattr(model, "session_options", {}))
+    precise = {**opened, **PRECISE_KERNELS}
+    current, attempts = model, []
+    while True:
         agreement = agreement_pct(label_tiles(current.logits, reference.tiles), reference.labels)
         options = dict(getattr(current, "session_options", {}))
         attempts.append({"session_options": options, "agreement_pct": agreement})
         passed = agreement >= reference.required_pct
-        verdict = Verdict(
-            status=("passed" if attempt == 0 else "passed-precise") if passed else "failed",
-            cpu=cpu["cpu"],
-            instruction_sets=dict(cpu["instruction_sets"]),
-            required_pct=reference.required_pct,
-            agreement_pct=agreement,
-            export_pct=reference.export_pct,
-            pixels=int(reference.labels.size),
-            session_options=options,
-            attempts=attempts,
-        )
-        if passed:
+        # one fall-back at most, and none when the model already runs with the precise kernels
+        if passed or len(attempts) == 2 or not fallback or precise == opened:
             break
-    assert verdict is not None
-    verdict.seconds = time.perf_counter() - start
-    return verdict, current if verdict.usable else model
+        current = reopen(precise)
+    cpu = cpu_summary()
+    verdict = Verdict(
+        status=("passed" if len(attempts) == 1 else "passed-precise") if passed else "failed",
+        cpu=cpu["cpu"],
+        instruction_sets=dict(cpu["instruction_sets"]),
+        required_pct=reference.required_pct,
+        agreement_pct=agreement,
+        export_pct=reference.export_pct,
+        pixels=int(reference.labels.size),
+        session_options=options,
+        attempts=attempts,
+        seconds=time.perf_counter() - start,
+    )
+    return verdict, current if passed else model
 
 
 def refusal(verdict: Verdict, variant: str) -> str:
