@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from semphase.errors import InputError
-from semphase.imageio import encode_image, read_gray, write_image, write_text_atomic
+from semphase.imageio import encode_image, read_gray, temporary_beside, write_image, write_text_atomic
 from semphase.runtime.watch import Watcher
 from semphase.runtime.watch_journal import JOURNAL_NAME, iter_lines
 from semphase.runtime.watch_lock import FolderLocked, OutputFolderLock
@@ -310,20 +310,42 @@ def test_torn_journal_line_is_skipped_and_terminated(env):
     assert (out / JOURNAL_NAME).read_bytes().count(b"\n") == 3  # fragment closed, new line intact
 
 
-def test_stale_temporaries_are_removed_on_start(env):
-    inbox, out, _clock, _segment, events, make = env
-    (out / "sub").mkdir(parents=True)
-    (out / ".a_mask.png.x1y2.part").write_bytes(b"half")
-    (out / "sub" / ".b.json.abc.part").write_bytes(b"half")
-    (out / "kept.png").write_bytes(b"not ours to judge")
-    with make():
+def test_start_removes_only_the_temporaries_a_dead_watcher_of_this_folder_left(env, tmp_path):
+    inbox, out, clock, segment, events, make = env
+    archive = tmp_path / "archive"
+    (inbox / "a.png").write_bytes(png_bytes(30))
+
+    def killed_mid_write(path):  # kill -9 between creating the temporary and renaming it
+        temporary_beside(out / "a_mask.png")
+        temporary_beside(archive / "a.png")
+        raise SystemExit("killed")
+
+    segment.side_effect = killed_mid_write
+    with pytest.raises(SystemExit), make(move_done=archive) as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        watcher.poll_once()
+    left_by_dead_watcher = sorted(p.name for p in [*out.glob(".*.part"), *archive.glob(".*.part")])
+    assert len(left_by_dead_watcher) == 2
+
+    # temporaries that are not this watcher's: a `semphase segment` writing into a subfolder of --out
+    # right now, another program's upload in an inbox that lies inside --out, and the temporary of a
+    # watcher of another output folder moving into the same archive
+    (out / "run2").mkdir()
+    (out / "inbox2").mkdir()
+    running_segment = out / "run2" / ".b_mask.png.x1y2.part"
+    other_program = out / "inbox2" / ".upload.tif.part"
+    other_watcher = archive / ".c.png.0a1b2c3d.semphase-watch-ffffffff.part"
+    for path in (running_segment, other_program, other_watcher):
+        path.write_bytes(b"someone else's, still being written")
+    segment.side_effect = None
+    with make(move_done=archive):
         pass
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
-        ".semphase-watch.lock",
-        "kept.png",
-        JOURNAL_NAME,
+    assert running_segment.exists() and other_program.exists() and other_watcher.exists()
+    assert not [p for p in [*out.glob(".*.part"), *archive.glob(".*.part")] if p.name in left_by_dead_watcher]
+    assert [e.message for e in events if e.kind == "cleaned"] == [
+        "removed 2 stale temporary file(s) left by a crash"
     ]
-    assert any(e.kind == "cleaned" for e in events)
 
 
 def test_move_done_moves_after_the_done_line_and_resumes_after_a_crash(env, tmp_path):

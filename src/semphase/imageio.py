@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,11 +175,51 @@ def to_uint8(
 # ----------------------------------------------------------------------------------------- writing
 
 
+#: Folders whose temporaries this process marks with an owner tag: ``(folder + os.sep, tag)``.
+_TAGGED_FOLDERS: list[tuple[str, str]] = []
+
+
+@contextlib.contextmanager
+def tagged_temporaries(folders: Iterable[str | os.PathLike], tag: str) -> Iterator[None]:
+    """While active, temporaries this process creates under ``folders`` are named ``.NAME.<random>.TAG.part``.
+
+    A watcher holds its output folder's lock while it writes there, so a temporary carrying its tag can
+    only have been left by a watcher of that folder that has died (kill -9, power loss): the next one may
+    delete it. Temporaries of anything else (a ``semphase segment`` writing into a subfolder, another
+    program's ``.part`` files) carry no such tag and are never touched.
+    """
+    if not tag.replace("-", "").isalnum():
+        raise ValueError(f"temporary tag must be letters, digits and '-', got {tag!r}")
+    entries = [(os.path.join(os.path.abspath(folder), ""), tag) for folder in folders]
+    _TAGGED_FOLDERS.extend(entries)
+    try:
+        yield
+    finally:
+        for entry in entries:
+            _TAGGED_FOLDERS.remove(entry)
+
+
+def _temporary_tag(folder: Path) -> str:
+    if not _TAGGED_FOLDERS:
+        return ""
+    where = os.path.join(os.path.abspath(folder), "")
+    for root, tag in _TAGGED_FOLDERS:
+        if where.startswith(root):
+            return f".{tag}"
+    return ""
+
+
+def is_tagged_temporary(name: str, tag: str) -> bool:
+    """True for a temporary file name that :func:`temporary_beside` made under ``tagged_temporaries(tag)``."""
+    return name.startswith(".") and name.endswith(f".{tag}.part")
+
+
 def temporary_beside(path: str | os.PathLike) -> Path:
     """Create an empty temporary file ``.NAME.<random>.part`` beside ``path`` and return its name.
 
     Unlike ``tempfile.mkstemp`` (mode 0600) the file gets the permissions any new file gets (0666 minus
-    the umask), so outputs on a shared folder stay readable by colleagues once renamed into place.
+    the umask), so outputs on a shared folder stay readable by colleagues once renamed into place. Under
+    :func:`tagged_temporaries` the name also carries the owner's tag.
 
     Raises
     ------
@@ -190,8 +230,9 @@ def temporary_beside(path: str | os.PathLike) -> Path:
     folder = final.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        tag = _temporary_tag(folder)
         for _ in range(100):
-            tmp = folder / f".{final.name}.{secrets.token_hex(4)}.part"
+            tmp = folder / f".{final.name}.{secrets.token_hex(4)}{tag}.part"
             try:
                 os.close(
                     os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o666)

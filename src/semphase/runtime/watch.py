@@ -17,6 +17,8 @@ a restart continues exactly where the last run stopped (see :mod:`.watch_journal
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from semphase.errors import InputError
-from semphase.imageio import write_text_atomic
+from semphase.imageio import tagged_temporaries, write_text_atomic
 from semphase.runtime.watch_journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
 from semphase.runtime.watch_lock import OutputFolderLock
 from semphase.runtime.watch_move import move_original, plan_destination
@@ -121,6 +123,15 @@ class Watcher:
         excluded = [self.out_dir] + ([self.move_done] if self.move_done else [])
         self.scanner = InboxScanner(self.inbox, recursive=recursive, patterns=patterns, exclude=excluded)
         self._lock = OutputFolderLock(self.out_dir)
+        #: Marks this watcher's temporaries: only a watcher holding this folder's lock writes them, so one
+        #: found at start-up was left by a dead watcher and is removed (anything else's are kept).
+        self.temporary_tag = (
+            "semphase-watch-"
+            + hashlib.sha256(os.path.realpath(self.out_dir).encode("utf-8", "surrogateescape")).hexdigest()[
+                :8
+            ]
+        )
+        self._tagging: contextlib.AbstractContextManager | None = None
         self._journal = Journal(self.out_dir / JOURNAL_NAME)
         self._outcomes: dict[str, Outcome] = {}
         self._arrivals: dict[str, _Arrival] = {}
@@ -147,12 +158,16 @@ class Watcher:
         """Lock the output folder, remove stale temporaries, read the journal. Raises FolderLocked."""
         self._lock.acquire()
         try:
-            removed = remove_stale_temporaries(self.out_dir)
+            removed = remove_stale_temporaries(self.out_dir, self.temporary_tag)
             if self.move_done is not None and self.move_done.is_dir():
-                removed += remove_stale_temporaries(self.move_done)
+                removed += remove_stale_temporaries(self.move_done, self.temporary_tag)
             self._outcomes = read_outcomes(self._journal.path)
             self._journal.open()
+            folders = [self.out_dir] + ([self.move_done] if self.move_done is not None else [])
+            self._tagging = tagged_temporaries(folders, self.temporary_tag)
+            self._tagging.__enter__()
         except BaseException:
+            self._journal.close()
             self._lock.release()
             raise
         if removed:
@@ -164,6 +179,9 @@ class Watcher:
 
     def close(self) -> None:
         """Close the journal and release the lock."""
+        if self._tagging is not None:
+            self._tagging.__exit__(None, None, None)
+            self._tagging = None
         self._journal.close()
         self._lock.release()
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from semphase.imageio import is_tagged_temporary
 from semphase.runtime.watch_scan import FileState
 
 FAILED_DIR = "failed"
@@ -58,15 +59,18 @@ def image_megapixels(result: Mapping[str, Any]) -> float | None:
     return None
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete ``.*.part`` files under ``folder`` (left by a crash mid-write); returns how many.
+def remove_stale_temporaries(folder: Path, tag: str) -> int:
+    """Delete the temporaries a dead watcher with owner ``tag`` left under ``folder``; returns how many.
 
-    Only safe while holding the folder's lock: a running writer's temporaries look the same.
+    Only files named by :func:`semphase.imageio.temporary_beside` under ``tagged_temporaries(tag)`` are
+    removed, and only while this watcher holds the lock that tag stands for: their writer is provably gone.
+    Every other ``.part`` file (a ``semphase segment`` writing into a subfolder now, another program's
+    upload in an inbox inside ``--out``) belongs to someone else and stays.
     """
     removed = 0
     for root, _dirs, files in os.walk(folder):
         for name in files:
-            if name.startswith(".") and name.endswith(".part"):
+            if is_tagged_temporary(name, tag):
                 try:
                     os.unlink(os.path.join(root, name))
                     removed += 1
