@@ -118,6 +118,20 @@ def build_blur_classifier(path: Path, tile: int = 128, overlap: int = 32, blur: 
     return path
 
 
+def with_class_names(path: Path, names: list[str]) -> Path:
+    """Rewrite the class names stored in a semphase ONNX file (in place); returns ``path``."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "semphase.classes":
+            prop.value = json.dumps(names)
+    onnx.save(model, str(path))
+    return path
+
+
 _REF_TILE = 64
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _runtime_models import build_blur_classifier, micrograph
+from _runtime_models import build_blur_classifier, micrograph, with_class_names
 from semphase.cli.main import main
 from semphase.imageio import read_label, write_image
 from test_layering import BLOCKER, TORCH_NAMES
@@ -109,17 +109,8 @@ def test_segment_runs_with_torch_unimportable(tmp_path, model):
 
 
 def _with_classes(tmp_path, names) -> Path:
-    import json
-
-    import onnx
-
     path = build_blur_classifier(tmp_path / f"m{abs(hash(tuple(names)))}.onnx", tile=64, overlap=16)
-    model = onnx.load(str(path))
-    for prop in model.metadata_props:
-        if prop.key == "semphase.classes":
-            prop.value = json.dumps(names)
-    onnx.save(model, str(path))
-    return path
+    return with_class_names(path, names)
 
 
 def test_markup_in_class_names_and_paths_is_printed_as_text(tmp_path, capsys):

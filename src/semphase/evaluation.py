@@ -70,7 +70,9 @@ def _track(samples: list[Sample], enabled: bool):
     from rich.console import Console
     from rich.progress import track
 
-    return track(samples, description="evaluating", console=Console(stderr=True), transient=True)
+    return track(
+        samples, description="evaluating", console=Console(stderr=True, markup=False), transient=True
+    )
 
 
 def run_evaluation(

@@ -23,12 +23,12 @@ class Steps:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description:<18}"),
+                TextColumn("{task.description:<18}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TextColumn("[dim]{task.fields[now]}"),
-                console=Console(stderr=True),
+                TextColumn("{task.fields[now]}", style="dim", markup=False),
+                console=Console(stderr=True, highlight=False, markup=False),
             )
             self._progress.start()
         return self
@@ -58,4 +58,4 @@ class Steps:
         if self._current in self._tasks:
             self._progress.update(self._tasks[self._current], now=message)
         else:
-            self._progress.console.print(f"[dim]{message}")
+            self._progress.console.print(message, style="dim", soft_wrap=True)

@@ -6,9 +6,8 @@ import shlex
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, err_console, say_error, styled
 from semphase.errors import InputError
 
 
@@ -53,7 +52,7 @@ def _print_summary(report: dict, out: Path) -> None:
         for i, header in enumerate(spec.headers):
             table.add_column(header, justify="left" if i == 0 or header == "status" else "right")
         for row in spec.rows:
-            table.add_row(*(f"[red]{escape(c)}[/]" if c.startswith("failed") else escape(c) for c in row))
+            table.add_row(*(styled((c, "red")) if c.startswith("failed") else c for c in row))
         console.print(table)
     console.print(f"report: {out / 'report.html'} (also report.md, report.json)")
 
@@ -166,16 +165,13 @@ def register(app: typer.Typer) -> None:
         for variant in report["variants"]:
             if variant["status"] != "ok":
                 err_console.print(
-                    f"[yellow]warning:[/] {variant['file']} was not measured: {variant['reason']}",
-                    highlight=False,
+                    styled(
+                        ("warning:", "yellow"), f" {variant['file']} was not measured: {variant['reason']}"
+                    ),
                     soft_wrap=True,
                 )
         if not quiet:
             _print_summary(report, out)
         for row in report["accuracy"]:
             if row.get("gates") and row["status"] == "failed":
-                err_console.print(
-                    f"[bold red]FAILED:[/] {escape(row['variant'].upper())} {escape(row['reason'])}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                say_error(f"{row['variant'].upper()} {row['reason']}", label="FAILED:")

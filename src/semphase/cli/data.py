@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console
+from semphase.cli.common import console, styled
 from semphase.errors import InputError
 
 data_app = typer.Typer(
@@ -127,7 +127,10 @@ def check(
     ds = report.dataset
 
     console.print(
-        f"[bold]{ds.root}[/] ({ds.kind} layout): {len(ds.samples)} pairs, {report.n_images} readable",
+        styled(
+            (str(ds.root), "bold"),
+            f" ({ds.kind} layout): {len(ds.samples)} pairs, {report.n_images} readable",
+        ),
         soft_wrap=True,
     )
     counts = Table(title="Class pixels", title_justify="left")
@@ -165,11 +168,11 @@ def check(
         console.print(f"Report written to {json_out}.", soft_wrap=True)
 
     if report.problems:
-        console.print(f"[bold red]{len(report.problems)} problems:[/]")
+        console.print(f"{len(report.problems)} problems:", style="bold red")
         for problem in report.problems:
-            console.print(f"  {problem}", soft_wrap=True, markup=False)
+            console.print(f"  {problem}", soft_wrap=True)
         return 1
-    console.print("[green]No problems found.[/]")
+    console.print("No problems found.", style="green")
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console
+from semphase.cli.common import console, styled
 
 
 def register(app: typer.Typer) -> None:
@@ -95,4 +95,6 @@ def register(app: typer.Typer) -> None:
         if outputs.get("overlays"):
             console.print(f"overlays of the best and worst images: {out / 'overlays'}")
         if "figures_skipped" in result:
-            console.print(f"[yellow]figures skipped:[/] {result['figures_skipped']}")
+            console.print(
+                styled(("figures skipped:", "yellow"), f" {result['figures_skipped']}"), soft_wrap=True
+            )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console
+from semphase.cli.common import console, styled
 from semphase.errors import GateFailed
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -160,7 +160,7 @@ def export_command(
         raise typer.BadParameter(str(exc)) from None
 
     def say(message: str) -> None:
-        console.print(f"[dim]export:[/] {message}")
+        console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)
 
     try:
         with console.status("exporting", spinner="dots"):
@@ -171,7 +171,7 @@ def export_command(
             _show(report)
         raise
     _show(report)
-    console.print(f"[green]export passed[/]: files in {out}")
+    console.print(styled(("export passed", "green"), f": files in {out}"), soft_wrap=True)
 
 
 def _show(report: dict) -> None:
@@ -200,10 +200,10 @@ def _show(report: dict) -> None:
             f"agreement here: {reached}"
         )
     for note in report["export"]["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(styled(("note:", "yellow"), f" {note}"), soft_wrap=True)
     for gate in report["gates"]:
-        mark = "[green]pass[/]" if gate["passed"] else "[bold red]FAIL[/]"
-        console.print(f"{mark} {gate['text']}")
+        mark = ("pass", "green") if gate["passed"] else ("FAIL", "bold red")
+        console.print(styled(mark, f" {gate['text']}"), soft_wrap=True)
 
 
 def info_command(
@@ -223,7 +223,6 @@ def info_command(
     """Show a model's metadata (classes, normalization, tiling, source, metrics), opset, input/output
     signature, file size and the execution providers onnxruntime offers here. Needs no torch."""
     import onnxruntime as ort
-    from rich.markup import escape
     from rich.table import Table
 
     try:
@@ -265,13 +264,13 @@ def info_command(
     for key, value in summary.metadata.items():
         text = _metrics_text(value) if key == "semphase.metrics" else None
         text = _reference_text(value) if key == "semphase.reference" else text
-        table.add_row(key, escape(text or json.dumps(value)))
+        table.add_row(key, text or json.dumps(value))
     if "semphase.reference" not in summary.metadata:
         table.add_row("semphase.reference", "none: exported before self-check references (loads unverified)")
     table.add_row("providers", ", ".join(providers))
     if verdict is not None:
         style = "green" if verdict.status.startswith("passed") else "yellow"
-        table.add_row("self-check", f"[{style}]{escape(verdict.line())}[/]")
+        table.add_row("self-check", styled((verdict.line(), style)))
     console.print(table)
 
 

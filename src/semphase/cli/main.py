@@ -13,7 +13,7 @@ import typer
 
 from semphase import __version__
 from semphase.cli import benchmark, data, evaluate, export, score, segment, synth, train, watch
-from semphase.cli.common import err_console
+from semphase.cli.common import say_error
 from semphase.errors import GateFailed, InputError, describe_os_error
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ for _module in (synth, data, score, train, evaluate, export, segment, watch, ben
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say_error(message)
     sys.exit(code)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, err_console, styled
 
 #: Problems printed one per line before the rest are summarized (the JSON holds all of them).
 MAX_LISTED = 20
@@ -95,10 +95,14 @@ def register(app: typer.Typer) -> None:
         scored = result["images"]
         console.print(f"scored {scored} image(s); {len(problems)} truth mask(s) not scored", style="bold")
         for item in problems[:MAX_LISTED]:
-            err_console.print(f"[yellow]skipped[/] {item['name']}: {item['problem']}", soft_wrap=True)
+            err_console.print(
+                styled(("skipped", "yellow"), f" {item['name']}: {item['problem']}"), soft_wrap=True
+            )
         if len(problems) > MAX_LISTED:
             more = len(problems) - MAX_LISTED
-            err_console.print(f"[yellow]... and {more} more[/]" + (" (all in the JSON)" if json_path else ""))
+            err_console.print(
+                styled((f"... and {more} more", "yellow"), " (all in the JSON)" if json_path else "")
+            )
         if result["unused_predictions"]:
             console.print(f"{result['unused_predictions']} prediction file(s) matched no truth mask")
         print_study_tables(result, console)

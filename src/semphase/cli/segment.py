@@ -9,9 +9,8 @@ import contextlib
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from semphase.cli.common import console, err_console, progress_bar, say_self_check
+from semphase.cli.common import console, err_console, progress_bar, say_error, say_self_check, styled
 
 
 def register(app: typer.Typer) -> None:
@@ -157,37 +156,35 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             _print_table(results, loaded)
             console.print(
-                f"outputs in {escape(str(out))}; one row per input in {escape(str(out / SUMMARY_NAME))}",
+                f"outputs in {out}; one row per input in {out / SUMMARY_NAME}",
                 soft_wrap=True,
             )
         if failures:
-            err_console.print(
-                f"[bold red]error:[/] {len(failures)} input(s) failed, "
-                f"{sum(r['status'] == 'done' for r in results)} succeeded; see the lines above",
-                soft_wrap=True,
+            say_error(
+                f"{len(failures)} input(s) failed, "
+                f"{sum(r['status'] == 'done' for r in results)} succeeded; see the lines above"
             )
             raise typer.Exit(2)
 
 
 def _say_error(line: str, progress) -> None:
-    target = progress.console if progress is not None else err_console
-    target.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
+    say_error(line, progress.console if progress is not None else err_console)
 
 
 def _print_table(results: list[dict], model) -> None:
     from rich.table import Table
 
-    variant = escape(model.variant)
+    variant = model.variant
     table = Table(title=f"Phase fractions of analysed pixels ({variant} model)", title_justify="left")
-    table.add_column("input")
+    table.add_column("input", overflow="fold")  # a narrow terminal wraps names, never cuts them
     for name in model.classes:
-        table.add_column(escape(name), justify="right")
+        table.add_column(name, justify="right", overflow="fold")
     table.add_column("excluded", justify="right")
     table.add_column("s", justify="right")
     for r in results:
-        name = escape(Path(r["input"]).name)
+        name = Path(r["input"]).name
         if r.get("status") != "done":
-            table.add_row(name, *["-"] * len(model.classes), "", "[red]failed[/]")
+            table.add_row(name, *["-"] * len(model.classes), "", styled(("failed", "red")))
             continue
         fractions = [f"{p['fraction'] * 100:.2f}%" for p in r["phases"]]
         excluded = f"{r['excluded_pixels'] / (r['width'] * r['height']) * 100:.1f}%"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console
+from semphase.cli.common import console, say_error
 from semphase.errors import InputError
 
 
@@ -143,11 +143,9 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             # typer turns Ctrl-C into a silent exit 130 before main() sees it: say it here in main()'s
             # one-line form and exit 2. last.pt was saved by then.
-            err_console.print(
-                f"[bold red]error:[/] interrupted (Ctrl-C); {Path(options.out) / 'last.pt'} holds the "
-                "finished epochs; continue with --resume",
-                highlight=False,
-                soft_wrap=True,
+            say_error(
+                f"interrupted (Ctrl-C); {Path(options.out) / 'last.pt'} holds the "
+                "finished epochs; continue with --resume"
             )
             raise typer.Exit(2) from None
         summary = result["test"].get("summary", {}).get("miou", {})

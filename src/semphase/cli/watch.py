@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, say_self_check
+from semphase.cli.common import console, say_error, say_self_check, styled
 
 LOG_FORMAT = "%(asctime)s %(message)s"
 
@@ -68,20 +68,22 @@ class _Reporter:
             self.last = event.file or ""
         if self.quiet:
             return
-        style = _STYLE.get(event.kind)
-        line = f"[{style}]{_escape(text)}[/]" if style else _escape(text)
-        (self.live.console if self.live else console).print(line, soft_wrap=True)
+        (self.live.console if self.live else console).print(
+            text, style=_STYLE.get(event.kind), soft_wrap=True
+        )
 
     def __rich__(self):
-        from rich.text import Text
-
         if self.watcher is None:
-            return Text("")
+            return styled("")
         s = self.watcher.stats
-        line = Text.from_markup(
-            f"[bold]watching[/] {_escape(str(self.inbox))} | queued {s.queued} | [green]done {s.done}[/] | "
-            f"[red]failed {s.failed}[/] | {s.images_per_minute:.1f} images/min | "
-            f"{s.megapixels_per_second:.2f} MP/s | [dim]{_escape(self.last)}[/]"
+        line = styled(
+            ("watching", "bold"),
+            f" {self.inbox} | queued {s.queued} | ",
+            (f"done {s.done}", "green"),
+            " | ",
+            (f"failed {s.failed}", "red"),
+            f" | {s.images_per_minute:.1f} images/min | {s.megapixels_per_second:.2f} MP/s | ",
+            (self.last, "dim"),
         )
         line.no_wrap, line.overflow = True, "ellipsis"  # one line, whatever the terminal's width
         return line
@@ -97,12 +99,6 @@ class _Reporter:
         if self._handler is not None:
             self.logger.removeHandler(self._handler)
             self._handler.close()
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _install_signal_handlers(watcher) -> dict:
@@ -286,13 +282,11 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             console.print(
                 f"{stats.done} done, {stats.failed} failed in this run; journal: "
-                f"{_escape(str(out / 'watch-journal.jsonl'))}"
+                f"{out / 'watch-journal.jsonl'}",
+                soft_wrap=True,
             )
         if once and stats.failed:
-            failed_dir = _escape(str(out / "failed"))
-            err_console.print(
-                f"[bold red]error:[/] {stats.failed} file(s) failed; reasons in {failed_dir}", soft_wrap=True
-            )
+            say_error(f"{stats.failed} file(s) failed; reasons in {out / 'failed'}")
             raise typer.Exit(2)
 
 

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 def progress_bar(console: Console) -> Progress:
     """A transient bar: description, bar, done/total, a status field, elapsed time."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),
         TimeElapsedColumn(),
         console=console,
         transient=True,

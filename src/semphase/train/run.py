@@ -110,7 +110,7 @@ def train(
     KeyboardInterrupt
         After saving last.pt, so the run can be resumed.
     """
-    console = console or Console()
+    console = console or Console(highlight=False, markup=False)
     options.validate()
     torch.set_num_threads(cpu_thread_count(options.threads))
     # Adam's second moments decay into subnormal floats, which run ~30x slower on x86 CPUs.
