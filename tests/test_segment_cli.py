@@ -82,10 +82,6 @@ def test_a_foreign_model_and_an_unwritable_output_folder_are_one_line_exit_2(tmp
     (tmp_path / "file").write_text("x")
     code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "file" / "sub"], capsys)
     assert code == 2 and err.count("\n") == 1 and "cannot be written" in err
-    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o", "--databar", "half"], capsys)
-    assert code == 2 and "--databar" in err
-    code, _, err = run([model, tmp_path / "m.png", "--out", tmp_path / "o", "--tile", "50"], capsys)
-    assert code == 2 and "multiple of 32" in err and "m.png" in err
 
 
 # `python -m semphase ...` with torch and friends unimportable (the layering test's import blocker).

@@ -142,9 +142,9 @@ def test_corrupt_file_fails_after_fail_after_while_others_go_through(env):
         assert watcher.stats.done == 1 and watcher.stats.failed == 1
     lines = journal(out)
     assert [(r["file"], r["status"]) for r in lines] == [("good.png", "done"), ("bad.png", "failed")]
-    assert "decode" in lines[1]["reason"] and lines[1]["outputs"] == []
+    assert "truncated PNG" in lines[1]["reason"] and lines[1]["outputs"] == []
     note = (out / "failed" / "bad.png.txt").read_text()
-    assert "decode" in note and "bad.png" in note and f"size: {lines[1]['size']} bytes" in note
+    assert "truncated PNG" in note and "bad.png" in note and f"size: {lines[1]['size']} bytes" in note
     assert sum(name == "bad.png" for name, _ in segment.calls) == 0  # never decoded, never segmented
 
 

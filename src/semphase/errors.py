@@ -22,6 +22,14 @@ class InputError(Exception):
         self.path = None if path is None else os.fspath(path)
 
 
+class OptionError(InputError):
+    """An option value no run could use (``--tile 100``): found once, before any file is touched.
+
+    The CLI prints it in the same one-line form as click's usage errors: ``error: <reason> (see
+    'semphase CMD --help')``, exit code 2.
+    """
+
+
 class GateFailed(Exception):
     """A validation gate (e.g. export parity) failed: results are kept, the exit code is 1."""
 

@@ -11,15 +11,19 @@ import contextlib
 import hashlib
 import os
 import secrets
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import imagesize
 import numpy as np
 import tifffile
 
 from semphase.errors import InputError
+from semphase.limits import check_declared_size
 
 # The readers name every file they cannot decode in one line; OpenCV's own stderr chatter about the same
 # files would only bury that line.
@@ -53,13 +57,74 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, MicrographInfo]:
         with tifffile.TiffFile(path) as tif:
             if not tif.pages:
                 raise InputError("TIFF has no pages", path)
-            arr = tif.pages.first.asarray()
+            page = tif.pages.first
+            check_declared_size(int(page.imagewidth), int(page.imagelength), path)
+            arr = page.asarray()
             info = tiff_info(tif)
     except InputError:
         raise
+    except MemoryError:
+        raise InputError("not enough memory to decode this TIFF", path) from None
     except Exception as exc:  # tifffile raises many types for corrupt data
         raise InputError(f"cannot decode TIFF ({_short(exc)})", path) from None
     return arr, info
+
+
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every complete PNG
+
+
+@contextlib.contextmanager
+def _native_messages() -> Iterator[list[str]]:
+    """Collect what native decoders print to file descriptor 2 while the block runs.
+
+    libpng writes its own ``libpng error: ...`` (and warnings) straight to stderr, under the one line that
+    names the file; captured, the text becomes part of that line instead. Other output on stderr during
+    the block (a progress bar's refresh) is dropped; where fd 2 cannot be redirected nothing is captured.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    if saved is None:
+        yield lines
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(
+                line.strip() for line in capture.read(1 << 16).decode("utf-8", "replace").splitlines()
+            )
+
+
+def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
+    """PNG, BMP, JPEG (or anything OpenCV reads) after checking the size the header declares."""
+    width, height = imagesize.get(path, exif_rotation=False)  # reads the header only
+    if width > 0 and height > 0:
+        check_declared_size(width, height, path)
+    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[-8:].tobytes() != _PNG_END:
+        raise InputError("truncated PNG (it does not end with an IEND chunk)", path)  # still being copied?
+    try:
+        with _native_messages() as messages:
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InputError(f"cannot decode image ({_short(exc).rsplit(':', 1)[-1].strip()})", path) from None
+    except MemoryError:
+        raise InputError("not enough memory to decode this image", path) from None
+    if arr is None:
+        said = [
+            line.replace(" error:", ":", 1) for line in messages if line.startswith(("libpng", "libjpeg"))
+        ]
+        reason = said[-1][:160] if said else "corrupt, truncated or not an image"
+        raise InputError(f"cannot decode image ({reason})", path)
+    check_declared_size(arr.shape[1], arr.shape[0], path)  # formats whose header was not read above
+    return arr
 
 
 def _short(exc: BaseException) -> str:
@@ -77,9 +142,7 @@ def _read_with_info(p: Path) -> tuple[np.ndarray, MicrographInfo]:
             data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths on Windows too
         except OSError as exc:
             raise InputError(f"cannot read ({exc.strerror or exc})", p) from None
-        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise InputError("cannot decode image (corrupt, truncated or not an image)", p)
+        arr = _decode_other(data, p)
         if arr.ndim == 3 and arr.shape[2] == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
         elif arr.ndim == 3 and arr.shape[2] == 4:

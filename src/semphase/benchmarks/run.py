@@ -22,7 +22,7 @@ from semphase.benchmarks.accuracy import ParityRun, failed_row, heldout_parity
 from semphase.benchmarks.progress import Steps
 from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
-from semphase.errors import InputError
+from semphase.errors import InputError, OptionError
 from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
 from semphase.machine import machine_info
 from semphase.runtime.sliding import DEFAULT_BATCH
@@ -71,9 +71,9 @@ class BenchmarkOptions:
     notes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        """Raise InputError for options that cannot work."""
+        """Raise OptionError for options that cannot work."""
         if not self.sizes or any(int(s) < 32 for s in self.sizes):
-            raise InputError(f"--sizes must be image sides of at least 32 pixels, got {list(self.sizes)}")
+            raise OptionError(f"--sizes must be image sides of at least 32 pixels, got {list(self.sizes)}")
         for name, value, low in (
             ("--threads", self.threads, 1),
             ("--repeat", self.repeat, 1),
@@ -84,7 +84,7 @@ class BenchmarkOptions:
             ("--seed", self.seed, 0),
         ):
             if value is not None and int(value) < low:
-                raise InputError(f"{name} must be at least {low}, got {value}")
+                raise OptionError(f"{name} must be at least {low}, got {value}")
 
 
 def _class_table(variants: list[Variant], classes_file: Path | None):

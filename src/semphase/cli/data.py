@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, styled
+from semphase.cli.common import apply_max_megapixels, console, max_megapixels_option, styled
 from semphase.errors import InputError
 
 data_app = typer.Typer(
@@ -98,6 +98,7 @@ def check(
     fractions: str = typer.Option("0.7,0.15,0.15", "--fractions", help=FRACTIONS_HELP),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
+    max_megapixels: float | None = max_megapixels_option(),
 ) -> int:
     """Check every image/mask pair, count class pixels, optionally draw panels and write a split.
 
@@ -112,6 +113,7 @@ def check(
     from semphase.imageio import write_text_atomic  # noqa: PLC0415
     from semphase.phases import load_class_table  # noqa: PLC0415
 
+    apply_max_megapixels(max_megapixels)
     split_fractions = _parse_fractions(fractions)
     table = load_class_table(classes)
     for out in (json_out, split_out):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, styled
+from semphase.cli.common import apply_max_megapixels, console, max_megapixels_option, styled
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(
             None, "--threads", min=1, help="CPU threads for inference (default: the library's choice)."
         ),
+        max_megapixels: float | None = max_megapixels_option(),
     ) -> None:
         """Evaluate a model on a dataset: the study's tables, metrics.json, per-image CSV and figures."""
         from semphase.data.layout import open_dataset
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
         from semphase.phases import load_class_table
         from semphase.report import print_study_tables
 
+        apply_max_megapixels(max_megapixels)
         table_override = load_class_table(classes) if classes is not None else None
         dataset = open_dataset(dataset_path)
         if not dataset.samples:

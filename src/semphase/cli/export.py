@@ -155,9 +155,9 @@ def export_command(
                 keep_float=_parse_float_layers(int8_float_layers),
             ),
         )
-        options.validate()
-    except ValueError as exc:
+    except ValueError as exc:  # a --int8-float-layers list that does not parse
         raise typer.BadParameter(str(exc)) from None
+    options.validate()
 
     def say(message: str) -> None:
         console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)

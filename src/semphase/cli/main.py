@@ -14,7 +14,7 @@ import typer
 from semphase import __version__
 from semphase.cli import benchmark, data, evaluate, export, score, segment, synth, train, watch
 from semphase.cli.common import say_error
-from semphase.errors import GateFailed, InputError, describe_os_error
+from semphase.errors import GateFailed, InputError, OptionError, describe_os_error
 
 app = typer.Typer(
     name="semphase",
@@ -61,6 +61,20 @@ def _usage_line(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     command = getattr(ctx, "command_path", None) or "semphase"
     return f"{_usage_reason(exc)} (see '{command} --help')"
+
+
+def _command_path(argv: list[str] | None) -> str:
+    """``semphase segment`` or ``semphase data check``: the command the arguments name."""
+    import typer.main
+
+    command, words = typer.main.get_command(app), ["semphase"]
+    for arg in sys.argv[1:] if argv is None else argv:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        words.append(arg)
+    return " ".join(words)
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -110,6 +124,8 @@ def _run(argv: list[str] | None) -> None:
         rv = app(args=argv, prog_name="semphase", standalone_mode=False)
         if rv == 130:  # typer turns Ctrl-C (and so SIGTERM) into a silent exit code 130
             raise KeyboardInterrupt
+    except OptionError as exc:  # found before any file was touched: the same form as click's usage errors
+        _fail(f"{exc} (see '{_command_path(argv)} --help')", exc.exit_code)
     except InputError as exc:
         _fail(str(exc), exc.exit_code)
     except GateFailed as exc:

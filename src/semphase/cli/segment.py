@@ -10,7 +10,16 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, progress_bar, say_error, say_self_check, styled
+from semphase.cli.common import (
+    apply_max_megapixels,
+    console,
+    err_console,
+    max_megapixels_option,
+    progress_bar,
+    say_error,
+    say_self_check,
+    styled,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -95,6 +104,7 @@ def register(app: typer.Typer) -> None:
             "well under a second); a model that gives other phases on this CPU is refused (exit 2) after "
             "trying the precise INT8 kernels. The verdict goes into every X.json.",
         ),
+        max_megapixels: float | None = max_megapixels_option(),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table; errors only."),
     ) -> None:
         """Segment micrographs: X_mask.png, X_overlay.png and the phase table X.json per input, summary.csv.
@@ -109,6 +119,7 @@ def register(app: typer.Typer) -> None:
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
         from semphase.runtime.segment import SegmentOptions, segment_file
 
+        apply_max_megapixels(max_megapixels)
         options = SegmentOptions(
             tile=tile,
             overlap=overlap,
@@ -122,6 +133,7 @@ def register(app: typer.Typer) -> None:
             tta=tta,
         )
         loaded = load_model(model, provider=provider, threads=threads, verify=verify)
+        options.tiling_for(loaded)  # a --tile this model cannot take fails here, once
         ensure_output_folder(out)
         if not quiet and loaded.self_check is not None:
             say_self_check(loaded.self_check)

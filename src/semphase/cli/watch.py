@@ -14,7 +14,14 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, say_error, say_self_check, styled
+from semphase.cli.common import (
+    apply_max_megapixels,
+    console,
+    max_megapixels_option,
+    say_error,
+    say_self_check,
+    styled,
+)
 
 LOG_FORMAT = "%(asctime)s %(message)s"
 
@@ -186,6 +193,7 @@ def register(app: typer.Typer) -> None:
             "-q",
             help="No status line and no event lines on the console (errors and --log still).",
         ),
+        max_megapixels: float | None = max_megapixels_option(),
         tile: int | None = typer.Option(
             None, "--tile", help="Tile size in pixels (default: the model's).", show_default=False
         ),
@@ -229,8 +237,22 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Segment every micrograph that lands in INBOX as soon as it is complete, for as long as it runs."""
+        from semphase.runtime.model import load_model
+        from semphase.runtime.segment import SegmentOptions
         from semphase.runtime.watch import Watcher
 
+        apply_max_megapixels(max_megapixels)
+        # every option is checked here, once: a bad one must never become a failed/ note per inbox file
+        options = SegmentOptions(
+            tile=tile,
+            overlap=overlap,
+            batch=batch,
+            databar=databar,
+            pixel_size_um=pixel_size_um,
+            normalize=normalize,
+            uncertainty=uncertainty,
+            tta=tta,
+        )
         live = not quiet and console.is_terminal and not once
         reporter = _Reporter(inbox, log, quiet, live)
         try:
@@ -246,20 +268,9 @@ def register(app: typer.Typer) -> None:
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
-                watcher.model, watcher.options = _load(
-                    model,
-                    provider,
-                    threads,
-                    tile,
-                    overlap,
-                    batch,
-                    databar,
-                    pixel_size_um,
-                    normalize,
-                    uncertainty,
-                    tta,
-                    verify,
-                )
+                watcher.model = load_model(model, provider=provider, threads=threads, verify=verify)
+                options.tiling_for(watcher.model)  # a --tile this model cannot take: one error, now
+                watcher.options = options
                 if watcher.model.self_check is not None:
                     reporter.logger.info(f"model    - {watcher.model.self_check.line()}")
                     if not quiet:
@@ -288,34 +299,3 @@ def register(app: typer.Typer) -> None:
         if once and stats.failed:
             say_error(f"{stats.failed} file(s) failed; reasons in {out / 'failed'}")
             raise typer.Exit(2)
-
-
-def _load(
-    model,
-    provider,
-    threads,
-    tile,
-    overlap,
-    batch,
-    databar,
-    pixel_size_um,
-    normalize,
-    uncertainty,
-    tta,
-    verify,
-):
-    from semphase.runtime.model import load_model
-    from semphase.runtime.segment import SegmentOptions
-
-    loaded = load_model(model, provider=provider, threads=threads, verify=verify)
-    options = SegmentOptions(
-        tile=tile,
-        overlap=overlap,
-        batch=batch,
-        databar=databar,
-        pixel_size_um=pixel_size_um,
-        normalize=normalize,
-        uncertainty=uncertainty,
-        tta=tta,
-    )
-    return loaded, options

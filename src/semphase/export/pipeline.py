@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semphase.errors import GateFailed, InputError
+from semphase.errors import GateFailed, InputError, OptionError
 from semphase.export import fp16 as fp16_convert
 from semphase.export import int8 as int8_quant
 from semphase.export import onnx_export
@@ -72,18 +72,20 @@ class ExportOptions:
     simplify: bool = True
 
     def validate(self) -> None:
-        """Raise ValueError for inconsistent options."""
+        """Raise OptionError (naming the option) for inconsistent options."""
         if self.tile < 32 or self.tile % 32:
-            raise ValueError(f"tile must be a positive multiple of 32, got {self.tile}")
+            raise OptionError(f"--tile must be a positive multiple of 32, got {self.tile}")
         if not 0 <= self.overlap < self.tile:
-            raise ValueError(f"overlap must be in 0..tile-1, got {self.overlap}")
+            raise OptionError(
+                f"--overlap must be in 0..{self.tile - 1} for tile {self.tile}, got {self.overlap}"
+            )
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise OptionError(f"--threads must be >= 1, got {self.threads}")
         if self.calib_images < 1:
-            raise ValueError(f"calib-images must be >= 1, got {self.calib_images}")
+            raise OptionError(f"--calib-images must be >= 1, got {self.calib_images}")
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
-            raise ValueError(f"opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
+            raise OptionError(f"--opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from semphase import __version__
-from semphase.errors import InputError
+from semphase.errors import InputError, OptionError
 from semphase.imageio import read_micrograph, to_uint8, write_text_atomic
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
 from semphase.runtime.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
-from semphase.runtime.sliding import DEFAULT_BATCH, iter_bands, resolve_tiling, segment_array
+from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, resolve_tiling, segment_array
 from semphase.runtime.tiling import WINDOWS, plan_tiles
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
@@ -71,22 +71,36 @@ class SegmentOptions:
 
     def __post_init__(self) -> None:
         if self.window not in WINDOWS:
-            raise InputError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+            raise OptionError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
         if self.normalize not in ("linear", "percentile"):
-            raise InputError(f"--normalize must be linear or percentile, got {self.normalize!r}")
+            raise OptionError(f"--normalize must be linear or percentile, got {self.normalize!r}")
         if self.batch < 1:
-            raise InputError(f"--batch must be >= 1, got {self.batch}")
+            raise OptionError(f"--batch must be >= 1, got {self.batch}")
         if self.pixel_size_um is not None and not (
             np.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
         ):
-            raise InputError(f"--pixel-size-um must be a positive number, got {self.pixel_size_um}")
+            raise OptionError(f"--pixel-size-um must be a positive number, got {self.pixel_size_um}")
         if self.tile is not None and self.tile < 1:
-            raise InputError(f"--tile must be positive, got {self.tile}")
+            raise OptionError(f"--tile must be positive, got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
-            raise InputError(f"--overlap must be >= 0, got {self.overlap}")
+            raise OptionError(f"--overlap must be >= 0, got {self.overlap}")
         text = str(self.databar).strip().lower()
         if text not in ("auto", "none") and not text.isdigit():
-            raise InputError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
+            raise OptionError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
+
+    def tiling_for(self, model: TileModel) -> tuple[int, int]:
+        """Tile and overlap for ``model``; call it once before any file is read.
+
+        Raises
+        ------
+        OptionError
+            for a ``--tile`` the model cannot take (not a multiple of its size multiple) or an
+            ``--overlap`` outside ``0..tile-1``.
+        """
+        try:
+            return resolve_tiling(model, self.tile, self.overlap)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
 
 
 def output_names(stem: str, options: SegmentOptions) -> dict[str, str]:
@@ -141,6 +155,7 @@ def segment_file(
     out = Path(out_dir)
     stem = stem or src.stem
     targets = {key: out / name for key, name in output_names(stem, options).items()}
+    size, lap = options.tiling_for(model)
     if src.exists():
         _check_not_input(src, targets)
 
@@ -152,7 +167,6 @@ def segment_file(
     height, width = image.shape
     try:
         bar_rows, bar_source = resolve_databar(options.databar, image, info.image_height)
-        size, lap = resolve_tiling(model, options.tile, options.overlap)
     except ValueError as exc:
         raise InputError(str(exc), src) from None
     analysed_h = height - bar_rows

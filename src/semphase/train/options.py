@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 
-from semphase.errors import InputError
+from semphase.errors import InputError, OptionError
 from semphase.train.models import ARCHITECTURES, SIZE_MULTIPLE
 
 #: Normalization for ImageNet-pretrained encoders: the means of ImageNet's RGB statistics, since a gray
@@ -54,7 +54,7 @@ class TrainOptions:
     resume: bool = False
 
     def validate(self) -> TrainOptions:
-        """Check ranges; raise InputError (naming the option) for values no run could use."""
+        """Check ranges; raise OptionError (naming the option) for values no run could use."""
         checks = [
             (
                 self.arch in ARCHITECTURES,
@@ -86,9 +86,9 @@ class TrainOptions:
         ]
         for ok, message in checks:
             if not ok:
-                raise InputError(message)
+                raise OptionError(message)
         if self.arch == "unet-scratch" and self.encoder_weights not in ("none", "imagenet"):
-            raise InputError(
+            raise OptionError(
                 "--encoder-weights PATH needs --arch unet-resnet34 (the scratch U-Net has no encoder)"
             )
         if self.encoder_weights not in ("imagenet", "none") and not os.path.isfile(self.encoder_weights):
