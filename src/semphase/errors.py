@@ -1,8 +1,9 @@
-"""The one exception type that reaches users.
+"""The exception types that reach users, and how anything is said in one line.
 
 Every problem caused by the user's input (a missing, empty, corrupt or unexpected file, a wrong shape,
-an unwritable folder) is raised as :class:`InputError` with a one-line message that names the file. The
-CLI prints that line and exits with code 2; library callers catch it like any other exception.
+an unwritable folder) is raised as :class:`InputError` with a one-line reason and the file it concerns.
+The CLI prints ``path: reason`` and exits with code 2; library callers catch it like any other exception
+and read :attr:`InputError.path` and :attr:`InputError.reason` separately.
 """
 
 from __future__ import annotations
@@ -10,16 +11,43 @@ from __future__ import annotations
 import os
 
 
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A file name as it can be printed and written to a text file, whatever bytes it holds.
+
+    Bytes that are not valid UTF-8 (Linux file names from old Windows shares or acquisition PCs) become
+    ``\\xNN``; control characters (a newline, an ANSI escape) become ``\\xNN`` too, so a name never breaks
+    a one-line message or styles a terminal. Valid names are returned unchanged.
+    """
+    name = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    if name.isprintable():
+        return name
+    readable = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in readable)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line of at most ``limit`` characters (its type when it has none)."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class InputError(Exception):
-    """Bad input or an unusable output location; the message is one line and names the file."""
+    """Bad input or an unusable output location: a one-line ``reason`` about the file at ``path``."""
 
     exit_code = 2
 
-    def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
-        if path is not None:
-            message = f"{os.fspath(path)}: {message}"
-        super().__init__(" ".join(str(message).split()))
-        self.path = None if path is None else os.fspath(path)
+    def __init__(self, reason: str, path: str | bytes | os.PathLike | None = None) -> None:
+        #: What is wrong, one line, without the file name.
+        self.reason = " ".join(str(reason).split())
+        #: The file or folder concerned (as given, undecodable bytes and all), or None.
+        self.path = None if path is None else os.fsdecode(path)
+        super().__init__(self.reason if path is None else f"{display_path(path)}: {self.reason}")
+
+    def said_of(self, path: str | os.PathLike) -> str:
+        """The reason alone when this error is about ``path`` (a caller that names it already), else all of
+        the message (it names another file)."""
+        same = self.path is not None and os.path.abspath(self.path) == os.path.abspath(os.fsdecode(path))
+        return self.reason if same else str(self)
 
 
 class OptionError(InputError):
@@ -40,4 +68,4 @@ def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: ``path: reason``."""
     reason = exc.strerror or exc.__class__.__name__
     name = exc.filename if exc.filename is not None else ""
-    return f"{name}: {reason}" if name else reason
+    return f"{display_path(name)}: {reason}" if name else reason

@@ -22,7 +22,7 @@ import imagesize
 import numpy as np
 import tifffile
 
-from semphase.errors import InputError
+from semphase.errors import InputError, one_line
 from semphase.limits import check_declared_size
 
 # The readers name every file they cannot decode in one line; OpenCV's own stderr chatter about the same
@@ -128,8 +128,7 @@ def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
-    return text[:160]
+    return one_line(exc, 160)
 
 
 def _read_with_info(p: Path) -> tuple[np.ndarray, MicrographInfo]:
@@ -326,8 +325,7 @@ def ensure_output_folder(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise InputError(f"output folder cannot be written ({exc.strerror or exc})", folder) from None
     except InputError as exc:
-        reason = str(exc).removeprefix(f"{folder}: ")
-        raise InputError(f"output folder cannot be written ({reason})", folder) from None
+        raise InputError(f"output folder cannot be written ({exc.reason})", folder) from None
     return folder
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from semphase.data.layout import Sample, load_pair
+from semphase.errors import one_line
 from semphase.gates import REDUCED_VARIANTS, Gates, changes_against, failures, variant_checks
 from semphase.imageio import to_uint8
 from semphase.metrics import Scorer
@@ -28,8 +29,7 @@ _PER_CLASS = ("iou", "dice", "bf1")
 
 def short_reason(exc: BaseException) -> str:
     """One line, at most 200 characters, naming the exception type when its message is empty."""
-    text = " ".join(str(exc).split())
-    return (text or exc.__class__.__name__)[:200]
+    return one_line(exc, 200)
 
 
 def agreement_counts(reference: np.ndarray, other: np.ndarray, num_classes: int) -> np.ndarray:

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory", file=sys.stderr)
         return 1
     except Exception as exc:  # the parent reports the last stderr line as the variant's reason
-        print(f"error: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        from semphase.errors import one_line
+
+        print(f"error: {exc.__class__.__name__}: {one_line(exc)}", file=sys.stderr)
         return 1
     from semphase.benchmarks.rss import own_peak_rss_mb
 

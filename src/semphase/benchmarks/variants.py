@@ -95,7 +95,7 @@ def load_onnx_variant(name: str, path: Path, provider: str, threads: int) -> Var
     try:
         variant.model = load_model(path, provider=provider, threads=threads)
     except InputError as exc:
-        variant.fail(short_reason(exc).removeprefix(f"{path}: "))
+        variant.fail(exc.said_of(path))
     except Exception as exc:  # onnxruntime's own errors: reported, the other variants still run
         variant.fail(f"{exc.__class__.__name__}: {short_reason(exc)}")
     return variant
@@ -113,7 +113,7 @@ def load_checkpoint_variant(path: Path, threads: int, tile: int | None, overlap:
     except ImportError as exc:
         variant.fail(f"PyTorch is not installed (pip install 'semphase[train]'): {short_reason(exc)}")
     except InputError as exc:
-        variant.fail(short_reason(exc).removeprefix(f"{path}: "))
+        variant.fail(exc.said_of(path))
     except Exception as exc:  # e.g. a config the model builder rejects
         variant.fail(f"{exc.__class__.__name__}: {short_reason(exc)}")
     return variant

@@ -6,6 +6,7 @@ are imported inside the commands that need them, so inference commands never imp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -14,7 +15,7 @@ import typer
 from semphase import __version__
 from semphase.cli import benchmark, data, evaluate, export, score, segment, synth, train, watch
 from semphase.cli.common import say_error
-from semphase.errors import GateFailed, InputError, OptionError, describe_os_error
+from semphase.errors import GateFailed, InputError, OptionError, describe_os_error, one_line
 
 app = typer.Typer(
     name="semphase",
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     Bad input -> 2, failed validation gate -> 1, Ctrl-C or SIGTERM -> 2 (after the command removed its
     partial outputs), anything unexpected -> one line and 1 (``SEMPHASE_DEBUG=1`` shows the traceback).
     """
+    for stream in (sys.stdout, sys.stderr):
+        # a file name with undecodable bytes must never turn printing it into a crash
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
     restore = _stop_on_sigterm()
     try:
         _run(argv)
@@ -148,5 +153,6 @@ def _run(argv: list[str] | None) -> None:
         # a bug: still one line, unless debugging
         if os.environ.get("SEMPHASE_DEBUG"):
             raise
-        _fail(f"internal error: {exc.__class__.__name__}: {exc} (SEMPHASE_DEBUG=1 shows details)", 1)
+        what = f"{exc.__class__.__name__}: {one_line(exc, 1000)}"
+        _fail(f"internal error: {what} (SEMPHASE_DEBUG=1 shows details)", 1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -20,6 +20,7 @@ from semphase.cli.common import (
     say_self_check,
     styled,
 )
+from semphase.errors import display_path
 
 
 def register(app: typer.Typer) -> None:
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
                     result["status"] = "done"
                 except InputError as exc:
                     failures.append(str(exc))
-                    result = {"input": str(path), "status": "failed", "reason": str(exc)}
+                    result = {"input": str(path), "status": "failed", "reason": exc.said_of(path)}
                     _say_error(str(exc), progress)
                 results.append(result)
                 write_summary(out / SUMMARY_NAME, results, loaded.classes)
@@ -194,7 +195,7 @@ def _print_table(results: list[dict], model) -> None:
     table.add_column("excluded", justify="right")
     table.add_column("s", justify="right")
     for r in results:
-        name = Path(r["input"]).name
+        name = display_path(Path(r["input"]).name)
         if r.get("status") != "done":
             table.add_row(name, *["-"] * len(model.classes), "", styled(("failed", "red")))
             continue

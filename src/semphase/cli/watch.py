@@ -22,6 +22,7 @@ from semphase.cli.common import (
     say_self_check,
     styled,
 )
+from semphase.errors import display_path
 
 LOG_FORMAT = "%(asctime)s %(message)s"
 
@@ -69,7 +70,7 @@ class _Reporter:
             self.live = Live(self, console=console, refresh_per_second=2, transient=True)
 
     def __call__(self, event) -> None:
-        text = f"{event.kind:<8} {event.file or '-'} {event.message}".rstrip()
+        text = f"{event.kind:<8} {display_path(event.file or '-')} {event.message}".rstrip()
         self.logger.info(text)
         if event.kind in ("done", "failed"):
             self.last = event.file or ""
@@ -100,7 +101,9 @@ class _Reporter:
         if isinstance(exc, KeyboardInterrupt):
             self.logger.info("abort    - interrupted twice; the current file is done again at the next start")
         else:
-            self.logger.info(f"error    - {' '.join(str(exc).split()) or exc.__class__.__name__}")
+            from semphase.errors import one_line
+
+            self.logger.info(f"error    - {one_line(exc, 10_000)}")
 
     def close(self) -> None:
         if self._handler is not None:

@@ -73,7 +73,7 @@ def _read(path: Path, role: str, problems: list[Problem]) -> np.ndarray | None:
     try:
         arr = read_raw(path)
     except InputError as exc:
-        problems.append(Problem(path, str(exc).removeprefix(f"{path}: ")))
+        problems.append(Problem(path, exc.said_of(path)))
         return None
     except OSError as exc:  # e.g. permission denied while reading
         problems.append(Problem(path, f"cannot read ({exc.strerror or exc})"))
@@ -167,7 +167,7 @@ def _check(root: str | os.PathLike, table: ClassTable) -> CheckReport:
         dataset = open_dataset(root)
     except InputError as exc:
         path = Path(exc.path) if exc.path is not None else Path(root)
-        problem = Problem(path, str(exc).removeprefix(f"{path}: "))
+        problem = Problem(path, exc.said_of(path))
         return CheckReport(None, [problem], empty, table=table)
 
     suffixes = "/".join(DATASET_SUFFIXES)

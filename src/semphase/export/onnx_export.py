@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from semphase import __version__
+from semphase.errors import one_line
 from semphase.export.metadata import INPUT_NAME, OUTPUT_NAME, SIZE_MULTIPLE
 
 #: Opset 17 is fully covered by onnxruntime 1.32's CPU kernels and by its QDQ quantization tooling.
@@ -76,7 +77,7 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str | Non
     try:
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises many types; the unsimplified graph is still valid
-        return None, f"onnxsim failed: {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        return None, f"onnxsim failed: {exc.__class__.__name__}: {one_line(exc, 200)}"
     if not ok:
         return None, "onnxsim could not verify the simplified graph"
     return simplified, None
@@ -158,7 +159,7 @@ def export_fp32(
                 _check_graph(candidate, num_classes)
                 model, simplified = candidate, True
             except (RuntimeError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-                reason = f"simplified graph failed the checks ({' '.join(str(exc).split())[:200]})"
+                reason = f"simplified graph failed the checks ({one_line(exc, 200)})"
         if reason:
             notes.append(f"kept the unsimplified graph: {reason}")
     # onnxsim may leave its own verdicts in metadata_props; the file's metadata is semphase's alone.

@@ -13,11 +13,22 @@ from semphase.imageio import is_image_name
 
 def _is_candidate(path: Path) -> bool:
     name = path.name
-    return path.is_file() and is_image_name(name) and not name.startswith((".", "~"))
+    if not is_image_name(name) or name.startswith((".", "~")):
+        return False
+    # a link that leads nowhere (deleted target, a loop) is listed too: reading it names the problem
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+def _resolved(path: Path) -> Path:
+    """The real path, or the absolute one where it has none (a symlink loop: reported when read)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" before Python 3.13
+        return Path(os.path.abspath(path))
 
 
 def _inside(path: Path, folders: Sequence[Path]) -> bool:
-    resolved = path.resolve()
+    resolved = _resolved(path)
     return any(resolved == f or f in resolved.parents for f in folders)
 
 
@@ -37,13 +48,13 @@ def expand_inputs(
     -------
     (files, problems) where problems are ``(spec, reason)`` for specs that matched nothing.
     """
-    folders = [Path(f).resolve() for f in exclude]
+    folders = [_resolved(Path(f)) for f in exclude]
     files: list[Path] = []
     seen: set[Path] = set()
     problems: list[tuple[str, str]] = []
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        key = _resolved(path)
         if key not in seen:
             seen.add(key)
             files.append(path)

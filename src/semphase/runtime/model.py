@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from semphase.errors import InputError
+from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256
 from semphase.runtime import selfcheck
 
@@ -262,7 +262,7 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
     try:
         session = ort.InferenceSession(os.fspath(p), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
-        raise InputError(f"cannot load as an ONNX model ({' '.join(str(exc).split())[:200]})", p) from None
+        raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     meta = _metadata(session, p)
     order = {key: i for i, key in enumerate((*REQUIRED_KEYS, "semphase.source", "semphase.metrics"))}
     metadata = dict(sorted(meta.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
@@ -314,8 +314,7 @@ def _open(
     try:
         session = ort.InferenceSession(os.fspath(p), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
-        text = " ".join(str(exc).split())
-        raise InputError(f"cannot load as an ONNX model ({text[:200]})", p) from None
+        raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     meta = _metadata(session, p)
     classes, colors, norm, size, overlap = _check(meta, p)
     _check_signature(session, len(classes), p)
@@ -346,8 +345,8 @@ def _probe_output(model: SegmentationModel) -> None:
     try:
         out = model.logits(np.zeros((1, side, side), np.uint8))
     except Exception as exc:  # onnxruntime's own errors for graphs that load but cannot run
-        text = " ".join(str(exc).split())[:200]
-        raise InputError(f"the model cannot run on a {side} x {side} tile ({text})", model.path) from None
+        reason = f"the model cannot run on a {side} x {side} tile ({one_line(exc, 200)})"
+        raise InputError(reason, model.path) from None
     expected = (1, model.num_classes, side, side)
     if out.shape != expected:
         raise InputError(

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from semphase.errors import display_path
 from semphase.imageio import write_text_atomic
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -165,7 +166,7 @@ def summary_rows(results: Sequence[Mapping], classes: Sequence[str]) -> list[dic
     rows = []
     for r in results:
         row = {
-            "input": r.get("input"),
+            "input": display_path(r.get("input") or ""),  # a spreadsheet cell: any file name, readable
             "status": r.get("status", "done"),
             "reason": r.get("reason", ""),
             "width": r.get("width"),
@@ -182,7 +183,7 @@ def summary_rows(results: Sequence[Mapping], classes: Sequence[str]) -> list[dic
         if "uncertainty" in r:
             row["uncertain_fraction"] = _fmt(r["uncertainty"].get("uncertain_fraction"))
         row["seconds"] = _fmt((r.get("seconds") or {}).get("total"))
-        row["mask"] = (r.get("outputs") or {}).get("mask", "")
+        row["mask"] = display_path((r.get("outputs") or {}).get("mask", ""))
         rows.append(row)
     return rows
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semphase.errors import InputError
+from semphase.errors import InputError, one_line
 from semphase.imageio import tagged_temporaries, write_text_atomic
 from semphase.runtime.watch_journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
 from semphase.runtime.watch_lock import OutputFolderLock
@@ -285,7 +285,7 @@ class Watcher:
         except InputError as exc:
             if self._is_output_problem(exc.path):
                 raise
-            reason, retryable = _reason(exc), True
+            reason, retryable = exc.said_of(state.path), True
         except OSError as exc:
             if self._is_output_problem(exc.filename):
                 raise InputError(f"cannot write outputs ({exc.strerror or exc})", exc.filename) from None
@@ -293,7 +293,7 @@ class Watcher:
         except MemoryError:
             reason = "out of memory while segmenting; try a smaller --tile or --batch"
         except Exception as exc:  # one bad file must not stop weeks of watching
-            reason = f"segmentation failed: {exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+            reason = f"segmentation failed: {exc.__class__.__name__}: {one_line(exc)}"
         finished = self.clock()
         after = _signature(state.path)
         if after != state.signature:
@@ -413,9 +413,3 @@ def _signature(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def _reason(exc: InputError) -> str:
-    text = str(exc)
-    prefix = f"{exc.path}: " if exc.path else ""
-    return text[len(prefix) :] if prefix and text.startswith(prefix) else text
