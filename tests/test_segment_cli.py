@@ -169,3 +169,19 @@ def test_sigterm_mid_segmentation_removes_partial_outputs_and_says_so(tmp_path, 
     assert not [n for n in left if n.endswith(".part")], left
     assert "a_mask.png" in left and "b_mask.png" not in left
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the command's only
+
+
+def test_an_input_that_is_also_an_output_of_the_run_is_refused_before_anything_is_written(
+    tmp_path, model, capsys
+):
+    out = tmp_path / "out"
+    write_image(tmp_path / "a.png", micrograph(64, 64, seed=1))
+    out.mkdir()
+    (out / "summary.csv").write_text("the previous run's results\n")
+    write_image(out / "a_mask.png", micrograph(64, 64, seed=2))  # a user's file that happens to look so
+    for clash in ("summary.csv", "a_mask.png"):
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        code, _, err = run([model, tmp_path / "a.png", out / clash, "--out", out], capsys)
+        assert code == 2 and err.count("\n") == 1
+        assert f"{out / clash}: is also an output of this run ({clash})" in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before

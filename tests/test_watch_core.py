@@ -511,3 +511,24 @@ def test_a_change_of_size_with_the_same_mtime_is_a_new_file(env):
         assert watcher.poll_once() == 1
     assert [name for name, _ in segment.calls] == ["a.png"]
     assert [r["size"] for r in journal(out)] == [len(png_bytes(5)), len(png_bytes(6, shape=(64, 80)))]
+
+
+def test_a_file_removed_while_it_is_segmented_keeps_its_outputs_and_gets_its_done_line(env, tmp_path):
+    inbox, out, clock, segment, events, make = env
+    (inbox / "a.png").write_bytes(png_bytes(40))
+    (inbox / "b.png").write_bytes(png_bytes(41))
+    segment.side_effect = lambda path: path.rename(tmp_path / path.name) if path.name == "a.png" else None
+    with make(move_done=tmp_path / "archive") as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        assert watcher.poll_once() == 2
+    lines = {r["file"]: r for r in journal(out)}
+    assert lines["a.png"]["status"] == "done" and sorted(lines["a.png"]["outputs"]) == [
+        "a.json",
+        "a_mask.png",
+    ]
+    assert "moved_to" not in lines["a.png"] and (out / "a_mask.png").is_file()
+    assert [e.message for e in events if e.file == "a.png" and e.kind == "done"][0].endswith(
+        "it left the inbox meanwhile"
+    )
+    assert (tmp_path / "archive" / "b.png").is_file()  # the other file is moved as usual

@@ -64,3 +64,23 @@ def test_unusable_lock_location_is_one_line_input_error(tmp_path):
     with pytest.raises(InputError) as info:
         OutputFolderLock(blocker / "out").acquire()
     assert "lock" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_full_disk_while_writing_the_lock_names_the_lock_file_and_holds_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import semphase.runtime.watch_lock as watch_lock
+
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(watch_lock.os, "write", full)
+    with pytest.raises(InputError) as info:
+        OutputFolderLock(tmp_path).acquire()
+    assert str(info.value) == f"{tmp_path / LOCK_NAME}: cannot write the lock file (No space left on device)"
+    monkeypatch.setattr(watch_lock.os, "write", real_write)
+    lock = OutputFolderLock(tmp_path).acquire()  # nothing was left locked
+    assert lock.held
+    lock.release()

@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         from semphase.runtime.inputs import expand_inputs, output_stems
         from semphase.runtime.model import load_model
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
-        from semphase.runtime.segment import SegmentOptions, segment_file
+        from semphase.runtime.segment import SegmentOptions, check_inputs_are_not_outputs, segment_file
 
         apply_max_megapixels(max_megapixels)
         options = SegmentOptions(
@@ -139,10 +139,11 @@ def register(app: typer.Typer) -> None:
         if not quiet and loaded.self_check is not None:
             say_self_check(loaded.self_check)
         files, problems = expand_inputs(inputs, exclude=[out])
+        stems = output_stems(files)
+        check_inputs_are_not_outputs(files, stems, out, options, extra=[SUMMARY_NAME])
         failures = [f"{spec}: {reason}" for spec, reason in problems]
         for line in failures:
             _say_error(line, None)
-        stems = output_stems(files)
         results: list[dict] = []
         progress = None if quiet else progress_bar()
         with progress or contextlib.nullcontext():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,6 +112,32 @@ def output_names(stem: str, options: SegmentOptions) -> dict[str, str]:
         names["probs"] = f"{stem}_probs.tif"
     names["json"] = f"{stem}.json"
     return names
+
+
+def check_inputs_are_not_outputs(
+    files: Sequence[Path],
+    stems: Sequence[str],
+    out_dir: Path,
+    options: SegmentOptions,
+    extra: Sequence[str] = (),
+) -> None:
+    """Refuse a run where a named input is also a file the run writes (its own or another input's outputs,
+    or ``extra`` names in ``out_dir`` such as summary.csv), before anything is written: it would be
+    overwritten.
+
+    Raises
+    ------
+    InputError
+        naming the first such input and the output it collides with.
+    """
+    written = {os.path.realpath(out_dir / name): name for name in extra}
+    for stem in stems:
+        for name in output_names(stem, options).values():
+            written[os.path.realpath(out_dir / name)] = name
+    for path in files:
+        name = written.get(os.path.realpath(path))
+        if name is not None:
+            raise InputError(f"is also an output of this run ({name}); choose another --out", path)
 
 
 def _check_not_input(path: Path, targets: dict[str, Path]) -> None:

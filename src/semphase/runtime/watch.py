@@ -296,6 +296,10 @@ class Watcher:
             reason = f"segmentation failed: {exc.__class__.__name__}: {one_line(exc)}"
         finished = self.clock()
         after = _signature(state.path)
+        if after is None and result is not None:
+            # removed (moved away by someone) after it was read whole: the outputs are its outputs, and
+            # without a journal line nothing would ever account for them
+            return self._record_done(state, result, finished - started, vanished=True)
         if after != state.signature:
             # modified (or removed) while being read: whatever was written is replaced on the next pass
             return self._still_arriving(state.rel, after, finished)
@@ -335,7 +339,9 @@ class Watcher:
 
     # ------------------------------------------------------------------------------------- outcomes
 
-    def _record_done(self, state: FileState, result: Mapping[str, Any], seconds: float) -> int:
+    def _record_done(
+        self, state: FileState, result: Mapping[str, Any], seconds: float, vanished: bool = False
+    ) -> int:
         outputs = output_paths(result, self.out_dir)
         missing = [o for o in outputs if not (self.out_dir / o).is_file()]
         if missing:
@@ -344,7 +350,7 @@ class Watcher:
         if note.exists():
             note.unlink()
         moved_to = None
-        if self.move_done is not None:
+        if self.move_done is not None and not vanished:
             try:
                 moved_to = plan_destination(state.path, self.move_done, state.rel)
             except OSError:
@@ -359,8 +365,9 @@ class Watcher:
         self.stats.busy_seconds += seconds
         megapixels = image_megapixels(result)
         self.stats.megapixels += megapixels or 0.0
-        self._emit("done", state.rel, f"{seconds:.2f} s" + (f", {megapixels:.2f} MP" if megapixels else ""))
-        if self.move_done is not None:
+        message = f"{seconds:.2f} s" + (f", {megapixels:.2f} MP" if megapixels else "")
+        self._emit("done", state.rel, message + ("; it left the inbox meanwhile" if vanished else ""))
+        if self.move_done is not None and not vanished:
             self._move(state)
         return 1
 

@@ -66,16 +66,21 @@ class OutputFolderLock:
                 "(stop it, or choose another --out)",
                 self.path.parent,
             )
-        self._fd = fd
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(info) + "\n").encode())
-        os.fsync(fd)
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+            os.fsync(fd)
+        except OSError as exc:  # a full disk, a share gone read-only: say which file, hold nothing
+            _unlock(fd)
+            os.close(fd)
+            raise InputError(f"cannot write the lock file ({exc.strerror or exc})", self.path) from None
+        self._fd = fd
         return self
 
     def holder(self) -> str:
