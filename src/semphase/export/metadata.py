@@ -1,19 +1,7 @@
-"""What a semphase ONNX file says about itself: the ``semphase.*`` metadata, read and written.
+"""Writing and reading the ``semphase.*`` metadata of exported ONNX files (with the onnx package).
 
-The runtime reads only these entries (no side files), so every exported variant carries all of them.
-Values are JSON strings in the model's ``metadata_props``:
-
-- ``semphase.classes``: class names in id order; ``semphase.colors``: ``[[r, g, b], ...]``
-- ``semphase.input``: ``{"channels": 1, "scale": s, "mean": [m], "std": [d], "size_multiple": 32}``
-- ``semphase.variant``: ``"fp32"`` | ``"fp16"`` | ``"int8"``
-- ``semphase.tile``: ``{"size": 512, "overlap": 32}`` (recommended sliding-window tiling)
-- ``semphase.source``: ``{"checkpoint_sha256", "config_sha256", "semphase_version"}``
-- ``semphase.metrics``: the checkpoint's test summary, or ``null``
-- ``semphase.reference`` (optional; files from before it load without it): the self-check reference,
-  a few uint8 held-out tiles and their FP32 labels (zlib + base64) and the agreement a run must reach
-  (see ``semphase.runtime.selfcheck``)
-
-Torch-free: onnx only (``semphase info`` uses it on machines without torch).
+The contract itself (keys, their parsing and checks) is :mod:`semphase.model_format`, shared with the
+runtime, which reads the same entries through onnxruntime alone.
 """
 
 from __future__ import annotations
@@ -21,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -29,23 +16,19 @@ import onnx
 from semphase import __version__
 from semphase.errors import InputError
 from semphase.imageio import atomic_path
+from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's modules import them here)
+    INPUT_NAME,
+    METADATA_KEYS,
+    OPTIONAL_KEYS,
+    OUTPUT_NAME,
+    SIZE_MULTIPLE,
+    VARIANTS,
+    ModelSummary,
+    check,
+    parse,
+)
 from semphase.phases import ClassTable
 
-#: Every metadata key a semphase model carries, in the order ``semphase info`` prints them.
-METADATA_KEYS = (
-    "semphase.classes",
-    "semphase.colors",
-    "semphase.input",
-    "semphase.variant",
-    "semphase.tile",
-    "semphase.source",
-    "semphase.metrics",
-)
-#: Keys a semphase model may carry; files exported before they existed lack them.
-OPTIONAL_KEYS = ("semphase.reference",)
-VARIANTS = ("fp32", "fp16", "int8")
-#: Height and width of the network input must be multiples of this (five 2x down-samplings).
-SIZE_MULTIPLE = 32
 #: The sliding-window tiling written to ``semphase.tile`` unless the exporter says otherwise. Measured on
 #: the demo's ResNet34 U-Net (2048 x 2048 synthetic micrograph, FP32): tiled vs whole-image pixel
 #: agreement 99.84 / 99.90 / 99.92 / 99.94 % at overlap 0 / 16 / 32 / 64 px, agreement with the truth
@@ -53,8 +36,6 @@ SIZE_MULTIPLE = 32
 #: needs 1.13x the pixels of non-overlapping tiles on an 8192 side where 64 needs 1.27x.
 RECOMMENDED_TILE = 512
 RECOMMENDED_OVERLAP = 32
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 
 
 def canonical_json(value: object) -> str:
@@ -203,44 +184,17 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def read_metadata(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> dict[str, object]:
-    """The parsed ``semphase.*`` entries of a model.
-
-    Returns
-    -------
-    dict mapping each key of :data:`METADATA_KEYS` to its decoded JSON value.
+    """The parsed and checked ``semphase.*`` entries of a model (every key of :data:`METADATA_KEYS`).
 
     Raises
     ------
     InputError
-        naming ``path`` when the model is not a semphase model (keys missing) or a value is not JSON.
+        naming ``path`` when the model is not a semphase model (keys missing), a value is not JSON, or the
+        values break the contract (:func:`semphase.model_format.check`).
     """
-    props = {p.key: p.value for p in model.metadata_props}
-    missing = [k for k in METADATA_KEYS if k not in props]
-    if len(missing) == len(METADATA_KEYS):
-        raise InputError("ONNX model without semphase metadata (not exported by semphase export)", path)
-    if missing:
-        raise InputError(f"semphase metadata incomplete: missing {', '.join(missing)}", path)
-    values = {}
-    for key in (*METADATA_KEYS, *(k for k in OPTIONAL_KEYS if k in props)):
-        try:
-            values[key] = json.loads(props[key])
-        except json.JSONDecodeError:
-            raise InputError(f"metadata {key} is not valid JSON", path) from None
+    values = parse({p.key: p.value for p in model.metadata_props}, path, require_all=True)
+    check(values, path)
     return values
-
-
-@dataclass
-class ModelSummary:
-    """What ``semphase info`` shows about a model file."""
-
-    path: Path
-    size_bytes: int
-    metadata: dict[str, object]
-    opset: int
-    producer: str
-    #: (name, element type, shape with symbolic dims as strings), one per graph input / output.
-    inputs: list[tuple[str, str, list[int | str]]]
-    outputs: list[tuple[str, str, list[int | str]]]
 
 
 def _signature(values) -> list[tuple[str, str, list[int | str]]]:
@@ -270,7 +224,7 @@ def summarize_model(path: str | os.PathLike) -> ModelSummary:
         size_bytes=p.stat().st_size,
         metadata=metadata,
         opset=int(opset),
-        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        producer=f"{model.producer_name} {model.producer_version}".strip() or "unknown",
         inputs=_signature(i for i in model.graph.input if i.name not in initializer_names),
         outputs=_signature(model.graph.output),
     )

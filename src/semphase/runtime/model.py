@@ -7,7 +7,6 @@ the file, anything that is not a usable semphase model.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from semphase import model_format
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256
 from semphase.runtime import selfcheck
@@ -29,7 +29,6 @@ PROVIDERS = {
 }
 #: Order in which ``auto`` picks among the installed providers.
 AUTO_ORDER = ("cuda", "dml", "openvino", "cpu")
-REQUIRED_KEYS = ("semphase.classes", "semphase.colors", "semphase.input", "semphase.variant", "semphase.tile")
 
 
 def available_providers() -> list[str]:
@@ -156,56 +155,7 @@ class SegmentationModel:
 
 
 def _metadata(session: ort.InferenceSession, path: Path) -> dict:
-    props = dict(session.get_modelmeta().custom_metadata_map or {})
-    missing = [k for k in REQUIRED_KEYS if k not in props]
-    if missing:
-        raise InputError(
-            f"not a semphase model: the ONNX metadata lacks {', '.join(missing)} (export models with "
-            "'semphase export')",
-            path,
-        )
-    parsed = {}
-    for key, value in props.items():
-        if not key.startswith("semphase."):
-            continue
-        try:
-            parsed[key] = json.loads(value)
-        except ValueError:
-            raise InputError(f"metadata {key} is not valid JSON", path) from None
-    return parsed
-
-
-def _check(meta: dict, path: Path) -> tuple[list[str], list[tuple[int, int, int]], dict, int, int]:
-    classes, colors, spec = meta["semphase.classes"], meta["semphase.colors"], meta["semphase.input"]
-    tile = meta["semphase.tile"]
-    try:
-        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-            raise ValueError("semphase.classes must be a non-empty list of names")
-        bad = [c for c in classes if not c.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in c)]
-        if bad:
-            # names reach terminals, CSV and JSON: control characters (ANSI escapes) have no place there
-            raise ValueError(f"class names must be printable and not blank, got {bad[0]!r}")
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"class names must be unique (they name the columns of summary.csv): {classes}")
-        if len(classes) > 254:
-            raise ValueError("more than 254 classes do not fit an 8-bit mask")
-        if len(colors) != len(classes) or any(
-            len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in colors
-        ):
-            raise ValueError("semphase.colors must hold one [r, g, b] per class")
-        if int(spec["channels"]) != 1:
-            raise ValueError(f"only 1-channel models are supported, got {spec['channels']}")
-        scale, mean, std = float(spec["scale"]), float(spec["mean"][0]), float(spec["std"][0])
-        multiple = int(spec["size_multiple"])
-        if not (scale > 0 and std > 0 and np.isfinite(mean) and multiple >= 1):
-            raise ValueError("semphase.input needs scale > 0, std > 0 and size_multiple >= 1")
-        size, overlap = int(tile["size"]), int(tile["overlap"])
-        if size < multiple or size % multiple or not 0 <= overlap < size:
-            raise ValueError(f"bad recommended tiling {tile}")
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InputError(f"unusable semphase metadata: {exc}", path) from None
-    norm = {"channels": 1, "scale": scale, "mean": [mean], "std": [std], "size_multiple": multiple}
-    return classes, [tuple(int(v) for v in c) for c in colors], norm, size, overlap
+    return model_format.parse(dict(session.get_modelmeta().custom_metadata_map or {}), path)
 
 
 def _check_signature(session: ort.InferenceSession, num_classes: int, path: Path) -> None:
@@ -233,24 +183,7 @@ _ORT_TYPES = {
 }
 
 
-@dataclass
-class FileSummary:
-    """What ``semphase info`` shows about a model file, read with onnxruntime alone (no onnx package).
-
-    The same fields as ``semphase.export.metadata.ModelSummary``; ``opset`` is None (onnxruntime does not
-    report it).
-    """
-
-    path: Path
-    size_bytes: int
-    metadata: dict
-    opset: int | None
-    producer: str
-    inputs: list[tuple[str, str, list[int | str]]]
-    outputs: list[tuple[str, str, list[int | str]]]
-
-
-def summarize_file(path: str | os.PathLike) -> FileSummary:
+def summarize_file(path: str | os.PathLike) -> model_format.ModelSummary:
     """A semphase model file's metadata and signature through onnxruntime (the base install's ``info``).
 
     Raises
@@ -263,9 +196,7 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
         session = ort.InferenceSession(os.fspath(p), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
-    meta = _metadata(session, p)
-    order = {key: i for i, key in enumerate((*REQUIRED_KEYS, "semphase.source", "semphase.metrics"))}
-    metadata = dict(sorted(meta.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    metadata = _metadata(session, p)
     info = session.get_modelmeta()
 
     def signature(values) -> list[tuple[str, str, list[int | str]]]:
@@ -274,12 +205,12 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
             for v in values
         ]
 
-    return FileSummary(
+    return model_format.ModelSummary(
         path=p,
         size_bytes=p.stat().st_size,
         metadata=metadata,
         opset=None,
-        producer=f"{info.producer_name} {info.version if info.version else ''}".strip(),
+        producer=info.producer_name or "unknown",  # onnxruntime reports no producer version
         inputs=signature(session.get_inputs()),
         outputs=signature(session.get_outputs()),
     )
@@ -316,17 +247,17 @@ def _open(
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     meta = _metadata(session, p)
-    classes, colors, norm, size, overlap = _check(meta, p)
-    _check_signature(session, len(classes), p)
+    contract = model_format.check(meta, p)
+    _check_signature(session, len(contract.classes), p)
     model = SegmentationModel(
         path=p,
         session=session,
-        classes=classes,
-        colors=colors,
-        input=norm,
-        variant=str(meta.get("semphase.variant", "unknown")),
-        tile_size=size,
-        overlap=overlap,
+        classes=contract.classes,
+        colors=contract.colors,
+        input=contract.normalization,
+        variant=contract.variant,
+        tile_size=contract.tile_size,
+        overlap=contract.overlap,
         sha256=sha256,
         source=meta.get("semphase.source") or {},
         metrics=meta.get("semphase.metrics") or {},

@@ -1,0 +1,172 @@
+"""What a semphase ONNX file says about itself: the ``semphase.*`` metadata contract, in one place.
+
+The exporter writes these entries (:mod:`semphase.export.metadata`), the runtime reads them
+(:mod:`semphase.runtime.model`), and both parse and check them here, so the two can never disagree. Values
+are JSON strings in the model's ``metadata_props``:
+
+- ``semphase.classes``: class names in id order; ``semphase.colors``: ``[[r, g, b], ...]``
+- ``semphase.input``: ``{"channels": 1, "scale": s, "mean": [m], "std": [d], "size_multiple": 32}``
+- ``semphase.variant``: ``"fp32"`` | ``"fp16"`` | ``"int8"``
+- ``semphase.tile``: ``{"size": 512, "overlap": 32}`` (recommended sliding-window tiling)
+- ``semphase.source``: ``{"checkpoint_sha256", "config_sha256", "semphase_version"}``
+- ``semphase.metrics``: the checkpoint's test summary, or ``null``
+- ``semphase.reference`` (optional; files from before it load without it): the self-check reference,
+  a few uint8 held-out tiles and their FP32 labels (zlib + base64) and the agreement a run must reach
+  (see ``semphase.runtime.selfcheck``)
+
+Pure Python: neither onnx nor onnxruntime nor torch (the caller hands over the key/value pairs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from semphase.errors import InputError
+
+#: Every metadata key a semphase model carries, in the order ``semphase info`` prints them.
+METADATA_KEYS = (
+    "semphase.classes",
+    "semphase.colors",
+    "semphase.input",
+    "semphase.variant",
+    "semphase.tile",
+    "semphase.source",
+    "semphase.metrics",
+)
+#: The keys a model needs to run (source and metrics only describe it).
+RUNTIME_KEYS = METADATA_KEYS[:5]
+#: Keys a semphase model may carry; files exported before they existed lack them.
+OPTIONAL_KEYS = ("semphase.reference",)
+VARIANTS = ("fp32", "fp16", "int8")
+#: Height and width of the network input must be multiples of this (five 2x down-samplings).
+SIZE_MULTIPLE = 32
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+#: Class ids are stored in 8-bit masks where 255 means "no data".
+MAX_CLASSES = 254
+
+
+def parse(
+    props: Mapping[str, str], path: str | os.PathLike | None = None, require_all: bool = False
+) -> dict[str, object]:
+    """Decode the ``semphase.*`` entries of a model's metadata.
+
+    Parameters
+    ----------
+    props : the model's metadata key/value pairs (other keys are ignored).
+    require_all : demand every key of :data:`METADATA_KEYS` (the exporter checking its own files); by
+        default only :data:`RUNTIME_KEYS`.
+
+    Returns
+    -------
+    dict of decoded JSON values, in :data:`METADATA_KEYS` order, then the other ``semphase.*`` keys.
+
+    Raises
+    ------
+    InputError
+        naming ``path``: no semphase metadata at all, keys missing, or a value that is not JSON.
+    """
+    required = METADATA_KEYS if require_all else RUNTIME_KEYS
+    if not any(key.startswith("semphase.") for key in props):
+        raise InputError("not a semphase model: no semphase metadata (made by 'semphase export')", path)
+    missing = [k for k in required if k not in props]
+    if missing:
+        raise InputError(f"semphase metadata incomplete: missing {', '.join(missing)}", path)
+    order = {key: i for i, key in enumerate(METADATA_KEYS + OPTIONAL_KEYS)}
+    values: dict[str, object] = {}
+    for key in sorted((k for k in props if k.startswith("semphase.")), key=lambda k: (order.get(k, 99), k)):
+        try:
+            values[key] = json.loads(props[key])
+        except ValueError:
+            raise InputError(f"metadata {key} is not valid JSON", path) from None
+    return values
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the runtime needs from a model's metadata, checked."""
+
+    classes: list[str]
+    colors: list[tuple[int, int, int]]
+    #: ``{"channels": 1, "scale", "mean": [m], "std": [s], "size_multiple"}``
+    normalization: dict
+    tile_size: int
+    overlap: int
+    variant: str
+
+
+def check(meta: Mapping[str, object], path: str | os.PathLike | None = None) -> Contract:
+    """Check decoded metadata (from :func:`parse`) and return what it promises.
+
+    Raises
+    ------
+    InputError
+        naming ``path`` for anything unusable: classes that are not unique, printable names; colours that
+        are not one RGB triple per class; an input spec other than one channel with positive scale and
+        std; a recommended tiling that is not a multiple of the size multiple with overlap in 0..tile-1.
+    """
+    try:
+        classes, colors = meta["semphase.classes"], meta["semphase.colors"]
+        spec, tile = meta["semphase.input"], meta["semphase.tile"]
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise ValueError("semphase.classes must be a non-empty list of names")
+        bad = [c for c in classes if not c.strip() or any(unicodedata.category(ch) == "Cc" for ch in c)]
+        if bad:
+            # names reach terminals, CSV and JSON: control characters (ANSI escapes) have no place there
+            raise ValueError(f"class names must be printable and not blank, got {bad[0]!r}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"class names must be unique (they name the columns of summary.csv): {classes}")
+        if len(classes) > MAX_CLASSES:
+            raise ValueError(f"more than {MAX_CLASSES} classes do not fit an 8-bit mask")
+        if not isinstance(colors, list) or len(colors) != len(classes):
+            raise ValueError("semphase.colors must hold one [r, g, b] per class")
+        if any(
+            not isinstance(c, list) or len(c) != 3 or not all(0 <= int(v) <= 255 for v in c) for c in colors
+        ):
+            raise ValueError("semphase.colors must hold one [r, g, b] per class")
+        if int(spec["channels"]) != 1:
+            raise ValueError(f"only 1-channel models are supported, got {spec['channels']}")
+        scale, mean, std = float(spec["scale"]), float(spec["mean"][0]), float(spec["std"][0])
+        multiple = int(spec["size_multiple"])
+        if not (scale > 0 and std > 0 and math.isfinite(mean) and multiple >= 1):
+            raise ValueError("semphase.input needs scale > 0, std > 0 and size_multiple >= 1")
+        size, overlap = int(tile["size"]), int(tile["overlap"])
+        if size < multiple or size % multiple or not 0 <= overlap < size:
+            raise ValueError(f"bad recommended tiling {tile}")
+        variant = str(meta["semphase.variant"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"unusable semphase metadata: {exc}", path) from None
+    norm = {"channels": 1, "scale": scale, "mean": [mean], "std": [std], "size_multiple": multiple}
+    return Contract(
+        classes=list(classes),
+        colors=[(int(c[0]), int(c[1]), int(c[2])) for c in colors],
+        normalization=norm,
+        tile_size=size,
+        overlap=overlap,
+        variant=variant,
+    )
+
+
+@dataclass
+class ModelSummary:
+    """What ``semphase info`` shows about a model file.
+
+    Read with onnx when it is installed (:func:`semphase.export.metadata.summarize_model`, which knows the
+    opset) or with onnxruntime alone on the base install (:func:`semphase.runtime.model.summarize_file`,
+    ``opset`` None).
+    """
+
+    path: Path
+    size_bytes: int
+    metadata: dict[str, object]
+    opset: int | None
+    producer: str
+    #: (name, element type, shape with symbolic dims as strings), one per graph input / output.
+    inputs: list[tuple[str, str, list[int | str]]]
+    outputs: list[tuple[str, str, list[int | str]]]
