@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semphase-installed
 DEMO_DIR ?= demo
 EXTRAS ?= train,dev,bench
+BASE_VENV ?= .venv-base
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test base-check demo lint clean
 
 venv: $(STAMP)
 
@@ -22,6 +23,11 @@ test: $(STAMP)
 	@command -v qemu-x86_64 >/dev/null 2>&1 || echo "NOTE: no qemu-x86_64: the INT8-on-an-AVX2-CPU test will be SKIPPED (apt-get install qemu-user; .ci/run does)"
 	$(PY) -m pytest -q
 
+# The base install (`pip install semphase`, a microscope PC's) alone in a fresh $(BASE_VENV): no torch, onnx or
+# matplotlib, and info/segment/watch/score/benchmark work; the full venv only makes the test data.
+base-check: $(STAMP)
+	FULL_PY=$(PY) PYTHON=$(PYTHON) bash scripts/base_install_check.sh $(BASE_VENV)
+
 demo: $(STAMP)
 	PY=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
@@ -30,4 +36,4 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BASE_VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
