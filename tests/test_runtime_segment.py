@@ -378,8 +378,13 @@ print(peak, source)
 
 @pytest.mark.slow
 def test_peak_memory_grows_with_the_width_not_the_area(tmp_path, model):
-    """Four times the rows of a 1024-wide micrograph may add at most a few bytes per extra pixel (the
-    decoded image is held whole; masks, overlays and logits are not)."""
+    """Four times the rows of a 1024-wide micrograph may add at most 4 bytes per extra pixel.
+
+    A behaviour check, not a speed or memory target (those are in benchmarks/RESULTS.md): VmHWM is exact
+    accounting, not timing, and the margin is wide. Measured on the 2-core Xeon: 1.7 bytes per extra pixel
+    (the decoded uint8 image and its padded copy are held whole). Any float32 plane held whole (logits are
+    5 of them, probabilities too) adds 4 or more, an RGB overlay 3: each lands well above the bound. A
+    whole uint8 mask (+1) would not; streaming of the mask is checked by the band tests instead."""
     peaks = {}
     for rows in (1024, 4096):
         tif, _ = write_large(tmp_path / f"r{rows}.tif", (1024, rows), seed=rows)
@@ -397,4 +402,4 @@ def test_peak_memory_grows_with_the_width_not_the_area(tmp_path, model):
     extra_pixels = 1024 * (4096 - 1024)
     growth = peaks[4096] - peaks[1024]
     print(f"peak RSS 1024 rows {peaks[1024] / 2**20:.0f} MiB, 4096 rows {peaks[4096] / 2**20:.0f} MiB")
-    assert growth < 3 * extra_pixels, f"peak RSS grew by {growth / extra_pixels:.1f} bytes per extra pixel"
+    assert growth < 4 * extra_pixels, f"peak RSS grew by {growth / extra_pixels:.1f} bytes per extra pixel"
