@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from semphase.export import onnx_export, pipeline
-from test_export_support import SMALL_EXPORT_ARGS, make_checkpoint, make_dataset, run_cli
+from test_export_support import SMALL_EXPORT_ARGS, UNTRAINED_GATE_ARGS, make_checkpoint, make_dataset, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +243,32 @@ def test_failed_simplification_keeps_the_plain_graph_and_says_so(
     model = onnx.load(str(out / "model.onnx"))
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 16
     assert set(report["variants"]) == {"pytorch", "fp32"}
+
+
+def test_ctrl_c_while_a_model_file_is_written_leaves_no_half_file_and_keeps_the_previous_ones(
+    tmp_path, checkpoint, dataset, capsys, monkeypatch
+):
+    # A first export leaves three finished files; a second one is interrupted halfway through writing
+    # model.fp16.onnx. The earlier files must be untouched and no temporary may be left behind.
+    out = tmp_path / "out"
+    code, _, err = _export(capsys, checkpoint, out, "--calib", dataset, *UNTRAINED_GATE_ARGS)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_save = onnx.save_model
+
+    def interrupted(model, path, *args, **kwargs):
+        if ".model.fp16.onnx." in str(path):
+            with open(path, "wb") as fh:
+                fh.write(b"\x08\x07half a protobuf")
+            raise KeyboardInterrupt
+        return real_save(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "save_model", interrupted)
+    code, _, err = _export(capsys, checkpoint, out, "--calib", dataset, *UNTRAINED_GATE_ARGS)
+    line = _one_line_error(code, err)
+    assert "interrupted" in line
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert not [name for name in after if name.endswith(".part")], sorted(after)
+    assert after["model.fp16.onnx"] == before["model.fp16.onnx"]
+    assert after["model.int8.onnx"] == before["model.int8.onnx"]
+    assert set(after) == set(before)
