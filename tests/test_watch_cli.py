@@ -226,3 +226,55 @@ def test_kill_9_mid_batch_then_restart_gives_exactly_one_complete_result_each(tm
     assert_complete_outputs(out, originals)
     for name, content in originals.items():
         assert (inbox / name).read_bytes() == content
+
+
+def test_first_ctrl_c_finishes_the_file_a_second_aborts_it_cleanly(tmp_path, model, capsys, monkeypatch):
+    from semphase.runtime.model import SegmentationModel
+
+    micrographs(tmp_path / "in", 3, shape=(256, 256))
+    out = tmp_path / "out"
+    real, calls = SegmentationModel.logits, []
+
+    def logits(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 2:  # the first file is under way (call 1 was the load probe)
+            os.kill(os.getpid(), signal.SIGINT)  # "stop after this file"
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # "now": the file is abandoned, its temporaries removed
+        return real(self, batch)
+
+    monkeypatch.setattr(SegmentationModel, "logits", logits)
+    code = run_cli(
+        [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "interrupted" in err, err
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+    assert done_counts(out) == Counter()  # nothing was finished, so nothing is marked done
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handler is gone
+
+    monkeypatch.setattr(SegmentationModel, "logits", real)
+    assert run_cli([str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST]) == 0
+    assert done_counts(out) == Counter({"m00.png": 1, "m01.png": 1, "m02.png": 1})
+
+
+def test_first_ctrl_c_alone_finishes_the_current_file_and_exits_0(tmp_path, model, capsys, monkeypatch):
+    from semphase.runtime.model import SegmentationModel
+
+    micrographs(tmp_path / "in", 3, shape=(256, 256))
+    out = tmp_path / "out"
+    real, calls = SegmentationModel.logits, []
+
+    def logits(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch)
+
+    monkeypatch.setattr(SegmentationModel, "logits", logits)
+    code = run_cli(
+        [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert done_counts(out) == Counter({"m00.png": 1})  # the file under way was finished, no other begun
+    assert_complete_outputs(out, ["m00.png"])

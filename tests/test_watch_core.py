@@ -532,3 +532,59 @@ def test_a_file_removed_while_it_is_segmented_keeps_its_outputs_and_gets_its_don
         "it left the inbox meanwhile"
     )
     assert (tmp_path / "archive" / "b.png").is_file()  # the other file is moved as usual
+
+
+def test_a_failed_move_is_reported_once_and_retried_at_the_next_start_without_segmenting_again(
+    env, tmp_path, monkeypatch
+):
+    import semphase.runtime.watch as watch_module
+
+    inbox, out, clock, segment, events, make = env
+    archive = tmp_path / "archive"
+    (inbox / "a.png").write_bytes(png_bytes(50))
+    real_move = watch_module.move_original
+
+    def refused(source, destination):
+        raise PermissionError(errno.EACCES, "Permission denied", str(destination))
+
+    monkeypatch.setattr(watch_module, "move_original", refused)
+    with make(move_done=archive) as watcher:
+        watcher.poll_once()
+        clock.advance(3)
+        assert watcher.poll_once() == 1
+        for _ in range(3):  # polled again and again: neither retried nor reported again
+            clock.advance(5)
+            watcher.poll_once()
+    failures = [e for e in events if e.kind == "move-failed"]
+    assert len(failures) == 1 and "Permission denied" in failures[0].message
+    assert (inbox / "a.png").is_file() and not archive.exists()
+
+    monkeypatch.setattr(watch_module, "move_original", real_move)
+    with make(move_done=archive) as watcher:
+        watcher.poll_once()
+    assert [name for name, _ in segment.calls] == ["a.png"]  # done once, only moved the second time
+    assert (archive / "a.png").read_bytes() == png_bytes(50) and not (inbox / "a.png").exists()
+    assert [r["status"] for r in journal(out)] == ["done"]
+
+
+def test_a_byte_identical_copy_at_the_destination_finishes_the_move_anything_else_is_kept(tmp_path):
+    from semphase.runtime.watch_move import move_original, plan_destination
+
+    inbox, archive = tmp_path / "in", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    (inbox / "a.png").write_bytes(png_bytes(60))
+    (archive / "a.png").write_bytes(png_bytes(60))  # a move interrupted after its copy
+    assert plan_destination(inbox / "a.png", archive, "a.png") == "a.png"
+    move_original(inbox / "a.png", archive / "a.png")
+    assert not (inbox / "a.png").exists() and (archive / "a.png").read_bytes() == png_bytes(60)
+
+    # same size, different bytes (a detector writes fixed-size files): never taken for the same file
+    same_size = bytearray(png_bytes(61))
+    same_size[-20] ^= 0xFF
+    (inbox / "b.png").write_bytes(png_bytes(61))
+    (archive / "b.png").write_bytes(bytes(same_size))
+    assert plan_destination(inbox / "b.png", archive, "b.png") == "b (2).png"
+    with pytest.raises(FileExistsError):
+        move_original(inbox / "b.png", archive / "b.png")
+    assert (inbox / "b.png").read_bytes() == png_bytes(61) and (archive / "b.png").read_bytes() == same_size
