@@ -94,3 +94,23 @@ def test_an_internal_error_is_one_line_with_exit_1_and_debug_shows_the_traceback
     monkeypatch.setenv("SEMPHASE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="planted bug"):  # the traceback reaches the developer
         main(["score", str(pred), str(truth)])
+
+
+def test_segment_and_watch_share_every_segmentation_option_with_the_same_help_and_default():
+    import typer.main
+
+    from semphase.cli.main import app
+
+    commands = typer.main.get_command(app).commands
+    shared = (
+        "--tile --overlap --batch --window --threads --provider --databar --pixel-size-um --normalize "
+        "--uncertainty --probs --tta --verify --max-megapixels"
+    ).split()
+
+    def options(command):
+        return {p.opts[0]: (p.help, p.default, p.secondary_opts) for p in commands[command].params if p.opts}
+
+    segment, watch = options("segment"), options("watch")
+    for name in shared:
+        assert name in segment and name in watch, name
+        assert segment[name] == watch[name], name

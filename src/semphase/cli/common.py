@@ -7,11 +7,8 @@ explicitly with :func:`styled`.
 
 from __future__ import annotations
 
-import typer
 from rich.console import Console
 from rich.text import Text
-
-from semphase.limits import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV
 
 console = Console(highlight=False, markup=False)
 err_console = Console(stderr=True, highlight=False, markup=False)
@@ -25,26 +22,6 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 def say_error(message: str, target: Console | None = None, label: str = "error:") -> None:
     """``error: <message>`` on stderr (or ``target``), one line however wide the terminal."""
     (target or err_console).print(styled((label, "bold red"), " ", message), soft_wrap=True)
-
-
-def max_megapixels_option():
-    """``--max-megapixels``: the size limit every image reader checks before decoding."""
-    return typer.Option(
-        None,
-        "--max-megapixels",
-        help=f"Refuse images that declare more pixels than this, before decoding them (a corrupt or "
-        f"malicious header can claim 100000 x 100000). Default {DEFAULT_MAX_MEGAPIXELS:g} (32768 x 32768), "
-        f"or {MAX_MEGAPIXELS_ENV} when set.",
-        show_default=False,
-    )
-
-
-def apply_max_megapixels(value: float | None) -> None:
-    """Set the limit for this command (None: the environment's or the default); checked before any file."""
-    from semphase.limits import max_megapixels, set_max_megapixels
-
-    set_max_megapixels(value)
-    max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
 
 
 def progress_bar():

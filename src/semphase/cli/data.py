@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import apply_max_megapixels, console, max_megapixels_option, styled
+from semphase.cli.common import console, styled
+from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 from semphase.errors import InputError
 
 data_app = typer.Typer(
@@ -98,7 +99,7 @@ def check(
     fractions: str = typer.Option("0.7,0.15,0.15", "--fractions", help=FRACTIONS_HELP),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
-    max_megapixels: float | None = max_megapixels_option(),
+    max_megapixels: MaxMegapixels = None,
 ) -> int:
     """Check every image/mask pair, count class pixels, optionally draw panels and write a split.
 

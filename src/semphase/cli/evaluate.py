@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import apply_max_megapixels, console, max_megapixels_option, styled
+from semphase.cli.common import console, styled
+from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(
             None, "--threads", min=1, help="CPU threads for inference (default: the library's choice)."
         ),
-        max_megapixels: float | None = max_megapixels_option(),
+        max_megapixels: MaxMegapixels = None,
     ) -> None:
         """Evaluate a model on a dataset: the study's tables, metrics.json, per-image CSV and figures."""
         from semphase.data.layout import open_dataset

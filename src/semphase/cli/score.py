@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import apply_max_megapixels, console, err_console, max_megapixels_option, styled
+from semphase.cli.common import console, err_console, styled
+from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 #: Problems printed one per line before the rest are summarized (the JSON holds all of them).
 MAX_LISTED = 20
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
             "Default: decided from the values found (and said which).",
             show_default=False,
         ),
-        max_megapixels: float | None = max_megapixels_option(),
+        max_megapixels: MaxMegapixels = None,
     ) -> None:
         """Score predicted label images against truth: mIoU, mDice, boundary F1, per-class table."""
         from semphase.evaluation_folders import score_folders

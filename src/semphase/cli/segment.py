@@ -10,15 +10,24 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import (
-    apply_max_megapixels,
-    console,
-    err_console,
-    max_megapixels_option,
-    progress_bar,
-    say_error,
-    say_self_check,
-    styled,
+from semphase.cli.common import console, err_console, progress_bar, say_error, say_self_check, styled
+from semphase.cli.options import (
+    TTA,
+    Batch,
+    Databar,
+    MaxMegapixels,
+    Normalize,
+    Overlap,
+    PixelSize,
+    Probs,
+    Provider,
+    Threads,
+    Tile,
+    Uncertainty,
+    Verify,
+    Window,
+    load_checked_model,
+    segmentation_settings,
 )
 from semphase.errors import display_path
 
@@ -42,70 +51,20 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", "-o", help="Output folder (created if needed).", show_default=False
         ),
-        tile: int | None = typer.Option(
-            None,
-            "--tile",
-            help="Tile size in pixels, a multiple of 32 (default: the model's).",
-            show_default=False,
-        ),
-        overlap: int | None = typer.Option(
-            None,
-            "--overlap",
-            help="Minimum overlap of neighbouring tiles in pixels (default: the model's).",
-            show_default=False,
-        ),
-        batch: int = typer.Option(2, "--batch", min=1, help="Tiles per inference call."),
-        window: str = typer.Option(
-            "gaussian", "--window", help="Blend window for overlapping tiles: gaussian or cosine."
-        ),
-        threads: int | None = typer.Option(
-            None,
-            "--threads",
-            min=1,
-            help="CPU threads for onnxruntime (default: one per core).",
-            show_default=False,
-        ),
-        provider: str = typer.Option(
-            "auto",
-            "--provider",
-            help="Execution provider: auto, cpu, cuda, dml or openvino (auto picks the "
-            "first installed of cuda, dml, openvino, cpu).",
-        ),
-        databar: str = typer.Option(
-            "auto",
-            "--databar",
-            help="SEM data bar at the bottom: auto (vendor metadata, else detected), none, or its height in "
-            "rows. Its rows are 255 (no data) in the mask and left out of every statistic.",
-        ),
-        pixel_size_um: float | None = typer.Option(
-            None,
-            "--pixel-size-um",
-            help="Pixel size in micrometres for phase areas (default: from the file's metadata).",
-            show_default=False,
-        ),
-        normalize: str = typer.Option(
-            "linear",
-            "--normalize",
-            help="16-bit to 8-bit: linear (value/257, the same phases as an 8-bit save) or percentile "
-            "(contrast stretch for dim acquisitions).",
-        ),
-        uncertainty: bool = typer.Option(
-            False,
-            "--uncertainty",
-            help="Also write X_uncertainty.png (normalized entropy) and the fraction of uncertain pixels.",
-        ),
-        probs: bool = typer.Option(
-            False, "--probs", help="Also write X_probs.tif: class probabilities, float16, one page per class."
-        ),
-        tta: bool = typer.Option(False, "--tta", help="Average the four flips of every tile (4x slower)."),
-        verify: bool = typer.Option(
-            True,
-            "--verify/--no-verify",
-            help="Run the model's self-check once at start (its labels on reference tiles stored at export, "
-            "well under a second); a model that gives other phases on this CPU is refused (exit 2) after "
-            "trying the precise INT8 kernels. The verdict goes into every X.json.",
-        ),
-        max_megapixels: float | None = max_megapixels_option(),
+        tile: Tile = None,
+        overlap: Overlap = None,
+        batch: Batch = 2,
+        window: Window = "gaussian",
+        threads: Threads = None,
+        provider: Provider = "auto",
+        databar: Databar = "auto",
+        pixel_size_um: PixelSize = None,
+        normalize: Normalize = "linear",
+        uncertainty: Uncertainty = False,
+        probs: Probs = False,
+        tta: TTA = False,
+        verify: Verify = True,
+        max_megapixels: MaxMegapixels = None,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table; errors only."),
     ) -> None:
         """Segment micrographs: X_mask.png, X_overlay.png and the phase table X.json per input, summary.csv.
@@ -116,12 +75,10 @@ def register(app: typer.Typer) -> None:
         from semphase.errors import InputError
         from semphase.imageio import ensure_output_folder
         from semphase.runtime.inputs import expand_inputs, output_stems
-        from semphase.runtime.model import load_model
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
-        from semphase.runtime.segment import SegmentOptions, check_inputs_are_not_outputs, segment_file
+        from semphase.runtime.segment import check_inputs_are_not_outputs, segment_file
 
-        apply_max_megapixels(max_megapixels)
-        options = SegmentOptions(
+        options = segmentation_settings(
             tile=tile,
             overlap=overlap,
             batch=batch,
@@ -132,9 +89,9 @@ def register(app: typer.Typer) -> None:
             uncertainty=uncertainty,
             probs=probs,
             tta=tta,
+            max_megapixels=max_megapixels,
         )
-        loaded = load_model(model, provider=provider, threads=threads, verify=verify)
-        options.tiling_for(loaded)  # a --tile this model cannot take fails here, once
+        loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
         ensure_output_folder(out)
         if not quiet and loaded.self_check is not None:
             say_self_check(loaded.self_check)

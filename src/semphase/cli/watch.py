@@ -14,13 +14,24 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import (
-    apply_max_megapixels,
-    console,
-    max_megapixels_option,
-    say_error,
-    say_self_check,
-    styled,
+from semphase.cli.common import console, say_error, say_self_check, styled
+from semphase.cli.options import (
+    TTA,
+    Batch,
+    Databar,
+    MaxMegapixels,
+    Normalize,
+    Overlap,
+    PixelSize,
+    Probs,
+    Provider,
+    Threads,
+    Tile,
+    Uncertainty,
+    Verify,
+    Window,
+    load_checked_model,
+    segmentation_settings,
 )
 from semphase.errors import display_path
 
@@ -196,65 +207,37 @@ def register(app: typer.Typer) -> None:
             "-q",
             help="No status line and no event lines on the console (errors and --log still).",
         ),
-        max_megapixels: float | None = max_megapixels_option(),
-        tile: int | None = typer.Option(
-            None, "--tile", help="Tile size in pixels (default: the model's).", show_default=False
-        ),
-        overlap: int | None = typer.Option(
-            None, "--overlap", help="Tile overlap in pixels (default: the model's).", show_default=False
-        ),
-        batch: int = typer.Option(2, "--batch", min=1, help="Tiles per inference call."),
-        threads: int | None = typer.Option(
-            None,
-            "--threads",
-            min=1,
-            help="CPU threads for onnxruntime (default: all cores).",
-            show_default=False,
-        ),
-        provider: str = typer.Option(
-            "auto", "--provider", help="onnxruntime provider: auto, cpu, cuda, directml."
-        ),
-        databar: str = typer.Option(
-            "auto",
-            "--databar",
-            help="Data bar at the bottom: auto (from the "
-            "metadata), none, or its height in pixels; it is left out of the "
-            "segmentation.",
-        ),
-        pixel_size_um: float | None = typer.Option(
-            None,
-            "--pixel-size-um",
-            help="Pixel size in micrometres for the phase tables (default: from the file's metadata).",
-            show_default=False,
-        ),
-        normalize: str = typer.Option("linear", "--normalize", help="16-bit to 8-bit: linear or percentile."),
-        uncertainty: bool = typer.Option(
-            False, "--uncertainty", help="Also write a per-pixel uncertainty map."
-        ),
-        tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips; slower)."),
-        verify: bool = typer.Option(
-            True,
-            "--verify/--no-verify",
-            help="Run the model's self-check at start (see `semphase segment --help`); a model that gives "
-            "other phases on this CPU is refused (exit 2). The verdict goes into the log and every X.json.",
-        ),
+        tile: Tile = None,
+        overlap: Overlap = None,
+        batch: Batch = 2,
+        window: Window = "gaussian",
+        threads: Threads = None,
+        provider: Provider = "auto",
+        databar: Databar = "auto",
+        pixel_size_um: PixelSize = None,
+        normalize: Normalize = "linear",
+        uncertainty: Uncertainty = False,
+        probs: Probs = False,
+        tta: TTA = False,
+        verify: Verify = True,
+        max_megapixels: MaxMegapixels = None,
     ) -> None:
         """Segment every micrograph that lands in INBOX as soon as it is complete, for as long as it runs."""
-        from semphase.runtime.model import load_model
-        from semphase.runtime.segment import SegmentOptions
         from semphase.runtime.watch import Watcher
 
-        apply_max_megapixels(max_megapixels)
         # every option is checked here, once: a bad one must never become a failed/ note per inbox file
-        options = SegmentOptions(
+        options = segmentation_settings(
             tile=tile,
             overlap=overlap,
             batch=batch,
+            window=window,
             databar=databar,
             pixel_size_um=pixel_size_um,
             normalize=normalize,
             uncertainty=uncertainty,
+            probs=probs,
             tta=tta,
+            max_megapixels=max_megapixels,
         )
         live = not quiet and console.is_terminal and not once
         reporter = _Reporter(inbox, log, quiet, live)
@@ -271,13 +254,12 @@ def register(app: typer.Typer) -> None:
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
-                watcher.model = load_model(model, provider=provider, threads=threads, verify=verify)
-                options.tiling_for(watcher.model)  # a --tile this model cannot take: one error, now
-                watcher.options = options
-                if watcher.model.self_check is not None:
-                    reporter.logger.info(f"model    - {watcher.model.self_check.line()}")
+                loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
+                watcher.use(loaded, options)
+                if loaded.self_check is not None:
+                    reporter.logger.info(f"model    - {loaded.self_check.line()}")
                     if not quiet:
-                        say_self_check(watcher.model.self_check)
+                        say_self_check(loaded.self_check)
                 previous = _install_signal_handlers(watcher)
                 try:
                     if reporter.live is not None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semphase.errors import InputError, one_line
 from semphase.imageio import tagged_temporaries, write_text_atomic
@@ -41,6 +41,10 @@ from semphase.runtime.watch_outputs import (
 )
 from semphase.runtime.watch_scan import FileState, InboxScanner
 from semphase.runtime.watch_stats import WatchEvent, WatchStats
+
+if TYPE_CHECKING:
+    from semphase.runtime.model import SegmentationModel
+    from semphase.runtime.segment import SegmentOptions
 
 __all__ = ["Watcher", "WatchEvent", "WatchStats"]
 
@@ -70,7 +74,7 @@ class Watcher:
         ``watch-journal.jsonl``, ``failed/<name>.txt``, and the lock file.
     model : SegmentationModel, optional
         From :func:`semphase.runtime.model.load_model`; with ``options`` it feeds ``segment_file``. Both
-        are attributes that may be set after :meth:`open`.
+        may be given later with :meth:`use` (after :meth:`open`, so a refused start never loads a model).
     options : SegmentOptions, optional
         Passed to :func:`semphase.runtime.segment.segment_file` unchanged.
     recursive : bool
@@ -95,8 +99,8 @@ class Watcher:
         self,
         inbox: str | os.PathLike,
         out_dir: str | os.PathLike,
-        model: Any = None,
-        options: Any = None,
+        model: SegmentationModel | None = None,
+        options: SegmentOptions | None = None,
         *,
         recursive: bool = False,
         patterns: Sequence[str] | None = None,
@@ -115,7 +119,6 @@ class Watcher:
         self.clock = clock
         self.stats = WatchStats()
         self._on_event = on_event
-        #: May be set after :meth:`open`, so a refused start never pays for loading a model.
         self.model = model
         self.options = options
         self._segment = segment if segment is not None else self._segment_file
@@ -191,6 +194,12 @@ class Watcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def use(self, model: SegmentationModel, options: SegmentOptions | None = None) -> None:
+        """Segment with ``model`` and ``options`` from now on (given after :meth:`open`: a start that the
+        lock refuses never pays for loading a model)."""
+        self.model = model
+        self.options = options
+
     # ---------------------------------------------------------------------------------------- control
 
     def request_stop(self) -> None:
@@ -236,6 +245,8 @@ class Watcher:
 
     def poll_once(self) -> int:
         """Scan the inbox once and segment every file that has settled; returns how many were handled."""
+        if self.model is None and self._segment == self._segment_file:
+            raise RuntimeError("no model: call Watcher.use(model, options) (or pass segment=) first")
         now = self.clock()
         try:
             seen = self.scanner.scan()
@@ -319,6 +330,7 @@ class Watcher:
     def _segment_file(self, path: Path, out_dir: Path) -> Mapping[str, Any]:
         from semphase.runtime.segment import segment_file
 
+        assert self.model is not None  # poll_once checks it before any file is read
         return segment_file(self.model, path, out_dir, self.options)
 
     def _still_arriving(self, rel: str, signature: tuple[int, int] | None, now: float) -> int:

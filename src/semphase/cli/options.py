@@ -1,0 +1,159 @@
+"""The options `segment` and `watch` share, declared once, and the one builder of their settings.
+
+Both commands segment micrographs the same way, so they take the same options with the same help; each
+command's signature names them with these types (``tile: Tile = None``). :func:`segmentation_settings`
+turns the values into a checked :class:`~semphase.runtime.segment.SegmentOptions` before any file is
+touched, and :func:`load_checked_model` loads the model and checks the tiling against it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from semphase.limits import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV
+
+if TYPE_CHECKING:
+    from semphase.runtime.model import SegmentationModel
+    from semphase.runtime.segment import SegmentOptions
+
+Tile = Annotated[
+    int | None,
+    typer.Option(
+        "--tile", help="Tile size in pixels, a multiple of 32 (default: the model's).", show_default=False
+    ),
+]
+Overlap = Annotated[
+    int | None,
+    typer.Option(
+        "--overlap",
+        help="Minimum overlap of neighbouring tiles in pixels (default: the model's).",
+        show_default=False,
+    ),
+]
+Batch = Annotated[int, typer.Option("--batch", min=1, help="Tiles per inference call.")]
+Window = Annotated[
+    str, typer.Option("--window", help="Blend window for overlapping tiles: gaussian or cosine.")
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", min=1, help="CPU threads for onnxruntime (default: one per core).", show_default=False
+    ),
+]
+Provider = Annotated[
+    str,
+    typer.Option(
+        "--provider",
+        help="Execution provider: auto, cpu, cuda, dml or openvino (auto picks the first installed of cuda, "
+        "dml, openvino, cpu).",
+    ),
+]
+Databar = Annotated[
+    str,
+    typer.Option(
+        "--databar",
+        help="SEM data bar at the bottom: auto (vendor metadata, else detected), none, or its height in "
+        "rows. Its rows are 255 (no data) in the mask and left out of every statistic.",
+    ),
+]
+PixelSize = Annotated[
+    float | None,
+    typer.Option(
+        "--pixel-size-um",
+        help="Pixel size in micrometres for phase areas (default: from the file's metadata).",
+        show_default=False,
+    ),
+]
+Normalize = Annotated[
+    str,
+    typer.Option(
+        "--normalize",
+        help="16-bit to 8-bit: linear (value/257, the same phases as an 8-bit save) or percentile "
+        "(contrast stretch for dim acquisitions).",
+    ),
+]
+Uncertainty = Annotated[
+    bool,
+    typer.Option(
+        "--uncertainty",
+        help="Also write X_uncertainty.png (normalized entropy) and the fraction of uncertain pixels.",
+    ),
+]
+Probs = Annotated[
+    bool,
+    typer.Option("--probs", help="Also write X_probs.tif: class probabilities, float16, one page per class."),
+]
+TTA = Annotated[bool, typer.Option("--tta", help="Average the four flips of every tile (4x slower).")]
+Verify = Annotated[
+    bool,
+    typer.Option(
+        "--verify/--no-verify",
+        help="Run the model's self-check once at start (its labels on reference tiles stored at export, well "
+        "under a second); a model that gives other phases on this CPU is refused (exit 2) after trying the "
+        "precise INT8 kernels. The verdict goes into every X.json (and watch's log).",
+    ),
+]
+MaxMegapixels = Annotated[
+    float | None,
+    typer.Option(
+        "--max-megapixels",
+        help=f"Refuse images that declare more pixels than this, before decoding them (a corrupt or "
+        f"malicious header can claim 100000 x 100000). Default {DEFAULT_MAX_MEGAPIXELS:g} (32768 x 32768), "
+        f"or {MAX_MEGAPIXELS_ENV} when set.",
+        show_default=False,
+    ),
+]
+
+
+def apply_max_megapixels(value: float | None) -> None:
+    """Set the image-size limit for this command (None: the environment's or the default), once."""
+    from semphase.limits import max_megapixels, set_max_megapixels
+
+    set_max_megapixels(value)
+    max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
+
+
+def segmentation_settings(
+    *,
+    tile: int | None,
+    overlap: int | None,
+    batch: int,
+    window: str,
+    databar: str,
+    pixel_size_um: float | None,
+    normalize: str,
+    uncertainty: bool,
+    probs: bool,
+    tta: bool,
+    max_megapixels: float | None,
+) -> SegmentOptions:
+    """The checked settings of a `segment` or `watch` run; a bad value raises OptionError, before any file."""
+    from semphase.runtime.segment import SegmentOptions
+
+    apply_max_megapixels(max_megapixels)
+    return SegmentOptions(
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        window=window,
+        databar=databar,
+        pixel_size_um=pixel_size_um,
+        normalize=normalize,
+        uncertainty=uncertainty,
+        probs=probs,
+        tta=tta,
+    )
+
+
+def load_checked_model(
+    path: Path, options: SegmentOptions, *, provider: str, threads: int | None, verify: bool
+) -> SegmentationModel:
+    """Load (and self-check) the model, then check the tiling against it: one error, before any file."""
+    from semphase.runtime.model import load_model
+
+    model = load_model(path, provider=provider, threads=threads, verify=verify)
+    options.tiling_for(model)
+    return model
