@@ -173,7 +173,7 @@ def load_class_table(path: str | os.PathLike | None) -> ClassTable:
         raise InputError(f"cannot read class table ({exc.strerror or exc})", p) from None
     try:
         if p.suffix.lower() == ".toml":
-            import tomllib  # noqa: PLC0415  (Python >= 3.11)
+            import tomllib  # Python >= 3.11
 
             data = tomllib.loads(text)
         else:

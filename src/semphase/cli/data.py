@@ -29,7 +29,7 @@ GROUP_REGEX_HELP = (
 
 
 def _parse_fractions(text: str) -> tuple[float, float, float]:
-    from semphase.data.split import check_fractions  # noqa: PLC0415
+    from semphase.data.split import check_fractions
 
     try:
         parts = tuple(float(x) for x in text.split(","))
@@ -42,7 +42,7 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 def _writable_folder(folder: Path) -> None:
     """Fail before the work, not after it, when an output folder cannot be written."""
-    from semphase.imageio import ensure_output_folder  # noqa: PLC0415
+    from semphase.imageio import ensure_output_folder
 
     ensure_output_folder(folder)
 
@@ -55,10 +55,10 @@ def _writable_file(path: Path) -> None:
 
 def _print_split(split: dict[str, list[str]], group_regex: str | None, report=None) -> None:
     """Images and groups per split (and class fractions when a check report is at hand); leak check."""
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
-    from semphase.data.check import split_pixel_counts  # noqa: PLC0415
-    from semphase.data.split import SPLITS, find_leaks, groups_of  # noqa: PLC0415
+    from semphase.data.check import split_pixel_counts
+    from semphase.data.split import SPLITS, find_leaks, groups_of
 
     table = Table(title="Split", title_justify="left")
     for column in ("split", "images", "groups"):
@@ -105,14 +105,14 @@ def check(
 
     Exit codes: 0 no problem found, 1 problems found (all listed), 2 unusable input or output location.
     """
-    import json  # noqa: PLC0415
+    import json
 
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
-    from semphase.data.check import check_dataset, report_to_dict, write_panels  # noqa: PLC0415
-    from semphase.data.split import make_split, save_split  # noqa: PLC0415
-    from semphase.imageio import write_text_atomic  # noqa: PLC0415
-    from semphase.phases import load_class_table  # noqa: PLC0415
+    from semphase.data.check import check_dataset, report_to_dict, write_panels
+    from semphase.data.split import make_split, save_split
+    from semphase.imageio import write_text_atomic
+    from semphase.phases import load_class_table
 
     apply_max_megapixels(max_megapixels)
     split_fractions = _parse_fractions(fractions)
@@ -188,8 +188,8 @@ def split(
     group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
 ) -> int:
     """Write a grouped train/val/test split of the dataset's image/mask pairs (files are not read)."""
-    from semphase.data.layout import open_dataset  # noqa: PLC0415
-    from semphase.data.split import make_split, save_split  # noqa: PLC0415
+    from semphase.data.layout import open_dataset
+    from semphase.data.split import make_split, save_split
 
     split_fractions = _parse_fractions(fractions)
     _writable_file(out)

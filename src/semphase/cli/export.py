@@ -11,9 +11,6 @@ import typer
 from semphase.cli.common import console, styled
 from semphase.errors import GateFailed
 
-METHODS = ("minmax", "entropy", "percentile")
-ACTIVATIONS = ("quint8", "qint8")
-
 
 def _parse_float_layers(text: str) -> tuple[str, ...]:
     """``"first,head"`` -> ("first", "head"); ``"none"`` or empty -> ()."""

@@ -222,9 +222,9 @@ def write_panels(
 
     Returns the written paths. File names are the sample names with ``/`` as ``__`` and ``_panel.png``.
     """
-    from semphase.data.layout import load_pair  # noqa: PLC0415
-    from semphase.data.overlay import panel  # noqa: PLC0415
-    from semphase.data.split import spread_over_groups  # noqa: PLC0415
+    from semphase.data.layout import load_pair
+    from semphase.data.overlay import panel
+    from semphase.data.split import spread_over_groups
 
     if report.dataset is None:
         return []

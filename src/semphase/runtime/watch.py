@@ -207,10 +207,6 @@ class Watcher:
         self._stop.set()
         self._wake.set()
 
-    def wake(self) -> None:
-        """Cut the current wait short (e.g. a file-system event arrived)."""
-        self._wake.set()
-
     @property
     def stop_requested(self) -> bool:
         """True after :meth:`request_stop`."""

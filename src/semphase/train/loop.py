@@ -68,11 +68,6 @@ def cpu_thread_count(threads: int | None) -> int:
         return os.cpu_count() or 1
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -27,11 +27,6 @@ RESNET_STAGES: tuple[tuple[str, ...], ...] = (
 )
 
 
-def stage_names() -> list[str]:
-    """Printable names of the stages, in unfreezing order."""
-    return ["+".join(stage) for stage in RESNET_STAGES]
-
-
 def trainable_stage_count(epoch: int, freeze_epochs: int, gradual: bool = True) -> int:
     """How many encoder stages train during 0-based ``epoch``.
 
