@@ -77,19 +77,15 @@ def make(args: argparse.Namespace) -> None:
 
 
 def _session(path: Path, threads: int, precise: bool):
-    import onnxruntime as ort
+    from semphase.runtime.session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if precise:
-        options.add_session_config_entry("session.x64quantprecision", "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return create_session(
+        path, threads=threads, config={"session.x64quantprecision": "1"} if precise else None
+    )
 
 
 def _labels(session, image: np.ndarray, normalization: dict, tile: int = 512) -> np.ndarray:
-    from semphase.export.imagesets import normalize, pad_to_multiple
+    from semphase.model_format import normalize, pad_to_multiple
 
     h, w = image.shape
     out = np.empty((h, w), np.uint8)

@@ -102,10 +102,22 @@ def test_segment_and_watch_share_every_segmentation_option_with_the_same_help_an
     from semphase.cli.main import app
 
     commands = typer.main.get_command(app).commands
-    shared = (
-        "--tile --overlap --batch --window --threads --provider --databar --pixel-size-um --normalize "
-        "--uncertainty --probs --tta --verify --max-megapixels"
-    ).split()
+    shared = [
+        "--tile",
+        "--overlap",
+        "--batch",
+        "--window",
+        "--threads",
+        "--provider",
+        "--databar",
+        "--pixel-size-um",
+        "--normalize",
+        "--uncertainty",
+        "--probs",
+        "--tta",
+        "--verify",
+        "--max-megapixels",
+    ]
 
     def options(command):
         return {p.opts[0]: (p.help, p.default, p.secondary_opts) for p in commands[command].params if p.opts}

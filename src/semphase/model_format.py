@@ -14,7 +14,10 @@ are JSON strings in the model's ``metadata_props``:
   a few uint8 held-out tiles and their FP32 labels (zlib + base64) and the agreement a run must reach
   (see ``semphase.runtime.selfcheck``)
 
-Pure Python: neither onnx nor onnxruntime nor torch (the caller hands over the key/value pairs).
+It also holds the model's input contract, which training, export, the runtime and the benchmarks all
+apply the same way: the size multiple, the recommended tiling, :func:`normalize` and
+:func:`pad_to_multiple`. numpy only: neither onnx nor onnxruntime nor torch (the caller hands over the
+metadata's key/value pairs).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from semphase.errors import InputError
 
@@ -48,6 +53,11 @@ VARIANTS = ("fp32", "fp16", "int8")
 SIZE_MULTIPLE = 32
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+#: The sliding-window tiling written to ``semphase.tile`` unless the exporter says otherwise: with 512-pixel
+#: tiles, an overlap of 32 was as accurate as 64 on the demo model for less work (measurements in
+#: benchmarks/RESULTS.md, "Tiling").
+RECOMMENDED_TILE = 512
+RECOMMENDED_OVERLAP = 32
 #: Class ids are stored in 8-bit masks where 255 means "no data".
 MAX_CLASSES = 254
 
@@ -86,6 +96,39 @@ def parse(
         except ValueError:
             raise InputError(f"metadata {key} is not valid JSON", path) from None
     return values
+
+
+def normalization_affine(normalization: Mapping) -> tuple[np.float32, np.float32]:
+    """``(gain, offset)`` with ``network input = pixel * gain - offset``: ``scale / std`` and ``mean / std``,
+    in float32. Every path that feeds a network (numpy here, torch in training) applies exactly these two
+    numbers, so the runtime's arithmetic is the one export validates."""
+    scale = np.float32(normalization["scale"])
+    mean = np.float32(normalization["mean"][0])
+    std = np.float32(normalization["std"][0])
+    return np.float32(scale / std), np.float32(mean / std)
+
+
+def normalize(images_u8: np.ndarray, normalization: Mapping) -> np.ndarray:
+    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H, W)``, the tensor the network sees."""
+    gain, offset = normalization_affine(normalization)
+    x = images_u8.astype(np.float32)[:, None]
+    x *= gain
+    x -= offset
+    return x
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
+    """Pad a 2-D image at the bottom and right to multiples of ``multiple`` by mirror reflection.
+
+    Reflection (no repeated edge pixel) keeps a micrograph's texture at its border, where zeros would read
+    as a dark phase; images a pixel thin are edge-padded (reflection needs two pixels). Returns ``image``
+    itself when no padding is needed; the caller crops results back to ``image.shape``.
+    """
+    h, w = image.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return image
+    return np.pad(image, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from semphase.model_format import RECOMMENDED_OVERLAP, RECOMMENDED_TILE
+
 #: Tiling used when neither the caller nor the checkpoint's config says (the export default).
-DEFAULT_TILE, DEFAULT_OVERLAP = 512, 32
+DEFAULT_TILE, DEFAULT_OVERLAP = RECOMMENDED_TILE, RECOMMENDED_OVERLAP
 
 
 @dataclass

@@ -10,6 +10,7 @@ import typer
 
 from semphase.cli.common import console, styled
 from semphase.errors import GateFailed
+from semphase.model_format import RECOMMENDED_OVERLAP, RECOMMENDED_TILE
 
 
 def _parse_float_layers(text: str) -> tuple[str, ...]:
@@ -42,16 +43,16 @@ def export_command(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Write model.int8.onnx (static INT8, QDQ)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13..20)."),
     tile: int = typer.Option(
-        512,
+        RECOMMENDED_TILE,
         "--tile",
         help="Recommended tile size written to the metadata; also the "
         "calibration crop, parity block and latency tile size (multiple of 32).",
     ),
     overlap: int = typer.Option(
-        32,
+        RECOMMENDED_OVERLAP,
         "--overlap",
         help="Recommended tile overlap in pixels, written to the metadata (32 was as accurate as 64 on "
-        "the demo model, for less work; see export/metadata.py).",
+        "the demo model, for less work; see benchmarks/RESULTS.md).",
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for validation and timing (default: all logical CPUs)."

@@ -18,6 +18,7 @@ from semphase.data.layout import Dataset, Sample, load_pair, open_dataset
 from semphase.data.split import groups_of, load_split
 from semphase.errors import InputError
 from semphase.imageio import read_gray, to_uint8
+from semphase.model_format import normalize, pad_to_multiple
 from semphase.phases import ClassTable
 
 #: Share of the crop groups of a --calib dataset held out for validation when no test split is known.
@@ -41,23 +42,6 @@ class ImageSets:
     calibration_source: str
     heldout: list[LabelledImage]
     heldout_source: str
-
-
-def normalize(images_u8: np.ndarray, normalization: dict) -> np.ndarray:
-    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H, W)`` the network sees: ``(pixel * scale - mean) / std``."""
-    scale = np.float32(normalization["scale"])
-    mean = np.float32(normalization["mean"][0])
-    std = np.float32(normalization["std"][0])
-    return ((images_u8.astype(np.float32) * scale - mean) / std)[:, None]
-
-
-def pad_to_multiple(image: np.ndarray, multiple: int = 32) -> np.ndarray:
-    """Reflect-pad a 2-D image at the bottom and right to multiples of ``multiple`` (edge for 1-px images)."""
-    h, w = image.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return image
-    return np.pad(image, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
 def calibration_tiles(

@@ -21,6 +21,8 @@ from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's 
     METADATA_KEYS,
     OPTIONAL_KEYS,
     OUTPUT_NAME,
+    RECOMMENDED_OVERLAP,
+    RECOMMENDED_TILE,
     SIZE_MULTIPLE,
     VARIANTS,
     ModelSummary,
@@ -28,14 +30,6 @@ from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's 
     parse,
 )
 from semphase.phases import ClassTable
-
-#: The sliding-window tiling written to ``semphase.tile`` unless the exporter says otherwise. Measured on
-#: the demo's ResNet34 U-Net (2048 x 2048 synthetic micrograph, FP32): tiled vs whole-image pixel
-#: agreement 99.84 / 99.90 / 99.92 / 99.94 % at overlap 0 / 16 / 32 / 64 px, agreement with the truth
-#: mask 98.05 / 98.09 / 98.09 / 98.09 %. Overlap 32 is as accurate as 64 and, with 512-pixel tiles,
-#: needs 1.13x the pixels of non-overlapping tiles on an 8192 side where 64 needs 1.27x.
-RECOMMENDED_TILE = 512
-RECOMMENDED_OVERLAP = 32
 
 
 def canonical_json(value: object) -> str:

@@ -97,9 +97,9 @@ def _check_graph(model: onnx.ModelProto, num_classes: int) -> None:
 
 def _compare_with_torch(network: nn.Module, model: onnx.ModelProto, in_channels: int) -> float:
     """Run both on random inputs of :data:`CHECK_SHAPES`; return the largest |logit difference|."""
-    import onnxruntime as ort
+    from semphase.runtime.session import create_session
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = create_session(model.SerializeToString())
     rng = np.random.default_rng(0)
     worst = 0.0
     for n, h, w in CHECK_SHAPES:

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from semphase.export.imagesets import LabelledImage, normalize, pad_to_multiple
+from semphase.export.imagesets import LabelledImage
 from semphase.export.metadata import INPUT_NAME, OUTPUT_NAME
+from semphase.model_format import normalize, pad_to_multiple
 
 #: Untimed runs before and timed runs of the latency measurement (the median is reported).
 WARMUP_RUNS = 3
@@ -49,32 +50,13 @@ class _Accumulator:
         self.pixels += reference.shape[1] * reference.shape[2]
 
 
-def session_options(threads: int, spinning: bool = True):
-    """onnxruntime SessionOptions with ``threads`` intra-op threads, one inter-op thread, all optimizations.
-
-    ``spinning=False`` stops idle worker threads from busy-waiting, for sessions that alternate with torch
-    (spinning threads would steal the CPU from it on a small machine).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
 def open_session(model: str | os.PathLike | bytes, threads: int, spinning: bool = True):
-    """An onnxruntime CPU session for an exported file, or a serialized graph still in memory (see
-    :func:`session_options`)."""
-    import onnxruntime as ort
+    """A CPU session for an exported file or a serialized graph still in memory, configured like the
+    runtime's (:func:`semphase.runtime.session.create_session`); ``spinning=False`` for sessions that
+    alternate with torch."""
+    from semphase.runtime.session import NO_SPINNING, create_session
 
-    source = model if isinstance(model, bytes) else os.fspath(model)
-    options = session_options(threads, spinning)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return create_session(model, threads=threads, config=None if spinning else NO_SPINNING)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from semphase import model_format
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256
 from semphase.runtime import selfcheck
+from semphase.runtime.session import create_session
 
 #: What ``--provider`` accepts, mapped to onnxruntime's execution provider names.
 PROVIDERS = {
@@ -107,14 +108,8 @@ class SegmentationModel:
         return int(self.input["size_multiple"])
 
     def normalize(self, batch_u8: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W) -> float32 (N, 1, H, W) as the network expects."""
-        scale = np.float32(self.input["scale"])
-        mean = np.float32(self.input["mean"][0])
-        std = np.float32(self.input["std"][0])
-        x = batch_u8.astype(np.float32)[:, None]
-        x *= scale / std
-        x -= mean / std
-        return x
+        """uint8 (N, H, W) -> float32 (N, 1, H, W) as the network expects (:func:`model_format.normalize`)."""
+        return model_format.normalize(batch_u8, self.input)
 
     def logits(self, batch_u8: np.ndarray) -> np.ndarray:
         """Run the network on 8-bit tiles.
@@ -193,7 +188,7 @@ def summarize_file(path: str | os.PathLike) -> model_format.ModelSummary:
     """
     p = _check_file(Path(path))
     try:
-        session = ort.InferenceSession(os.fspath(p), providers=["CPUExecutionProvider"])
+        session = create_session(p)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     metadata = _metadata(session, p)
@@ -235,15 +230,8 @@ def _open(
 ) -> SegmentationModel:
     """A session on ``p`` with ``config`` session entries, checked against its metadata (no self-check);
     ``sha256`` is the file's hash, computed once by the caller however often the file is opened."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's warnings would bury the one line that matters
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    for key, value in config.items():
-        options.add_session_config_entry(key, value)
     try:
-        session = ort.InferenceSession(os.fspath(p), sess_options=options, providers=providers)
+        session = create_session(p, providers=providers, threads=threads, config=config)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     meta = _metadata(session, p)

@@ -11,35 +11,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from semphase import model_format
 from semphase.imageio import to_uint8
+from semphase.model_format import normalization_affine
 from semphase.train.models import SIZE_MULTIPLE
 
 
 def normalize_batch(images_u8: torch.Tensor | np.ndarray, normalization: dict) -> torch.Tensor:
-    """uint8 images ``(N, H, W)`` or ``(N, 1, H, W)`` -> float32 ``(N, 1, H, W)`` the network sees."""
+    """uint8 images ``(N, H, W)`` or ``(N, 1, H, W)`` -> float32 ``(N, 1, H, W)`` the network sees.
+
+    The same two float32 numbers as every other path (:func:`semphase.model_format.normalization_affine`),
+    applied on whatever device the tensor lives on.
+    """
     x = torch.as_tensor(images_u8)
     if x.ndim == 3:
         x = x[:, None]
-    scale = float(normalization["scale"])
-    mean = float(normalization["mean"][0])
-    std = float(normalization["std"][0])
-    return (x.float() * scale - mean) / std
+    gain, offset = normalization_affine(normalization)
+    return x.float() * float(gain) - float(offset)
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad a 2-D image at the bottom and right to multiples of ``multiple``.
-
-    Returns
-    -------
-    (padded image, (H, W) of the original). Images thinner than 2 px are edge-padded (reflection
-    needs two pixels).
-    """
-    h, w = image.shape[:2]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return image, (h, w)
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(image, ((0, ph), (0, pw)), mode=mode), (h, w)
+    """:func:`semphase.model_format.pad_to_multiple`, with the original ``(H, W)`` to crop back to."""
+    return model_format.pad_to_multiple(image, multiple), image.shape[:2]
 
 
 def predict_logits(

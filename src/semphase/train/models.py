@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from semphase import model_format
+
 #: Architectures ``build_model`` knows, in the order the CLI lists them.
 ARCHITECTURES = ("unet-resnet34", "unet-scratch")
 
 #: Every architecture's input must be a multiple of this (ResNet34 downsamples 5 times).
-SIZE_MULTIPLE = 32
+SIZE_MULTIPLE = model_format.SIZE_MULTIPLE
 
 
 def build_model(config: dict) -> nn.Module:
