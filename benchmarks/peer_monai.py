@@ -76,7 +76,7 @@ def _torch_methods(checkpoint: Path, tile: int, overlap: int, args):
     from monai.inferers import sliding_window_inference
 
     from semphase.train.checkpoint import load_checkpoint
-    from semphase.train.inference import normalize_batch, pad_to_multiple
+    from semphase.train.inference import normalize_batch, predict_labels
 
     torch.set_num_threads(args.threads)
     network, config, _ = load_checkpoint(checkpoint, "cpu")
@@ -98,10 +98,7 @@ def _torch_methods(checkpoint: Path, tile: int, overlap: int, args):
             return logits[0].argmax(0).numpy().astype(np.uint8)
 
     def whole(image_u8: np.ndarray) -> np.ndarray:
-        padded, (h, w) = pad_to_multiple(image_u8)
-        with torch.inference_mode():
-            logits = network(normalize_batch(padded[None], norm))
-            return logits[0, :, :h, :w].argmax(0).numpy().astype(np.uint8)
+        return predict_labels(network, config, image_u8)
 
     return {"monai": monai, "pytorch-whole": whole}
 

@@ -240,24 +240,13 @@ def load_predictor(
 def _load_checkpoint_predictor(
     path: Path, device: str, threads: int | None, classes: ClassTable | None
 ) -> tuple[Predict, ClassTable, dict]:
-    import torch
+    from semphase.train.inference import load_checkpoint_model
 
-    from semphase.train.checkpoint import load_checkpoint
-    from semphase.train.inference import predict_labels
-    from semphase.train.loop import resolve_device
-
-    if threads:
-        torch.set_num_threads(int(threads))
-    torch_device = resolve_device(device)
-    model, config, _ = load_checkpoint(path, torch_device)
-    try:
-        own = ClassTable.from_dict(config["classes"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"checkpoint config has no valid class table ({exc})", path) from None
+    model = load_checkpoint_model(path, device, threads)
+    config, torch_device = model.config, model.device
+    own = ClassTable.from_dict(config["classes"])  # the loader checked it; raw ids included
     table = own if classes is None else _table_for(own.names, list(own.colors), classes, path)
-
-    def predict_torch(image_u8: np.ndarray) -> np.ndarray:
-        return predict_labels(model, config, image_u8, torch_device)
+    predict_torch = model.predict_whole  # whole images, as training scored its test split
 
     split_file = None
     recorded = config.get("split_file")

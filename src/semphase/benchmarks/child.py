@@ -35,9 +35,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     if args.model.lower().endswith((".pt", ".pth")):
-        from semphase.benchmarks.torch_model import load_torch_tile_model
+        from semphase.train.inference import load_checkpoint_model
 
-        return load_torch_tile_model(args.model, threads=args.threads, tile=args.tile, overlap=args.overlap)
+        return load_checkpoint_model(args.model, threads=args.threads, tile=args.tile, overlap=args.overlap)
     from semphase.runtime.model import load_model
 
     return load_model(args.model, provider=args.provider, threads=args.threads)

@@ -24,7 +24,8 @@ class Variant:
     ----------
     name : ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"pytorch"``.
     path : the model file.
-    model : the loaded model (runtime ``SegmentationModel`` or :class:`TorchTileModel`), None if it failed.
+    model : the loaded model (runtime ``SegmentationModel`` or
+        :class:`~semphase.train.inference.CheckpointModel`), None if it failed.
     status : ``"ok"`` or ``"failed"``; reason : why it failed.
     """
 
@@ -107,9 +108,9 @@ def load_checkpoint_variant(path: Path, threads: int, tile: int | None, overlap:
 
     variant = Variant("pytorch", path)
     try:
-        from semphase.benchmarks.torch_model import load_torch_tile_model
+        from semphase.train.inference import load_checkpoint_model
 
-        variant.model = load_torch_tile_model(path, threads=threads, tile=tile, overlap=overlap)
+        variant.model = load_checkpoint_model(path, threads=threads, tile=tile, overlap=overlap)
     except ImportError as exc:
         variant.fail(f"PyTorch is not installed (pip install 'semphase[train]'): {short_reason(exc)}")
     except InputError as exc:

@@ -1,11 +1,21 @@
-"""Whole-image prediction with a torch model, as the training run's validation and test use it.
+"""Prediction with a torch network: the one way semphase predicts with a training checkpoint.
 
-The network sees ``(pixel * scale - mean) / std`` with the values recorded in ``config["normalization"]``;
-images are reflect-padded to a multiple of 32 and the logits cropped back. (Tiled inference for large
-micrographs lives in the onnxruntime runtime, which never imports torch.)
+The network sees ``pixel * gain - offset`` with the values recorded in ``config["normalization"]``
+(:func:`semphase.model_format.normalization_affine`, the same float32 numbers as the ONNX runtime).
+
+- :func:`predict_logits` / :func:`predict_labels`: a whole image in one pass, reflect-padded to a multiple
+  of 32 and cropped back. Training's validation and test, and ``semphase evaluate best.pt``, use it: the
+  test crops of a dataset are small, and the study scored them so.
+- :class:`CheckpointModel` (from :func:`load_checkpoint_model`): a checkpoint as a tile model with the
+  runtime model's attributes, so :func:`semphase.runtime.sliding.segment_array` runs it with exactly the
+  tiling and blending of the ONNX files (``semphase benchmark`` compares them so); its
+  :meth:`~CheckpointModel.predict_whole` is :func:`predict_labels`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +25,9 @@ from semphase import model_format
 from semphase.imageio import to_uint8
 from semphase.model_format import normalization_affine
 from semphase.train.models import SIZE_MULTIPLE
+
+if TYPE_CHECKING:
+    import os
 
 
 def normalize_batch(images_u8: torch.Tensor | np.ndarray, normalization: dict) -> torch.Tensor:
@@ -72,3 +85,104 @@ def predict_labels(
     ndarray uint8 (H, W): class ids 0..C-1.
     """
     return predict_logits(model, config, image_u8, device).argmax(axis=0).astype(np.uint8)
+
+
+@dataclass
+class CheckpointModel:
+    """A training checkpoint's network with the runtime model's attributes (a ``TileModel``).
+
+    Attributes
+    ----------
+    network : torch module in eval mode, on ``device``.
+    config : the training config (``normalization`` is applied in :meth:`logits`).
+    classes, colors : from the config's class table.
+    input : ``{"channels", "scale", "mean", "std", "size_multiple"}`` as in the ONNX metadata.
+    tile_size, overlap : tiling for ``segment_array``.
+    device : where the network runs.
+    variant : ``"pytorch"``; providers : ``["torch-<device>"]``.
+    """
+
+    network: nn.Module
+    config: dict
+    classes: list[str]
+    colors: list[tuple[int, int, int]]
+    input: dict
+    tile_size: int
+    overlap: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    variant: str = "pytorch"
+    providers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.providers = self.providers or [f"torch-{self.device.type}"]
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.input["size_multiple"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def logits(self, batch_u8: np.ndarray) -> np.ndarray:
+        """Class scores of uint8 tiles ``(N, H, W)`` (multiples of 32) as float32 ``(N, C, H, W)``."""
+        with torch.inference_mode():
+            x = normalize_batch(np.ascontiguousarray(batch_u8), self.config["normalization"]).to(self.device)
+            return self.network(x).float().cpu().numpy()
+
+    def predict_whole(self, image_u8: np.ndarray) -> np.ndarray:
+        """Labels of a whole image in one pass (:func:`predict_labels`)."""
+        return predict_labels(self.network, self.config, image_u8, self.device)
+
+
+def load_checkpoint_model(
+    checkpoint: str | os.PathLike,
+    device: str = "cpu",
+    threads: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> CheckpointModel:
+    """Load ``best.pt`` / ``last.pt`` for prediction.
+
+    Parameters
+    ----------
+    device : ``cpu``, ``cuda`` or ``auto``.
+    threads : torch intra-op threads (None: torch's default).
+    tile, overlap : tiling for ``segment_array`` (None: the recommended 512 and 32; the benchmark passes
+        the ONNX files' own).
+
+    Raises
+    ------
+    InputError
+        for a missing, corrupt or foreign checkpoint, or a config without a usable class table.
+    """
+    from semphase.errors import InputError
+    from semphase.phases import ClassTable
+    from semphase.train.checkpoint import load_checkpoint
+    from semphase.train.loop import resolve_device
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch_device = resolve_device(device)
+    network, config, _ = load_checkpoint(checkpoint, torch_device)
+    try:
+        table = ClassTable.from_dict(config["classes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"checkpoint config has no valid class table ({exc})", checkpoint) from None
+    norm = config["normalization"]
+    return CheckpointModel(
+        network=network,
+        config=config,
+        classes=table.names,
+        colors=table.colors,
+        input={
+            "channels": 1,
+            "scale": float(norm["scale"]),
+            "mean": list(norm["mean"]),
+            "std": list(norm["std"]),
+            "size_multiple": SIZE_MULTIPLE,
+        },
+        tile_size=int(tile or model_format.RECOMMENDED_TILE),
+        overlap=int(overlap if overlap is not None else model_format.RECOMMENDED_OVERLAP),
+        device=torch_device,
+    )
