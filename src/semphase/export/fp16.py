@@ -4,12 +4,10 @@ Uses onnxruntime's own converter (``onnxruntime.transformers.float16``), which s
 no extra package is needed. With ``keep_io_types=True`` it inserts a Cast after the input and before the
 output; callers feed and read float32 exactly as with the FP32 file.
 
-What FP16 does on the CPU execution provider (onnxruntime 1.32, measured on a 2-core Xeon with AVX-512
-FP16/AMX): onnxruntime has no FP16 convolution kernel in use there, so its graph optimizer inserts Casts and
-every convolution runs in float32 on weights upcast once at load. Results equal FP32 with FP16-rounded
-weights (99.998 % argmax agreement on a trained ResNet34 U-Net), and speed is at best that of FP32 (0.98-1.01x
-per 512 x 512 tile); the Casts can also block the NCHWc layout optimization, which made a 256 x 256 tile
-1.8x slower in one profile. The file is half the size; FP16 pays off on GPU providers (CUDA, DirectML).
+On the CPU execution provider onnxruntime runs every convolution in float32 on the upcast weights, so
+FP16 is at best as fast as FP32 there and gives FP32's phases with FP16-rounded weights; the file is half
+the size, and FP16 pays off on GPU providers (CUDA, DirectML). Measurements: benchmarks/RESULTS.md,
+"FP16 on the CPU".
 """
 
 from __future__ import annotations

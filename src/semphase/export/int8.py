@@ -10,49 +10,16 @@ CPUs without VNNI (AVX2 only: AMD Zen 2/3, Intel desktop chips before Ice Lake) 
 which adds two u8 x s8 products into a signed 16-bit sum that saturates at 32767 when both are large;
 VNNI and AMX accumulate in 32 bits. With full 8-bit weights the same file therefore gives other phases on
 an AVX2 PC than on the machine that validated it. ``reduce_range`` keeps weights in -64..63, where no pair
-can saturate. Measured with ``benchmarks/int8_variants.py`` on the demo model (ResNet34 U-Net from
-scratch, 14 epochs, test mIoU 0.898; 32 calibration tiles of 512 px; 18 held-out images; argmax agreement
-with the FP32 file, change of held-out mIoU, largest change of a class IoU, speed of one 512 px tile
-against FP32 with 2 threads):
-
-    CPU                                        weights        agreement   d mIoU    d class IoU   speed
-    Xeon (SPR, AVX-512 VNNI + AMX), native     8-bit          99.92 %     -0.0001   -0.0004       2.19x
-    Xeon (SPR, AVX-512 VNNI + AMX), native     7-bit          99.88 %     -0.0001   -0.0005       2.25x
-    AVX2 only (QEMU -cpu EPYC-Rome) *          8-bit          98.03 %     -0.0775   -0.2100       -
-    AVX2 only (QEMU -cpu EPYC-Rome) *          7-bit          99.89 %     +0.0007   +0.0017       -
-    AMD EPYC, AVX2 only, 2 cores (issue 10) ** 8-bit          92.23 %     -         -             1.53x
-    AMD EPYC, AVX2 only, 2 cores (issue 10) ** 7-bit          99.90 %     -         -             1.73x
-
-(* the INT8 kernels that onnxruntime picks for a CPU without AVX-512, run on the Xeon under QEMU user
-mode, centre 256 px of 3 held-out images; the same crops natively: 99.92 % / 99.89 %. The 7-bit file's
-logits were bit-identical to the native ones, while 8-bit logits moved by up to 8.3; no timing under
-emulation. ** measured on such a PC with an earlier 6-epoch demo model and the same 32 calibration tiles;
-its 18-epoch model: 95.58 % / -0.0975 mIoU with 8-bit and 99.88 % / -0.0005 with 7-bit weights, 1.72x /
-1.75x FP32's speed.) The alternatives that also fix AVX2 cost its speed: the session option
-``session.x64quantprecision=1`` (the runtime's self-check fall-back) ran 8-bit weights at 0.66x FP32 on
-the Xeon and 0.95-1.10x on the AVX2 PC; u8 x u8 and s8 x s8 ran at 0.73x and 1.02x on the Xeon. One
-7-bit file is within the export gates on both kinds of CPU and faster than FP32 on both, so it is the
-default (``--int8-full-range`` restores 8-bit weights).
+can saturate, at no cost in accuracy or speed on either kind of CPU; the alternatives that also fix AVX2
+(the precise-kernel session option, u8 x u8, s8 x s8) cost most of INT8's speed. ``--int8-full-range``
+restores 8-bit weights. Measurements: benchmarks/RESULTS.md, "INT8 on every x86 CPU".
 
 Which layers stay in float is a setting: ``"first"`` names the convolution(s) that read the graph input
 and ``"head"`` the convolution that writes the logits (the usual suspects); any other entry is an exact node
-name. The other defaults were chosen by measured test-split mIoU on a trained ResNet34 U-Net (synthetic
-Ni-WC data, FP32 test mIoU 0.8305, 32 calibration tiles of 512 x 512 from the training split, 18 test
-images, 2-core Xeon with AVX-512 VNNI/AMX shared with other jobs, 8-bit weights)::
-
-    method      activations  float layers   mIoU - FP32   argmax agree   speed vs FP32
-    minmax      quint8       none           +0.0003       99.924 %       2.19x
-    minmax      qint8        none           +0.0002       99.923 %       0.95x
-    minmax      quint8       first          +0.0002       99.929 %       1.92x *
-    minmax      quint8       head           -0.0003       99.939 %       3.04x *
-    minmax      quint8       first+head     -0.0004       99.941 %       2.83x *
-    entropy     quint8       none           +0.0001       99.938 %       2.00x *
-    percentile  quint8       none           +0.0002       99.936 %       2.07x *
-
-(* a second run, timed against its own FP32 while other jobs loaded the machine; speeds compare within
-a run only.) No setting loses more than 0.0004 mIoU, so no layer needs to stay in float. MinMax
-calibrates fastest and scored as well as any; QUInt8 activations take onnxruntime's fast u8 x s8 kernels,
-QInt8 activations ran at FP32 speed. Hence the defaults: MinMax, QUInt8, nothing in float.
+name. The defaults (MinMax calibration, QUInt8 activations, nothing in float) were chosen by measured
+test-split mIoU and speed: no setting lost more than 0.0004 mIoU, MinMax calibrates fastest, and QUInt8
+activations take onnxruntime's fast u8 x s8 kernels where QInt8 ran at FP32 speed (benchmarks/RESULTS.md,
+"INT8 calibration settings").
 """
 
 from __future__ import annotations
