@@ -34,7 +34,7 @@ from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
 from semphase.runtime.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
 from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, resolve_tiling, segment_array
-from semphase.runtime.tiling import WINDOWS, plan_tiles
+from semphase.runtime.tiling import WINDOWS, TilePlan, plan_tiles
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
 
@@ -178,34 +178,86 @@ def segment_file(
     """
     options = options or SegmentOptions()
     src = Path(path)
-    out = Path(out_dir)
     stem = stem or src.stem
-    targets = {key: out / name for key, name in output_names(stem, options).items()}
+    targets = {key: Path(out_dir) / name for key, name in output_names(stem, options).items()}
     size, lap = options.tiling_for(model)
     if src.exists():
         _check_not_input(src, targets)
-
     t0 = time.perf_counter()
+    micrograph = _read_input(src, options)
+    t_read = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    sink, plan = _segment_and_write(model, micrograph, targets, options, size, lap, progress)
+    t_segment = time.perf_counter() - t1
+    result = _result_document(model, micrograph, sink, plan, options, size, lap)
+    result["outputs"] = {key: str(p) for key, p in targets.items()}
+    result["seconds"] = {
+        "read": round(t_read, 4),
+        "segment_and_write": round(t_segment, 4),
+        "total": round(time.perf_counter() - t0, 4),
+    }
+    write_text_atomic(targets["json"], json.dumps(result, indent=2) + "\n")
+    return result
+
+
+@dataclass
+class _Micrograph:
+    """A read input: its 8-bit pixels and what is known about them."""
+
+    path: Path
+    image: np.ndarray
+    bit_depth: int
+    bar_rows: int
+    bar_source: str
+    pixel_size_um: float | None
+    pixel_size_source: str | None
+    notes: list[str]
+
+    @property
+    def analysed_height(self) -> int:
+        return self.image.shape[0] - self.bar_rows
+
+
+def _read_input(src: Path, options: SegmentOptions) -> _Micrograph:
+    """Read, map to 8 bits, find the data bar and the pixel size."""
     raw, info = read_micrograph(src)
     depth = 16 if raw.dtype == np.uint16 else 8
     image = to_uint8(raw, options.normalize)
     del raw
-    height, width = image.shape
     try:
         bar_rows, bar_source = resolve_databar(options.databar, image, info.image_height)
     except ValueError as exc:
         raise InputError(str(exc), src) from None
-    analysed_h = height - bar_rows
-    pixel_size = options.pixel_size_um or info.pixel_size_um
     pixel_source = (
         "option" if options.pixel_size_um else (info.vendor or ("tiff" if info.pixel_size_um else None))
     )
-    t_read = time.perf_counter() - t0
+    return _Micrograph(
+        path=src,
+        image=image,
+        bit_depth=depth,
+        bar_rows=bar_rows,
+        bar_source=bar_source,
+        pixel_size_um=options.pixel_size_um or info.pixel_size_um,
+        pixel_size_source=pixel_source,
+        notes=list(info.notes),
+    )
 
-    plan = plan_tiles(analysed_h, width, size, lap, model.size_multiple)
-    t1 = time.perf_counter()
+
+def _segment_and_write(
+    model: SegmentationModel,
+    micrograph: _Micrograph,
+    targets: dict[str, Path],
+    options: SegmentOptions,
+    size: int,
+    lap: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[OutputSink, TilePlan]:
+    """Run the sliding window band by band while the outputs stream to their temporaries; commit them all
+    at the end, or remove them all on any exception (Ctrl-C included)."""
+    image, analysed_h = micrograph.image, micrograph.analysed_height
+    plan = plan_tiles(analysed_h, image.shape[1], size, lap, model.size_multiple)
     outputs = {k: v for k, v in targets.items() if k != "json"}
-    sink = OutputSink(outputs, image, model.classes, model.colors, options.alpha, src.name)
+    sink = OutputSink(outputs, image, model.classes, model.colors, options.alpha, micrograph.path.name)
     pipeline = BackgroundSink(sink)
     try:
         bands = iter_bands(
@@ -220,29 +272,41 @@ def segment_file(
         )
         for band in bands:
             pipeline.band(band)
-        if bar_rows:
-            pipeline.excluded(analysed_h, bar_rows)
+        if micrograph.bar_rows:
+            pipeline.excluded(analysed_h, micrograph.bar_rows)
         pipeline.finish()
-        t_segment = time.perf_counter() - t1
         sink.commit()
     except BaseException:
         pipeline.stop()
         sink.abort()
         raise
+    return sink, plan
 
-    analysed = analysed_h * width
+
+def _result_document(
+    model: SegmentationModel,
+    micrograph: _Micrograph,
+    sink: OutputSink,
+    plan: TilePlan,
+    options: SegmentOptions,
+    size: int,
+    lap: int,
+) -> dict:
+    """The content of ``X.json`` (without ``outputs`` and ``seconds``), in its documented key order."""
+    height, width = micrograph.image.shape
+    analysed = micrograph.analysed_height * width
     result = {
-        "input": str(src),
+        "input": str(micrograph.path),
         "width": width,
         "height": height,
-        "bit_depth": depth,
+        "bit_depth": micrograph.bit_depth,
         "normalize": options.normalize,
-        "databar": {"rows": bar_rows, "source": bar_source},
+        "databar": {"rows": micrograph.bar_rows, "source": micrograph.bar_source},
         "analysed_pixels": analysed,
-        "excluded_pixels": bar_rows * width,
-        "pixel_size_um": pixel_size,
-        "pixel_size_source": pixel_source,
-        "phases": phase_table(sink.counts, model.classes, pixel_size),
+        "excluded_pixels": micrograph.bar_rows * width,
+        "pixel_size_um": micrograph.pixel_size_um,
+        "pixel_size_source": micrograph.pixel_size_source,
+        "phases": phase_table(sink.counts, model.classes, micrograph.pixel_size_um),
         "model": model.describe(),
         "tiling": {
             "tile": size,
@@ -262,13 +326,6 @@ def segment_file(
             "uncertain_pixels": sink.uncertain,
             "uncertain_fraction": sink.uncertain / analysed if analysed else 0.0,
         }
-    if info.notes:
-        result["metadata_notes"] = list(info.notes)
-    result["outputs"] = {key: str(p) for key, p in targets.items()}
-    result["seconds"] = {
-        "read": round(t_read, 4),
-        "segment_and_write": round(t_segment, 4),
-        "total": round(time.perf_counter() - t0, 4),
-    }
-    write_text_atomic(targets["json"], json.dumps(result, indent=2) + "\n")
+    if micrograph.notes:
+        result["metadata_notes"] = list(micrograph.notes)
     return result
