@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from semphase.errors import GateFailed, InputError, OptionError
 from semphase.export import fp16 as fp16_convert
 from semphase.export import int8 as int8_quant
 from semphase.export import onnx_export
-from semphase.export.imagesets import calibration_tiles, normalize, resolve_image_sets
+from semphase.export.imagesets import ImageSets, calibration_tiles, resolve_image_sets
 from semphase.export.metadata import (
     RECOMMENDED_OVERLAP,
     RECOMMENDED_TILE,
@@ -35,6 +36,7 @@ from semphase.export.reference import REFERENCE_SIDE, REFERENCE_TILES, build_ref
 from semphase.export.report import REPORT_FORMAT, check_gates, machine_description, write_report
 from semphase.gates import Gates
 from semphase.imageio import ensure_output_folder, file_sha256
+from semphase.model_format import normalize
 from semphase.runtime.selfcheck import EXPORT_MARGIN_PP
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -147,144 +149,28 @@ def run_export(
         a validation gate failed; files and report are kept, and the exception's ``report`` attribute
         holds the report.
     """
-    from semphase.phases import ClassTable
-    from semphase.train.checkpoint import load_checkpoint
-
     options = options or ExportOptions()
     options.validate()
     out_dir = Path(out_dir)
-    checkpoint = Path(checkpoint)
     ensure_output_folder(out_dir)
-    network, config, ckpt = load_checkpoint(checkpoint)
-    try:
-        table = ClassTable.from_dict(config["classes"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(f"checkpoint config has no usable class table ({exc})", checkpoint) from None
-    _check_normalization(config, checkpoint)
-    threads = options.threads or os.cpu_count() or 1
-    images = resolve_image_sets(checkpoint, config, options.calib, table)
-    say(f"held-out: {images.heldout_source}; {len(images.heldout)} images")
-    checkpoint_sha = file_sha256(checkpoint)
-
-    def metadata(variant: str) -> dict[str, str]:
-        return build_metadata(
-            config,
-            ckpt,
-            variant=variant,
-            checkpoint_sha256=checkpoint_sha,
-            tile_size=options.tile,
-            overlap=options.overlap,
-        )
-
-    say(f"exporting FP32 (opset {options.opset})")
-    graph = onnx_export.export_fp32(
-        network,
-        in_channels=int(config.get("in_channels", 1)),
-        num_classes=table.num_classes,
-        opset=options.opset,
-        simplify=options.simplify,
-    )
-    for note in graph.notes:
-        say(f"note: {note}")
-    graphs = {"fp32": graph.model}
-
-    if options.fp16:
-        say("converting to FP16")
-        graphs["fp16"] = fp16_convert.convert_fp16(graph.model)
-
-    int8_info = None
-    if options.int8:
-        tiles = calibration_tiles(
-            images.calibration,
-            tile=options.tile,
-            count=options.calib_images,
-            normalization=config["normalization"],
-        )
-        settings = options.int8_settings
-        say(
-            f"quantizing to INT8 ({settings.method} calibration on {len(tiles)} tiles from "
-            f"{images.calibration_source}, {settings.activations} activations, "
-            f"{'7-bit (reduce_range)' if settings.reduce_range else '8-bit'} weights"
-            + (f", float layers: {', '.join(settings.keep_float)}" if settings.keep_float else "")
-            + ")"
-        )
-        with tempfile.TemporaryDirectory(prefix="semphase-export-") as work:
-            prepared = int8_quant.prepare(graph.model, work)
-            try:
-                quantized = int8_quant.quantize(prepared, tiles, settings)
-            except ValueError as exc:
-                raise InputError(f"INT8 quantization: {exc}", checkpoint) from None
-        graphs["int8"] = quantized.model
-        int8_info = {
-            **settings.as_dict(),
-            "weights": f"{settings.weights} {'per-channel' if settings.per_channel else 'per-tensor'}"
-            + (" (7-bit range)" if settings.reduce_range else ""),
-            "format": "QDQ",
-            "float_nodes": quantized.float_nodes,
-            "calibration": {"source": images.calibration_source, "tiles": len(tiles), "tile": options.tile},
-        }
-
-    say(f"storing the self-check reference ({REFERENCE_TILES} held-out tiles, FP32 labels) in every file")
-    try:
-        reference_tiles = choose_tiles(images.heldout, min(REFERENCE_SIDE, options.tile))
-    except ValueError as exc:
-        raise InputError(str(exc), checkpoint) from None
-    # sessions on the graphs still in memory: each file is written once, with its reference
-    sessions = {name: open_session(g.SerializeToString(), threads, False) for name, g in graphs.items()}
-    references = build_references(
-        reference_tiles,
-        sessions,
-        config["normalization"],
-        {name: options.gates.min_agreement(name) for name in graphs},
-    )
-    del sessions
-    files: dict[str, Path] = {}
-    for name, model in graphs.items():
-        write_metadata(model, {**metadata(name), **reference_metadata(references[name])})
-        files[name] = out_dir / FILE_NAMES[name]
-        save_model(model, files[name])
+    source = _load_source(Path(checkpoint), options)
+    say(f"held-out: {source.images.heldout_source}; {len(source.images.heldout)} images")
+    graph, graphs, int8_info = _convert(source, options, say)
+    files, references, reference_tiles = _write_files(source, graphs, out_dir, options, say)
     del graphs
     for variant, name in FILE_NAMES.items():
         if variant not in files and (out_dir / name).exists():
             say(f"note: {out_dir / name} is left from an earlier export (not rewritten now)")
-
-    say(f"validating against PyTorch on {len(images.heldout)} held-out images ({threads} threads)")
-    parity = compare(
-        network,
-        config["normalization"],
-        table.names,
-        files,
-        images.heldout,
-        tile=options.tile,
-        threads=threads,
-    )
-    say(f"timing one {options.tile}x{options.tile} tile per variant")
-    latency = measure_latency(
-        network,
-        files,
-        _latency_tile(images.heldout[0].image, options.tile, config["normalization"]),
-        threads=threads,
-    )
-
-    variants: dict[str, dict] = {}
-    for name in ("pytorch", *files):
-        row = dict(parity[name])
-        row["latency_ms"] = latency[name]
-        if name in files:
-            row["file"] = files[name].name
-            row["size_bytes"] = files[name].stat().st_size
-            row["size_vs_fp32"] = row["size_bytes"] / files["fp32"].stat().st_size
-            row["speedup_vs_fp32"] = latency["fp32"] / latency[name]
-        variants[name] = row
+    variants = _validate(source, files, options, say)
     gates = check_gates(variants, options.gates)
     report = {
         "format": REPORT_FORMAT,
         "checkpoint": {
-            "path": str(checkpoint),
-            "sha256": checkpoint_sha,
-            "config_sha256": config_sha256(config),
-            "arch": config.get("arch"),
-            "classes": table.names,
+            "path": str(source.checkpoint),
+            "sha256": source.sha256,
+            "config_sha256": config_sha256(source.config),
+            "arch": source.config.get("arch"),
+            "classes": source.table.names,
         },
         "export": {
             "exporter": graph.exporter,
@@ -305,11 +191,15 @@ def run_export(
                 for name, ref in references.items()
             },
         },
-        "heldout": {"source": images.heldout_source, "images": len(images.heldout), "block": options.tile},
-        "machine": machine_description(threads),
+        "heldout": {
+            "source": source.images.heldout_source,
+            "images": len(source.images.heldout),
+            "block": options.tile,
+        },
+        "machine": machine_description(source.threads),
         "latency": {
             "tile": options.tile,
-            "threads": threads,
+            "threads": source.threads,
             "statistic": "median",
             "warmup_runs": WARMUP_RUNS,
             "timed_runs": TIMED_RUNS,
@@ -325,3 +215,165 @@ def run_export(
         error.report = report  # the CLI still shows the table
         raise error
     return report
+
+
+@dataclass
+class _Source:
+    """What an export starts from: the checkpoint's network, config and class table, and the images."""
+
+    checkpoint: Path
+    network: object
+    config: dict
+    ckpt: dict
+    table: object
+    images: ImageSets
+    sha256: str
+    threads: int
+
+
+def _load_source(checkpoint: Path, options: ExportOptions) -> _Source:
+    """Load and check the checkpoint, find the calibration and held-out images."""
+    from semphase.phases import ClassTable
+    from semphase.train.checkpoint import load_checkpoint
+
+    network, config, ckpt = load_checkpoint(checkpoint)
+    try:
+        table = ClassTable.from_dict(config["classes"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"checkpoint config has no usable class table ({exc})", checkpoint) from None
+    _check_normalization(config, checkpoint)
+    return _Source(
+        checkpoint=checkpoint,
+        network=network,
+        config=config,
+        ckpt=ckpt,
+        table=table,
+        images=resolve_image_sets(checkpoint, config, options.calib, table),
+        sha256=file_sha256(checkpoint),
+        threads=options.threads or os.cpu_count() or 1,
+    )
+
+
+def _convert(source: _Source, options: ExportOptions, say: Say):
+    """The graphs to write: FP32 (exported and checked), FP16 and INT8 as asked; returns (the FP32 export
+    result, {variant: graph}, the INT8 settings for the report or None)."""
+    say(f"exporting FP32 (opset {options.opset})")
+    graph = onnx_export.export_fp32(
+        source.network,
+        in_channels=int(source.config.get("in_channels", 1)),
+        num_classes=source.table.num_classes,
+        opset=options.opset,
+        simplify=options.simplify,
+    )
+    for note in graph.notes:
+        say(f"note: {note}")
+    graphs = {"fp32": graph.model}
+    if options.fp16:
+        say("converting to FP16")
+        graphs["fp16"] = fp16_convert.convert_fp16(graph.model)
+    int8_info = None
+    if options.int8:
+        graphs["int8"], int8_info = _quantize(source, graph.model, options, say)
+    return graph, graphs, int8_info
+
+
+def _quantize(source: _Source, fp32: onnx.ModelProto, options: ExportOptions, say: Say):
+    """Static INT8 from calibration tiles; returns (the graph, its settings for the report)."""
+    images = source.images
+    tiles = calibration_tiles(
+        images.calibration,
+        tile=options.tile,
+        count=options.calib_images,
+        normalization=source.config["normalization"],
+    )
+    settings = options.int8_settings
+    say(
+        f"quantizing to INT8 ({settings.method} calibration on {len(tiles)} tiles from "
+        f"{images.calibration_source}, {settings.activations} activations, "
+        f"{'7-bit (reduce_range)' if settings.reduce_range else '8-bit'} weights"
+        + (f", float layers: {', '.join(settings.keep_float)}" if settings.keep_float else "")
+        + ")"
+    )
+    with tempfile.TemporaryDirectory(prefix="semphase-export-") as work:
+        prepared = int8_quant.prepare(fp32, work)
+        try:
+            quantized = int8_quant.quantize(prepared, tiles, settings)
+        except ValueError as exc:
+            raise InputError(f"INT8 quantization: {exc}", source.checkpoint) from None
+    info = {
+        **settings.as_dict(),
+        "weights": f"{settings.weights} {'per-channel' if settings.per_channel else 'per-tensor'}"
+        + (" (7-bit range)" if settings.reduce_range else ""),
+        "format": "QDQ",
+        "float_nodes": quantized.float_nodes,
+        "calibration": {"source": images.calibration_source, "tiles": len(tiles), "tile": options.tile},
+    }
+    return quantized.model, info
+
+
+def _write_files(source: _Source, graphs: dict, out_dir: Path, options: ExportOptions, say: Say):
+    """Write each graph once, with its metadata and self-check reference; returns (files, references,
+    the reference tiles)."""
+    say(f"storing the self-check reference ({REFERENCE_TILES} held-out tiles, FP32 labels) in every file")
+    try:
+        reference_tiles = choose_tiles(source.images.heldout, min(REFERENCE_SIDE, options.tile))
+    except ValueError as exc:
+        raise InputError(str(exc), source.checkpoint) from None
+    # sessions on the graphs still in memory: each file is written once, with its reference
+    sessions = {
+        name: open_session(g.SerializeToString(), source.threads, False) for name, g in graphs.items()
+    }
+    references = build_references(
+        reference_tiles,
+        sessions,
+        source.config["normalization"],
+        {name: options.gates.min_agreement(name) for name in graphs},
+    )
+    del sessions
+    files: dict[str, Path] = {}
+    for name, model in graphs.items():
+        metadata = build_metadata(
+            source.config,
+            source.ckpt,
+            variant=name,
+            checkpoint_sha256=source.sha256,
+            tile_size=options.tile,
+            overlap=options.overlap,
+        )
+        write_metadata(model, {**metadata, **reference_metadata(references[name])})
+        files[name] = out_dir / FILE_NAMES[name]
+        save_model(model, files[name])
+    return files, references, reference_tiles
+
+
+def _validate(source: _Source, files: dict[str, Path], options: ExportOptions, say: Say) -> dict[str, dict]:
+    """Parity with PyTorch on the held-out images and the latency of one tile, per variant."""
+    heldout = source.images.heldout
+    say(f"validating against PyTorch on {len(heldout)} held-out images ({source.threads} threads)")
+    parity = compare(
+        source.network,
+        source.config["normalization"],
+        source.table.names,
+        files,
+        heldout,
+        tile=options.tile,
+        threads=source.threads,
+    )
+    say(f"timing one {options.tile}x{options.tile} tile per variant")
+    latency = measure_latency(
+        source.network,
+        files,
+        _latency_tile(heldout[0].image, options.tile, source.config["normalization"]),
+        threads=source.threads,
+    )
+    variants: dict[str, dict] = {}
+    for name in ("pytorch", *files):
+        row = dict(parity[name])
+        row["latency_ms"] = latency[name]
+        if name in files:
+            row["file"] = files[name].name
+            row["size_bytes"] = files[name].stat().st_size
+            row["size_vs_fp32"] = row["size_bytes"] / files["fp32"].stat().st_size
+            row["speedup_vs_fp32"] = latency["fp32"] / latency[name]
+        variants[name] = row
+    return variants
