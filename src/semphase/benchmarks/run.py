@@ -268,12 +268,7 @@ def run_benchmark(
 
     with Steps(progress) as steps:
         steps.say("loading the models")
-        variants = [load_onnx_variant(n, p, options.provider, threads) for n, p in files.items()]
-        first_ok = next((v.model for v in variants if v.ok), None)
-        tile = int(first_ok.tile_size) if first_ok is not None else None
-        overlap = int(first_ok.overlap) if first_ok is not None else None
-        if options.checkpoint is not None:
-            variants.insert(0, load_checkpoint_variant(Path(options.checkpoint), threads, tile, overlap))
+        variants, tile, overlap = _load_variants(files, options, threads)
         table = _class_table(variants, options.classes)
         if table is None:
             raise InputError(
@@ -289,35 +284,12 @@ def run_benchmark(
                 "PyTorch runs the checkpoint on the CPU through the same tiling and Gaussian blending as the "
                 "ONNX variants, so agreement measures export and quantization alone."
             )
-        reference = (
-            "pytorch"
-            if any(v.name == "pytorch" for v in ok)
-            else ("fp32" if any(v.name == "fp32" for v in ok) else None)
-        )
-
-        steps.start("accuracy", "held-out images", len(samples) * len(ok))
-        parity = heldout_parity(
-            {v.name: _predictor(v, options.batch) for v in ok},
-            samples,
-            table,
-            lambda: steps.advance("accuracy"),
-        )
-        accuracy = parity.rows()
-        accuracy += [_failed_accuracy(v, table.names) for v in variants if not v.ok]
-        accuracy.sort(key=lambda r: [v.name for v in variants].index(r["variant"]))
-        for v in ok:  # a variant that cannot segment the held-out images is not timed either
-            if v.name in parity.failed:
-                v.fail(parity.failed[v.name])
+        names = {v.name for v in ok}
+        reference = "pytorch" if "pytorch" in names else ("fp32" if "fp32" in names else None)
+        parity, accuracy = _accuracy(variants, samples, table, options, steps)
         ok = [v for v in variants if v.ok]
-
         batches = sorted({1, options.batch})
-        steps.start("latency", "tile latency", len(ok))
-        latency = []
-        for v in ok:
-            steps.say(f"timing {v.name} tiles")
-            latency += measure_latency(v.model, v.name, batches, options.warmup, options.repeat, options.seed)
-            steps.advance("latency")
-
+        latency = _latency(ok, batches, options, steps)
         described = [v.describe() for v in variants]
         for v in ok:  # the children load their own copy: free this process's sessions first
             v.model = None
@@ -359,6 +331,49 @@ def run_benchmark(
     _figures(report, parity.results(), out)
     write_reports(report, out)
     return report
+
+
+def _load_variants(files: dict[str, Path], options: BenchmarkOptions, threads: int):
+    """The ONNX variants (and the checkpoint, on the ONNX files' tiling); returns (variants, tile,
+    overlap). A variant that cannot be loaded is kept as failed, with its reason."""
+    variants = [load_onnx_variant(n, p, options.provider, threads) for n, p in files.items()]
+    first_ok = next((v.model for v in variants if v.ok), None)
+    tile = int(first_ok.tile_size) if first_ok is not None else None
+    overlap = int(first_ok.overlap) if first_ok is not None else None
+    if options.checkpoint is not None:
+        variants.insert(0, load_checkpoint_variant(Path(options.checkpoint), threads, tile, overlap))
+    return variants, tile, overlap
+
+
+def _accuracy(variants: list[Variant], samples, table, options: BenchmarkOptions, steps: Steps):
+    """Held-out parity of every loaded variant; a variant that cannot segment the images is failed (and
+    so not timed). Returns (the parity runner, the accuracy rows in variant order)."""
+    ok = [v for v in variants if v.ok]
+    steps.start("accuracy", "held-out images", len(samples) * len(ok))
+    parity = heldout_parity(
+        {v.name: _predictor(v, options.batch) for v in ok},
+        samples,
+        table,
+        lambda: steps.advance("accuracy"),
+    )
+    accuracy = parity.rows()
+    accuracy += [_failed_accuracy(v, table.names) for v in variants if not v.ok]
+    accuracy.sort(key=lambda r: [v.name for v in variants].index(r["variant"]))
+    for v in ok:
+        if v.name in parity.failed:
+            v.fail(parity.failed[v.name])
+    return parity, accuracy
+
+
+def _latency(ok: list[Variant], batches: list[int], options: BenchmarkOptions, steps: Steps) -> list[dict]:
+    """Tile latency of each variant at each batch size, in this process."""
+    steps.start("latency", "tile latency", len(ok))
+    latency = []
+    for v in ok:
+        steps.say(f"timing {v.name} tiles")
+        latency += measure_latency(v.model, v.name, batches, options.warmup, options.repeat, options.seed)
+        steps.advance("latency")
+    return latency
 
 
 def _load_average() -> list[float] | None:
