@@ -52,7 +52,7 @@ def models(tmp_path_factory) -> dict:
 
     gates = Gates(**UNTRAINED_GATES)  # an untrained network: see test_export_support.UNTRAINED_GATES
     options = ExportOptions(tile=64, overlap=16, calib_images=4, threads=1, calib=data, gates=gates)
-    run_export(run / "best.pt", out, options, say=lambda _: None)
+    run_export(run / "best.pt", out, options)
     (out / "export_report.json").unlink()
     return {
         "root": root,

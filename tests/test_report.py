@@ -18,7 +18,7 @@ from semphase.report import (
     format_summary_line,
     plot_confusion,
     plot_frequency_vs_iou,
-    print_study_tables,
+    study_tables,
     write_overlay_panels,
     write_per_image_csv,
 )
@@ -39,8 +39,12 @@ def _read_png(path) -> np.ndarray:
 
 
 def test_study_tables_show_summary_and_per_class_rows():
+    from semphase.cli.common import print_tables
+
     console = Console(record=True, width=160)
-    print_study_tables(_result(), console)
+    tables = study_tables(_result())
+    assert [t.key for t in tables] == ["summary", "per_class"]  # plain text cells: the library prints nothing
+    print_tables(tables, console)
     text = console.export_text()
     # summary: mIoU over images 1 and 1/8 -> mean 0.5625, std 0.4375
     assert "Summary over 2 images" in text

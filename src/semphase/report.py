@@ -19,13 +19,14 @@ from semphase.report_plots import (
     plot_frequency_vs_iou,
     write_overlay_panels,
 )
+from semphase.tables import Table
 
 __all__ = [
     "OverlayItem",
     "format_summary_line",
     "plot_confusion",
     "plot_frequency_vs_iou",
-    "print_study_tables",
+    "study_tables",
     "write_overlay_panels",
     "write_per_image_csv",
 ]
@@ -57,21 +58,19 @@ def format_summary_line(result: dict) -> str:
     return " | ".join(parts) + f" ({n} images)"
 
 
-def print_study_tables(result: dict, console) -> None:
-    """Print the study's tables: the summary over images and the per-class table.
+def study_tables(result: dict) -> list[Table]:
+    """The study's tables: the summary over images and the per-class table (text cells, for any display).
 
     Parameters
     ----------
     result : scoring-result dict.
-    console : a ``rich.console.Console``.
 
     The summary table holds mean, std (ddof 0), min and max over images of mIoU, mDice and mBF1. The
     per-class table holds IoU and Dice (from the summed confusion matrix), BF1 (mean over the images
     where the class occurs), the percentage of the class's pixels classified correctly, the class they are
-    most often mistaken for (with its percentage), and the class's share of the scored truth pixels.
+    most often mistaken for (with its percentage), and the class's share of the scored truth pixels. Its
+    notes give the pixel accuracy and the convention for absent classes.
     """
-    from rich.table import Table
-
     n = result.get("images", len(result.get("per_image", [])))
     convention = result.get("convention", "absent-left-out")
     note = (
@@ -82,23 +81,13 @@ def print_study_tables(result: dict, console) -> None:
     tolerance = result.get("tolerance_px")
     caption = note + (f"; BF1 tolerance {tolerance} px" if tolerance is not None else "")
 
-    summary = Table(title=f"Summary over {n} images")
-    summary.add_column("metric")
-    for column in ("mean", "std", "min", "max"):
-        summary.add_column(column, justify="right")
+    summary = Table("summary", f"Summary over {n} images", ["metric", "mean", "std", "min", "max"])
     for key, label in _METRICS:
         stats = result["summary"][key]
-        summary.add_row(label, *(_num(stats[c]) for c in ("mean", "std", "min", "max")))
-    console.print(summary)
+        summary.rows.append([label, *(_num(stats[c]) for c in ("mean", "std", "min", "max"))])
 
-    per_class = Table(title="Per class")
-    per_class.add_column("id", justify="right")
-    per_class.add_column("class", no_wrap=True)
-    for _, label in _PER_CLASS:
-        per_class.add_column(label, justify="right")
-    per_class.add_column("correct", justify="right")
-    per_class.add_column("main confusion")
-    per_class.add_column("frequency", justify="right")
+    headers = ["id", "class", *(label for _, label in _PER_CLASS), "correct", "main confusion", "frequency"]
+    per_class = Table("per_class", "Per class", headers, text_columns=("class", "main confusion"))
     columns = [_class_values(result, key) for key, _ in _PER_CLASS]
     correct = _class_values(result, "correct_pct")
     confusion = _class_values(result, "main_confusion")
@@ -107,14 +96,14 @@ def print_study_tables(result: dict, console) -> None:
         main = confusion[i]
         mistaken = "-" if not main else f"{main['class']} ({_pct(main['pct'], 1)})"
         freq = None if frequency[i] is None else 100.0 * frequency[i]
-        per_class.add_row(
-            str(i), name, *(_num(col[i]) for col in columns), _pct(correct[i]), mistaken, _pct(freq, 3)
+        per_class.rows.append(
+            [str(i), name, *(_num(col[i]) for col in columns), _pct(correct[i]), mistaken, _pct(freq, 3)]
         )
-    console.print(per_class)
     accuracy = result.get("pixel_accuracy")
     if accuracy is not None:
-        console.print(f"pixel accuracy {100.0 * accuracy:.2f}% over all scored pixels")
-    console.print(caption)
+        per_class.notes.append(f"pixel accuracy {100.0 * accuracy:.2f}% over all scored pixels")
+    per_class.notes.append(caption)
+    return [summary, per_class]
 
 
 def write_per_image_csv(result: dict, path: str | os.PathLike) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from semphase.benchmarks.accuracy import ParityRun, failed_row, heldout_parity
-from semphase.benchmarks.progress import Steps
 from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
 from semphase.errors import InputError, OptionError
 from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
 from semphase.machine import machine_info
+from semphase.progress import SILENT, Progress
 from semphase.runtime.sliding import DEFAULT_BATCH
 
 REPORT_FORMAT = "semphase-benchmark/1"
@@ -156,7 +156,7 @@ def _speed_and_large_parity(
     tile: int,
     overlap: int,
     class_names: list[str],
-    steps: Steps,
+    steps: Progress,
 ) -> tuple[list[dict], list[dict]]:
     from semphase.data.synth import write_large
 
@@ -230,7 +230,10 @@ def write_reports(report: dict, out: Path) -> None:
 
 
 def run_benchmark(
-    model_dir: str | os.PathLike, options: BenchmarkOptions, command: str | None = None, progress: bool = True
+    model_dir: str | os.PathLike,
+    options: BenchmarkOptions,
+    command: str | None = None,
+    progress: Progress = SILENT,
 ) -> dict:
     """Measure accuracy parity and speed of the variants in ``model_dir`` and write the report.
 
@@ -239,7 +242,7 @@ def run_benchmark(
     model_dir : folder with any of ``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx``.
     options : see :class:`BenchmarkOptions`.
     command : the command line, recorded in the report.
-    progress : show progress on stderr (rich).
+    progress : receives the stages and what runs now (:mod:`semphase.progress`).
 
     Returns
     -------
@@ -266,35 +269,35 @@ def run_benchmark(
     notes = list(options.notes)
     load_at_start = _load_average()
 
-    with Steps(progress) as steps:
-        steps.say("loading the models")
-        variants, tile, overlap = _load_variants(files, options, threads)
-        table = _class_table(variants, options.classes)
-        if table is None:
-            raise InputError(
-                "no model could be loaded: " + "; ".join(f"{v.path.name}: {v.reason}" for v in variants),
-                model_dir,
-            )
-        samples, selection = _select(options, dataset)
-        if not samples:
-            raise InputError("no held-out images to score", options.data)
-        ok = [v for v in variants if v.ok]
-        if any(v.name == "pytorch" for v in ok):
-            notes.append(
-                "PyTorch runs the checkpoint on the CPU through the same tiling and Gaussian blending as the "
-                "ONNX variants, so agreement measures export and quantization alone."
-            )
-        names = {v.name for v in ok}
-        reference = "pytorch" if "pytorch" in names else ("fp32" if "fp32" in names else None)
-        parity, accuracy = _accuracy(variants, samples, table, options, steps)
-        ok = [v for v in variants if v.ok]
-        batches = sorted({1, options.batch})
-        latency = _latency(ok, batches, options, steps)
-        described = [v.describe() for v in variants]
-        for v in ok:  # the children load their own copy: free this process's sessions first
-            v.model = None
-        steps.start("end-to-end", "end-to-end", len(options.sizes) * (1 + len(ok)))
-        speed, large = _speed_and_large_parity(ok, options, threads, tile, overlap, table.names, steps)
+    steps = progress
+    steps.say("loading the models")
+    variants, tile, overlap = _load_variants(files, options, threads)
+    table = _class_table(variants, options.classes)
+    if table is None:
+        raise InputError(
+            "no model could be loaded: " + "; ".join(f"{v.path.name}: {v.reason}" for v in variants),
+            model_dir,
+        )
+    samples, selection = _select(options, dataset)
+    if not samples:
+        raise InputError("no held-out images to score", options.data)
+    ok = [v for v in variants if v.ok]
+    if any(v.name == "pytorch" for v in ok):
+        notes.append(
+            "PyTorch runs the checkpoint on the CPU through the same tiling and Gaussian blending as the "
+            "ONNX variants, so agreement measures export and quantization alone."
+        )
+    names = {v.name for v in ok}
+    reference = "pytorch" if "pytorch" in names else ("fp32" if "fp32" in names else None)
+    parity, accuracy = _accuracy(variants, samples, table, options, steps)
+    ok = [v for v in variants if v.ok]
+    batches = sorted({1, options.batch})
+    latency = _latency(ok, batches, options, steps)
+    described = [v.describe() for v in variants]
+    for v in ok:  # the children load their own copy: free this process's sessions first
+        v.model = None
+    steps.start("end-to-end", "end-to-end", len(options.sizes) * (1 + len(ok)))
+    speed, large = _speed_and_large_parity(ok, options, threads, tile, overlap, table.names, steps)
 
     report = {
         "format": REPORT_FORMAT,
@@ -345,7 +348,7 @@ def _load_variants(files: dict[str, Path], options: BenchmarkOptions, threads: i
     return variants, tile, overlap
 
 
-def _accuracy(variants: list[Variant], samples, table, options: BenchmarkOptions, steps: Steps):
+def _accuracy(variants: list[Variant], samples, table, options: BenchmarkOptions, steps: Progress):
     """Held-out parity of every loaded variant; a variant that cannot segment the images is failed (and
     so not timed). Returns (the parity runner, the accuracy rows in variant order)."""
     ok = [v for v in variants if v.ok]
@@ -365,7 +368,7 @@ def _accuracy(variants: list[Variant], samples, table, options: BenchmarkOptions
     return parity, accuracy
 
 
-def _latency(ok: list[Variant], batches: list[int], options: BenchmarkOptions, steps: Steps) -> list[dict]:
+def _latency(ok: list[Variant], batches: list[int], options: BenchmarkOptions, steps: Progress) -> list[dict]:
     """Tile latency of each variant at each batch size, in this process."""
     steps.start("latency", "tile latency", len(ok))
     latency = []

@@ -6,27 +6,13 @@ the writers only lay them out, so both reports always show the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from semphase.tables import Table
 
 #: How variants are named in tables and figures.
 DISPLAY_NAMES = {"pytorch": "PyTorch", "fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
-@dataclass
-class Table:
-    """One report table: ``rows`` hold as many formatted cells as ``headers``."""
-
-    key: str
-    title: str
-    headers: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str | None = None
-    #: Columns aligned left (text); the others are numbers, aligned right.
-    text_columns: tuple[str, ...] = ("variant", "class", "file", "status", "size", "tile")
-
-    def alignments(self) -> list[str]:
-        """``"left"`` or ``"right"`` per column: the first column and text columns left."""
-        return ["left" if i == 0 or h in self.text_columns else "right" for i, h in enumerate(self.headers)]
+__all__ = ["Table", "display_name", "fmt"]
 
 
 def display_name(variant: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, say_error, styled
+from semphase.cli.common import RichProgress, console, err_console, say_error, styled
 from semphase.errors import InputError
 
 
@@ -159,9 +159,10 @@ def register(app: typer.Typer) -> None:
             max_images=max_images,
             seed=seed,
         )
-        report = run_benchmark(
-            model_dir, options, command=_command_line(model_dir, options, sizes), progress=not quiet
-        )
+        with RichProgress(transient=False, enabled=not quiet) as progress:
+            report = run_benchmark(
+                model_dir, options, command=_command_line(model_dir, options, sizes), progress=progress
+            )
         for variant in report["variants"]:
             if variant["status"] != "ok":
                 err_console.print(

@@ -39,6 +39,19 @@ def progress_bar():
     )
 
 
+def print_tables(tables, target: Console | None = None) -> None:
+    """Lay out library tables (:class:`semphase.tables.Table`) with rich, each followed by its notes."""
+    from semphase.tables import rich_table
+
+    target = target or console
+    for table in tables:
+        target.print(rich_table(table))
+        if table.note:
+            target.print(table.note, style="dim", soft_wrap=True)
+        for line in table.notes:
+            target.print(line, soft_wrap=True)
+
+
 def say_self_check(verdict) -> None:
     """One dim line with a model's self-check verdict (yellow when it had to fall back or could not run)."""
     console.print(verdict.line(), style=self_check_style(verdict), soft_wrap=True)
@@ -47,3 +60,70 @@ def say_self_check(verdict) -> None:
 def self_check_style(verdict) -> str:
     """``dim`` for a plain pass, ``yellow`` for anything that deserves a look."""
     return "dim" if verdict.status == "passed" else "yellow"
+
+
+class RichProgress:
+    """The CLI's :class:`semphase.progress.Progress`: one rich bar per stage on stderr, with a dim column
+    saying what runs now. Off a terminal (a log file, a pipe) it draws nothing and ``say`` lines are
+    dropped too (they only annotate the bars).
+
+    Use as a context manager. Starting a stage again replaces its bar (one bar per file's tiles).
+    """
+
+    def __init__(self, transient: bool = True, enabled: bool = True) -> None:
+        self._bars = None
+        self._tasks: dict[str, int] = {}
+        self._current: str | None = None
+        if enabled and err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bars = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[now]}", style="dim", markup=False),
+                console=err_console,
+                transient=transient,
+            )
+
+    @property
+    def console(self) -> Console:
+        """Where lines go while the bars are drawn (above them)."""
+        return self._bars.console if self._bars is not None else err_console
+
+    def __enter__(self) -> RichProgress:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        if self._bars is None:
+            return
+        if self._current in self._tasks:
+            self._bars.update(self._tasks[self._current], now="")
+        if key in self._tasks:
+            self._bars.remove_task(self._tasks.pop(key))
+        self._current = key
+        self._tasks[key] = self._bars.add_task(description, total=total, now="")
+
+    def advance(self, key: str, steps: int = 1) -> None:
+        if self._bars is not None and key in self._tasks:
+            self._bars.advance(self._tasks[key], steps)
+
+    def finish(self, key: str) -> None:
+        """Remove stage ``key``'s bar (a finished file's)."""
+        if self._bars is not None and key in self._tasks:
+            self._bars.remove_task(self._tasks.pop(key))
+
+    def say(self, message: str) -> None:
+        if self._bars is None:
+            return
+        if self._current in self._tasks:
+            self._bars.update(self._tasks[self._current], now=message)
+        else:  # nothing under way yet: a line of its own
+            self._bars.console.print(message, style="dim", soft_wrap=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, styled
+from semphase.cli.common import console, print_tables, styled
 from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         from semphase.data.layout import open_dataset
         from semphase.evaluation import load_predictor, run_evaluation, select_samples
         from semphase.phases import load_class_table
-        from semphase.report import print_study_tables
+        from semphase.report import study_tables
 
         apply_max_megapixels(max_megapixels)
         table_override = load_class_table(classes) if classes is not None else None
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             "selection": described,
         }
         result = run_evaluation(predict, samples, table, out, absent_as_study=absent_as_study, extra=extra)
-        print_study_tables(result, console)
+        print_tables(study_tables(result))
         outputs = result.get("outputs", {})
         files = [outputs.get("metrics"), outputs.get("per_image"), outputs.get("confusion")]
         files += [outputs.get("frequency_vs_iou")]

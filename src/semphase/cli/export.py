@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, styled
+from semphase.cli.common import console, print_tables, styled
 from semphase.errors import GateFailed
 from semphase.model_format import RECOMMENDED_OVERLAP, RECOMMENDED_TILE
 
@@ -157,12 +157,9 @@ def export_command(
         raise typer.BadParameter(str(exc)) from None
     options.validate()
 
-    def say(message: str) -> None:
-        console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)
-
     try:
         with console.status("exporting", spinner="dots"):
-            report = run_export(checkpoint, out, options, say=say)
+            report = run_export(checkpoint, out, options, progress=_Lines())
     except GateFailed as exc:
         report = getattr(exc, "report", None)
         if report is not None:
@@ -172,11 +169,23 @@ def export_command(
     console.print(styled(("export passed", "green"), f": files in {out}"), soft_wrap=True)
 
 
+class _Lines:
+    """Export's progress: each step as a line of its own (``export: ...``); no bars."""
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, key: str, steps: int = 1) -> None:
+        pass
+
+    def say(self, message: str) -> None:
+        console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)
+
+
 def _show(report: dict) -> None:
     from semphase.export.report import results_tables
 
-    for table in results_tables(report):
-        console.print(table)
+    print_tables(results_tables(report))
     if report.get("int8"):
         settings = report["int8"]
         floats = ", ".join(settings["float_nodes"]) or "none"

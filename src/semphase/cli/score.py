@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, styled
+from semphase.cli.common import console, err_console, print_tables, styled
 from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 #: Problems printed one per line before the rest are summarized (the JSON holds all of them).
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         apply_max_megapixels(max_megapixels)
         from semphase.phases import load_class_table
-        from semphase.report import print_study_tables
+        from semphase.report import study_tables
 
         table = load_class_table(classes)
         result = score_folders(
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             )
         if result["unused_predictions"]:
             console.print(f"{result['unused_predictions']} prediction file(s) matched no truth mask")
-        print_study_tables(result, console)
+        print_tables(study_tables(result))
         if json_path is not None:
             from semphase.imageio import write_text_atomic
 

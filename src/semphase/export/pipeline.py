@@ -37,6 +37,7 @@ from semphase.export.report import REPORT_FORMAT, check_gates, machine_descripti
 from semphase.gates import Gates
 from semphase.imageio import ensure_output_folder, file_sha256
 from semphase.model_format import normalize
+from semphase.progress import SILENT, Progress
 from semphase.runtime.selfcheck import EXPORT_MARGIN_PP
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -122,7 +123,7 @@ def run_export(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     options: ExportOptions | None = None,
-    say: Say = print,
+    progress: Progress = SILENT,
 ) -> dict:
     """Export a checkpoint to FP32/FP16/INT8 ONNX files, validate them and write the report.
 
@@ -132,7 +133,7 @@ def run_export(
     out_dir : folder for ``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx``, ``export_report.json``
         (created if missing; files are written atomically).
     options : see :class:`ExportOptions`.
-    say : receives one-line progress messages.
+    progress : receives a line per step (``progress.say``, :mod:`semphase.progress`).
 
     Returns
     -------
@@ -149,6 +150,7 @@ def run_export(
         a validation gate failed; files and report are kept, and the exception's ``report`` attribute
         holds the report.
     """
+    say = progress.say
     options = options or ExportOptions()
     options.validate()
     out_dir = Path(out_dir)

@@ -1,4 +1,4 @@
-"""The export report: validation gates, the JSON file (``export_report.json``) and the console table."""
+"""The export report: validation gates, the JSON file (``export_report.json``) and its tables."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import json
 import os
 import platform
 
-from rich import box
-from rich.table import Table
-
 from semphase.gates import REDUCED_VARIANTS, Gates, fp32_check, variant_checks
 from semphase.imageio import write_text_atomic
+from semphase.tables import Table
 
 REPORT_FORMAT = "semphase-export-report/2"
 VARIANT_ORDER = ("pytorch", "fp32", "fp16", "int8")
@@ -71,49 +69,50 @@ def _fmt(value, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
 
-def _table(title: str, columns: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for column in columns:
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    return table
-
-
 def results_tables(report: dict) -> list[Table]:
-    """Two rich tables: file size, parity and latency per variant; held-out metrics and deltas."""
+    """The console tables: file size, parity and latency per variant; held-out metrics and deltas; the
+    reduced-precision variants against FP32 (when there are any)."""
     latency = report["latency"]
     rows = [(name, report["variants"][name]) for name in VARIANT_ORDER if name in report["variants"]]
-    parity = _table(
+    parity = Table(
+        "parity",
         f"Parity with PyTorch on {report['heldout']['images']} held-out images; CPU latency of one "
         f"{latency['tile']}x{latency['tile']} tile ({latency['statistic']}, {latency['threads']} threads)",
-        ("variant", "file MB", "max |dlogit|", "mean |dlogit|", "argmax agree %", "ms/tile", "speed-up"),
+        ["variant", "file MB", "max |dlogit|", "mean |dlogit|", "argmax agree %", "ms/tile", "speed-up"],
     )
     for name, row in rows:
         size = row.get("size_bytes")
-        parity.add_row(
-            name,
-            _fmt(None if size is None else size / 1e6, ".1f"),
-            _fmt(row.get("max_abs_diff"), ".2e"),
-            _fmt(row.get("mean_abs_diff"), ".2e"),
-            _fmt(row.get("argmax_agreement_pct"), ".4f"),
-            _fmt(row.get("latency_ms"), ".1f"),
-            _fmt(row.get("speedup_vs_fp32"), ".2f"),
+        parity.rows.append(
+            [
+                name,
+                _fmt(None if size is None else size / 1e6, ".1f"),
+                _fmt(row.get("max_abs_diff"), ".2e"),
+                _fmt(row.get("mean_abs_diff"), ".2e"),
+                _fmt(row.get("argmax_agreement_pct"), ".4f"),
+                _fmt(row.get("latency_ms"), ".1f"),
+                _fmt(row.get("speedup_vs_fp32"), ".2f"),
+            ]
         )
-    metrics = _table(
+    metrics = Table(
+        "metrics",
         "Held-out metrics (mean over images) and change against PyTorch",
-        ("variant", "mIoU", "dmIoU", "mDice", "dmDice", "mBF1", "dmBF1"),
+        ["variant", "mIoU", "dmIoU", "mDice", "dmDice", "mBF1", "dmBF1"],
     )
     for name, row in rows:
-        metrics.add_row(
-            name,
-            *(
-                _fmt(row.get(f"{prefix}{key}"), spec)
-                for key in ("miou", "mdice", "mbf1")
-                for prefix, spec in (("", ".4f"), ("delta_", "+.4f"))
-            ),
+        metrics.rows.append(
+            [
+                name,
+                *(
+                    _fmt(row.get(f"{prefix}{key}"), spec)
+                    for key in ("miou", "mdice", "mbf1")
+                    for prefix, spec in (("", ".4f"), ("delta_", "+.4f"))
+                ),
+            ]
         )
-    changes = _table(
+    changes = Table(
+        "changes",
         "Reduced precision against FP32 (the gates: agreement, and changes in either direction)",
-        ("variant", "agree with FP32 %", "dmIoU", "largest d class IoU", "largest d fraction pp"),
+        ["variant", "agree with FP32 %", "dmIoU", "largest d class IoU", "largest d fraction pp"],
     )
     for name, row in rows:
         vs = row.get("vs_fp32")
@@ -121,11 +120,13 @@ def results_tables(report: dict) -> list[Table]:
             continue
         iou_class = vs.get("max_delta_class_iou_class")
         frac_class = vs.get("max_fraction_change_class")
-        changes.add_row(
-            name,
-            _fmt(vs.get("agreement_pct"), ".4f"),
-            _fmt(vs.get("delta_miou"), "+.4f"),
-            _fmt(vs.get("max_delta_class_iou"), "+.4f") + (f" {iou_class}" if iou_class else ""),
-            _fmt(vs.get("max_fraction_change_pp"), "+.3f") + (f" {frac_class}" if frac_class else ""),
+        changes.rows.append(
+            [
+                name,
+                _fmt(vs.get("agreement_pct"), ".4f"),
+                _fmt(vs.get("delta_miou"), "+.4f"),
+                _fmt(vs.get("max_delta_class_iou"), "+.4f") + (f" {iou_class}" if iou_class else ""),
+                _fmt(vs.get("max_fraction_change_pp"), "+.3f") + (f" {frac_class}" if frac_class else ""),
+            ]
         )
-    return [parity, metrics] + ([changes] if changes.row_count else [])
+    return [parity, metrics] + ([changes] if changes.rows else [])

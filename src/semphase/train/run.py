@@ -345,7 +345,8 @@ def save_last(run: Prepared, state: Progressing) -> None:
 def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.device, console: Console) -> dict:
     """Score best.pt on the test samples, store the summary in best.pt and print the study tables."""
     from semphase.evaluation import run_evaluation
-    from semphase.report import print_study_tables
+    from semphase.report import study_tables
+    from semphase.tables import rich_table
 
     best_path = run_dir / rundir.BEST_NAME
     model, config, ckpt = load_checkpoint(best_path, device)
@@ -365,5 +366,8 @@ def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.devic
     extra["test_metrics"] = {k: result[k] for k in ("classes", "per_class", "summary") if k in result}
     save_checkpoint(best_path, model, config, **extra)
     console.print(f"test split ({len(samples)} images), best checkpoint of epoch {ckpt.get('epoch')}:")
-    print_study_tables(result, console)
+    for table in study_tables(result):
+        console.print(rich_table(table))
+        for line in table.notes:
+            console.print(line)
     return result
