@@ -142,7 +142,7 @@ def test_held_out_scores_match_an_independent_evaluation(bench, models):
     for variant, file in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         predict, table, _ = load_predictor(models["dir"] / file, threads=1)
         samples, _ = select_samples(dataset, "test", models["split"])
-        expected = run_evaluation(predict, samples, table, None, progress=False)
+        expected = run_evaluation(predict, samples, table, None)
         row = next(r for r in bench["report"]["accuracy"] if r["variant"] == variant)
         assert row["miou"] == pytest.approx(expected["summary"]["miou"]["mean"])
         assert row["mbf1"] == pytest.approx(expected["summary"]["mbf1"]["mean"])

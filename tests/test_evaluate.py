@@ -41,7 +41,7 @@ def _run(args: list[str]) -> int:
 def test_run_evaluation_writes_the_scores_and_figures(dataset, tmp_path):
     samples = dataset.samples
     out = tmp_path / "eval"
-    result = run_evaluation(nearest_gray, samples, DEFAULT_TABLE, out, progress=False, n_overlays=2)
+    result = run_evaluation(nearest_gray, samples, DEFAULT_TABLE, out, n_overlays=2)
     reference = Scorer(DEFAULT_TABLE.names)
     for sample in samples:
         image, truth = load_pair(sample, DEFAULT_TABLE)
@@ -65,16 +65,16 @@ def test_run_evaluation_writes_the_scores_and_figures(dataset, tmp_path):
 
 def test_run_evaluation_without_output_folder_writes_nothing(dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_evaluation(nearest_gray, dataset.samples[:2], DEFAULT_TABLE, None, progress=False)
+    result = run_evaluation(nearest_gray, dataset.samples[:2], DEFAULT_TABLE, None)
     assert result["images"] == 2 and "outputs" not in result
     assert list(tmp_path.iterdir()) == []
 
 
 def test_run_evaluation_rejects_bad_predictions_and_empty_sets(dataset):
     with pytest.raises(ValueError, match="predictor returned"):
-        run_evaluation(lambda im: im[:5], dataset.samples[:1], DEFAULT_TABLE, None, progress=False)
+        run_evaluation(lambda im: im[:5], dataset.samples[:1], DEFAULT_TABLE, None)
     with pytest.raises(InputError, match="no images"):
-        run_evaluation(nearest_gray, [], DEFAULT_TABLE, None, progress=False)
+        run_evaluation(nearest_gray, [], DEFAULT_TABLE, None)
 
 
 def test_select_samples_follows_split_files(dataset, tmp_path):

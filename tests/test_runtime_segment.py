@@ -403,3 +403,27 @@ def test_peak_memory_grows_with_the_width_not_the_area(tmp_path, model):
     growth = peaks[4096] - peaks[1024]
     print(f"peak RSS 1024 rows {peaks[1024] / 2**20:.0f} MiB, 4096 rows {peaks[4096] / 2**20:.0f} MiB")
     assert growth < 4 * extra_pixels, f"peak RSS grew by {growth / extra_pixels:.1f} bytes per extra pixel"
+
+
+def test_segment_file_reports_its_tiles_through_the_progress_protocol(tmp_path, model):
+    from semphase.imageio import write_image as write
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def start(self, key, description, total):
+            self.events.append(("start", key, description, total))
+
+        def advance(self, key, steps=1):
+            self.events.append(("advance", key, steps))
+
+        def say(self, message):
+            self.events.append(("say", message))
+
+    write(tmp_path / "m.png", micrograph(200, 300))
+    recorder = Recorder()
+    result = segment_file(model, tmp_path / "m.png", tmp_path / "out", progress=recorder)
+    starts = [e for e in recorder.events if e[0] == "start"]
+    assert starts == [("start", "tiles", "  m.png", result["tiling"]["tiles"])]
+    assert sum(e[2] for e in recorder.events if e[0] == "advance") == result["tiling"]["tiles"]

@@ -21,6 +21,7 @@ from semphase.errors import InputError
 from semphase.imageio import to_uint8, write_text_atomic
 from semphase.metrics import DEFAULT_TOLERANCE, Scorer
 from semphase.phases import ClassTable
+from semphase.progress import SILENT, Progress, tracked
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -64,17 +65,6 @@ class _Extremes:
         return out
 
 
-def _track(samples: list[Sample], enabled: bool):
-    if not enabled:
-        return samples
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(
-        samples, description="evaluating", console=Console(stderr=True, markup=False), transient=True
-    )
-
-
 def run_evaluation(
     predict: Predict,
     samples: list[Sample],
@@ -83,7 +73,7 @@ def run_evaluation(
     absent_as_study: bool = False,
     metrics_name: str = "metrics.json",
     n_overlays: int = 3,
-    progress: bool = True,
+    progress: Progress = SILENT,
     tolerance: int = DEFAULT_TOLERANCE,
     extra: dict | None = None,
 ) -> dict:
@@ -99,7 +89,7 @@ def run_evaluation(
     absent_as_study : the study's convention for absent classes (comparison only).
     metrics_name : file name of the JSON (training writes ``metrics_test.json``).
     n_overlays : how many best and how many worst images (by mIoU) get an overlay figure.
-    progress : show a progress bar on stderr.
+    progress : one step per image, stage ``"images"`` (:mod:`semphase.progress`).
     tolerance : boundary F1 tolerance in pixels.
     extra : keys merged into the result before it is written (e.g. model and split descriptions).
 
@@ -119,7 +109,7 @@ def run_evaluation(
         raise InputError("no images to evaluate")
     scorer = Scorer(table.names, absent_as_study=absent_as_study, tolerance=tolerance)
     extremes = _Extremes(n_overlays if out_dir is not None else 0)
-    for sample in _track(samples, progress):
+    for sample in tracked(samples, progress, "images", "evaluating"):
         image, truth = load_pair(sample, table)
         image_u8 = to_uint8(image)
         pred = np.asarray(predict(image_u8))

@@ -14,7 +14,7 @@ files decide, and the reason is recorded in the result.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -25,6 +25,7 @@ from semphase.errors import InputError
 from semphase.imageio import read_label
 from semphase.metrics import DEFAULT_TOLERANCE, Scorer
 from semphase.phases import IGNORE, ClassTable
+from semphase.progress import SILENT, Progress, tracked
 
 #: Name endings that a prediction may add to its image's stem (compared case-insensitively).
 PREDICTION_ENDINGS = (
@@ -228,10 +229,10 @@ def to_class_ids(labels: np.ndarray, kind: str, table: ClassTable) -> np.ndarray
 # ------------------------------------------------------------------------------------- scoring
 
 
-def _collect_counts(paths: Iterable[Path], progress: Callable | None) -> tuple[dict[int, int], list]:
+def _collect_counts(paths: Iterable[Path], progress: Progress) -> tuple[dict[int, int], list]:
     total: dict[int, int] = {}
     unreadable = []
-    for path in progress(list(paths), "reading label values") if progress else paths:
+    for path in tracked(paths, progress, "values", "reading label values"):
         try:
             for v, n in value_counts(read_label(path)).items():
                 total[v] = total.get(v, 0) + n
@@ -248,7 +249,7 @@ def score_folders(
     pred_ids: str = "auto",
     absent_as_study: bool = False,
     tolerance: int = DEFAULT_TOLERANCE,
-    progress: Callable | None = None,
+    progress: Progress = SILENT,
 ) -> dict:
     """Score every prediction in ``pred_dir`` that has a truth mask in ``truth_dir``.
 
@@ -260,7 +261,7 @@ def score_folders(
         means raw (datasets store raw ids); otherwise the values in the files decide, preferring raw for
         truth and contiguous for predictions when they fit both.
     absent_as_study, tolerance : see :class:`semphase.metrics.Scorer`.
-    progress : optional ``progress(items, description) -> iterable`` wrapper (e.g. a rich progress bar).
+    progress : one step per file read, stages ``"values"`` and ``"scoring"`` (:mod:`semphase.progress`).
 
     Returns
     -------
@@ -298,7 +299,7 @@ def score_folders(
 
     scorer = Scorer(table.names, absent_as_study=absent_as_study, tolerance=tolerance)
     pairs = [p for p in pairing.pairs if p[0] not in bad]
-    for name, truth_path, pred_path in progress(pairs, "scoring") if progress else pairs:
+    for name, truth_path, pred_path in tracked(pairs, progress, "scoring", "scoring"):
         try:
             truth = to_class_ids(read_label(truth_path), kinds["truth"][0], table)
             pred = to_class_ids(read_label(pred_path), kinds["pred"][0], table)

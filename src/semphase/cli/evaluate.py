@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, print_tables, styled
+from semphase.cli.common import RichProgress, console, print_tables, styled
 from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 
@@ -89,7 +89,10 @@ def register(app: typer.Typer) -> None:
             "dataset": str(dataset.root),
             "selection": described,
         }
-        result = run_evaluation(predict, samples, table, out, absent_as_study=absent_as_study, extra=extra)
+        with RichProgress() as progress:
+            result = run_evaluation(
+                predict, samples, table, out, absent_as_study=absent_as_study, extra=extra, progress=progress
+            )
         print_tables(study_tables(result))
         outputs = result.get("outputs", {})
         files = [outputs.get("metrics"), outputs.get("per_image"), outputs.get("confusion")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, print_tables, styled
+from semphase.cli.common import RichProgress, console, err_console, print_tables, styled
 from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 
 #: Problems printed one per line before the rest are summarized (the JSON holds all of them).
@@ -16,14 +16,6 @@ MAX_LISTED = 20
 
 def _ids(raw: bool | None) -> str:
     return "auto" if raw is None else ("raw" if raw else "contiguous")
-
-
-def _progress(items, description):
-    from rich.progress import track
-
-    if not err_console.is_terminal:  # a log file or a pipe gets no bar (rich would leave blank lines)
-        return items
-    return track(items, description=description, console=err_console, transient=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,16 +73,17 @@ def register(app: typer.Typer) -> None:
         from semphase.report import study_tables
 
         table = load_class_table(classes)
-        result = score_folders(
-            pred_dir,
-            truth_dir,
-            table,
-            truth_ids=_ids(truth_raw),
-            pred_ids=_ids(pred_raw),
-            absent_as_study=absent_as_study,
-            tolerance=tolerance,
-            progress=_progress,
-        )
+        with RichProgress() as progress:
+            result = score_folders(
+                pred_dir,
+                truth_dir,
+                table,
+                truth_ids=_ids(truth_raw),
+                pred_ids=_ids(pred_raw),
+                absent_as_study=absent_as_study,
+                tolerance=tolerance,
+                progress=progress,
+            )
         for side, label in (("truth_ids", "truth"), ("pred_ids", "predictions")):
             kind = result[side]["kind"]
             described = "raw ids (remapped with the class table)" if kind == "raw" else "class ids 0..C-1"

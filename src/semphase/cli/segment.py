@@ -5,12 +5,11 @@ Thin: options, progress and tables here; the work is :func:`semphase.runtime.seg
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, err_console, progress_bar, say_error, say_self_check, styled
+from semphase.cli.common import RichProgress, console, say_error, say_self_check, styled
 from semphase.cli.options import (
     TTA,
     Batch,
@@ -100,30 +99,22 @@ def register(app: typer.Typer) -> None:
         check_inputs_are_not_outputs(files, stems, out, options, extra=[SUMMARY_NAME])
         failures = [f"{spec}: {reason}" for spec, reason in problems]
         for line in failures:
-            _say_error(line, None)
+            say_error(line)
         results: list[dict] = []
-        progress = None if quiet else progress_bar()
-        with progress or contextlib.nullcontext():
-            overall = progress.add_task("micrographs", total=len(files)) if progress else None
+        with RichProgress(enabled=not quiet) as progress:
+            progress.start("micrographs", "micrographs", len(files))
             for path, stem in zip(files, stems, strict=True):
-                tiles = progress.add_task(f"  {path.name}", total=None) if progress else None
-
-                def on_tiles(done, total, _task=tiles):
-                    if progress is not None:
-                        progress.update(_task, completed=done, total=total)
-
                 try:
-                    result = segment_file(loaded, path, out, options, stem=stem, progress=on_tiles)
+                    result = segment_file(loaded, path, out, options, stem=stem, progress=progress)
                     result["status"] = "done"
                 except InputError as exc:
                     failures.append(str(exc))
                     result = {"input": str(path), "status": "failed", "reason": exc.said_of(path)}
-                    _say_error(str(exc), progress)
+                    say_error(str(exc), progress.console)
                 results.append(result)
                 write_summary(out / SUMMARY_NAME, results, loaded.classes)
-                if progress is not None:
-                    progress.remove_task(tiles)
-                    progress.advance(overall)
+                progress.finish("tiles")
+                progress.advance("micrographs")
         if not quiet:
             _print_table(results, loaded)
             console.print(
@@ -136,10 +127,6 @@ def register(app: typer.Typer) -> None:
                 f"{sum(r['status'] == 'done' for r in results)} succeeded; see the lines above"
             )
             raise typer.Exit(2)
-
-
-def _say_error(line: str, progress) -> None:
-    say_error(line, progress.console if progress is not None else err_console)
 
 
 def _print_table(results: list[dict], model) -> None:

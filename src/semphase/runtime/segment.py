@@ -29,6 +29,7 @@ import numpy as np
 from semphase import __version__
 from semphase.errors import InputError, OptionError
 from semphase.imageio import read_micrograph, to_uint8, write_text_atomic
+from semphase.progress import SILENT, Progress, count_callback
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
@@ -154,7 +155,7 @@ def segment_file(
     out_dir: str | os.PathLike,
     options: SegmentOptions | None = None,
     stem: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress = SILENT,
 ) -> dict:
     """Segment one micrograph file and write its outputs.
 
@@ -165,7 +166,8 @@ def segment_file(
     out_dir : output folder (created if needed).
     options : see :class:`SegmentOptions`.
     stem : output file stem; default the input's stem.
-    progress : called with (tiles done, tiles total).
+    progress : stage ``"tiles"`` (described by the file's name), one step per tile
+        (:mod:`semphase.progress`).
 
     Returns
     -------
@@ -187,7 +189,8 @@ def segment_file(
     micrograph = _read_input(src, options)
     t_read = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sink, plan = _segment_and_write(model, micrograph, targets, options, size, lap, progress)
+    on_tiles = count_callback(progress, "tiles", f"  {src.name}")
+    sink, plan = _segment_and_write(model, micrograph, targets, options, size, lap, on_tiles)
     t_segment = time.perf_counter() - t1
     result = _result_document(model, micrograph, sink, plan, options, size, lap)
     result["outputs"] = {key: str(p) for key, p in targets.items()}
