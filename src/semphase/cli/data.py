@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, styled
+from semphase.cli.common import console, print_tables, styled
 from semphase.cli.options import MaxMegapixels, apply_max_megapixels
 from semphase.errors import InputError
 
@@ -55,25 +55,10 @@ def _writable_file(path: Path) -> None:
 
 def _print_split(split: dict[str, list[str]], group_regex: str | None, report=None) -> None:
     """Images and groups per split (and class fractions when a check report is at hand); leak check."""
-    from rich.table import Table
+    from semphase.data.check import split_table
+    from semphase.data.split import find_leaks
 
-    from semphase.data.check import split_pixel_counts
-    from semphase.data.split import SPLITS, find_leaks, groups_of
-
-    table = Table(title="Split", title_justify="left")
-    for column in ("split", "images", "groups"):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    class_counts = split_pixel_counts(report, split) if report is not None else None
-    for name in report.table.names if report is not None else []:
-        table.add_column(name, justify="right")
-    for side in SPLITS:
-        cells = [side, str(len(split[side])), str(len(groups_of(split[side], group_regex)))]
-        if class_counts is not None:
-            counts = class_counts[side]
-            total = int(counts.sum())
-            cells += [f"{100 * c / total:.3f}%" if total else "-" for c in counts]
-        table.add_row(*cells)
-    console.print(table)
+    print_tables([split_table(split, group_regex, report)])
     leaks = find_leaks(split, group_regex)
     if leaks:  # make_split rules this out; never write a leaky split if that ever changes
         raise RuntimeError(f"split leaks groups {', '.join(leaks[:3])}")
@@ -107,9 +92,7 @@ def check(
     """
     import json
 
-    from rich.table import Table
-
-    from semphase.data.check import check_dataset, report_to_dict, write_panels
+    from semphase.data.check import check_dataset, check_document, pixel_table, write_panels
     from semphase.data.split import make_split, save_split
     from semphase.imageio import write_text_atomic
     from semphase.phases import load_class_table
@@ -136,24 +119,9 @@ def check(
         ),
         soft_wrap=True,
     )
-    counts = Table(title="Class pixels", title_justify="left")
-    for column, justify in (("id", "right"), ("raw id", "right"), ("class", "left"), ("pixels", "right")):
-        counts.add_column(column, justify=justify)  # type: ignore[arg-type]
-    counts.add_column("fraction", justify="right")
-    for phase in table.phases:
-        pixels = int(report.pixel_counts[phase.id])
-        counts.add_row(
-            str(phase.id),
-            str(phase.raw_id),
-            phase.name,
-            f"{pixels:,}",
-            f"{100 * report.fractions[phase.id]:.3f}%",
-        )
-    if report.ignored_pixels:
-        counts.add_row("", "", "(unknown raw ids)", f"{report.ignored_pixels:,}", "")
-    console.print(counts)
+    print_tables([pixel_table(report)])
 
-    document = report_to_dict(report)
+    split = None
     if split_out is not None:
         split = make_split(list(report.per_image_counts), split_fractions, seed, group_regex)
         _print_split(split, group_regex, report)
@@ -161,8 +129,8 @@ def check(
         left_out = len(ds.samples) - report.n_images
         note = f" ({left_out} unreadable pairs left out)" if left_out else ""
         console.print(f"Split written to {split_out}{note}.", soft_wrap=True)
-        document["split"] = {"path": str(split_out), "seed": seed, "group_regex": group_regex}
-        document["split"].update({side: len(names) for side, names in split.items()})
+    split_info = {"path": str(split_out), "seed": seed, "group_regex": group_regex}
+    document = check_document(report, split, split_info)
     if overlays is not None and n_overlays > 0 and report.per_image_counts:
         written = write_panels(report, overlays, n_overlays, group_regex)
         console.print(f"{len(written)} overlay panels written to {overlays}.", soft_wrap=True)

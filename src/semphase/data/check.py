@@ -19,6 +19,7 @@ from semphase.data.layout import DATASET_SUFFIXES, Dataset, open_dataset
 from semphase.errors import InputError
 from semphase.imageio import read_raw, to_uint8, write_image
 from semphase.phases import DEFAULT_TABLE, IGNORE, ClassTable
+from semphase.tables import Table
 
 
 @dataclass(frozen=True)
@@ -269,3 +270,58 @@ def report_to_dict(report: CheckReport) -> dict:
         "problems": [{"path": str(p.path), "reason": p.reason} for p in report.problems],
         "per_image_counts": {name: [int(c) for c in c_] for name, c_ in report.per_image_counts.items()},
     }
+
+
+def pixel_table(report: CheckReport) -> Table:
+    """The class pixel counts and fractions as a text table (a last row for unknown raw ids, if any)."""
+    table = Table(
+        "class_pixels",
+        "Class pixels",
+        ["id", "raw id", "class", "pixels", "fraction"],
+        text_columns=("class",),
+    )
+    for phase in report.table.phases:
+        pixels = int(report.pixel_counts[phase.id])
+        table.rows.append(
+            [
+                str(phase.id),
+                str(phase.raw_id),
+                phase.name,
+                f"{pixels:,}",
+                f"{100 * report.fractions[phase.id]:.3f}%",
+            ]
+        )
+    if report.ignored_pixels:
+        table.rows.append(["", "", "(unknown raw ids)", f"{report.ignored_pixels:,}", ""])
+    return table
+
+
+def split_table(
+    split: dict[str, list[str]], group_regex: str | None, report: CheckReport | None = None
+) -> Table:
+    """Images and groups per split, and each split's class fractions when a check report is at hand."""
+    from semphase.data.split import SPLITS, groups_of
+
+    names = report.table.names if report is not None else []
+    table = Table("split", "Split", ["split", "images", "groups", *names], text_columns=("split",))
+    class_counts = split_pixel_counts(report, split) if report is not None else None
+    for side in SPLITS:
+        cells = [side, str(len(split[side])), str(len(groups_of(split[side], group_regex)))]
+        if class_counts is not None:
+            counts = class_counts[side]
+            total = int(counts.sum())
+            cells += [f"{100 * c / total:.3f}%" if total else "-" for c in counts]
+        table.rows.append(cells)
+    return table
+
+
+def check_document(
+    report: CheckReport, split: dict[str, list[str]] | None = None, split_info: dict | None = None
+) -> dict:
+    """The JSON document ``data check --json`` writes: :func:`report_to_dict`, plus the split's sizes and
+    ``split_info`` (its path, seed and group pattern) when one was made."""
+    document = report_to_dict(report)
+    if split is not None:
+        document["split"] = dict(split_info or {})
+        document["split"].update({side: len(names) for side, names in split.items()})
+    return document
