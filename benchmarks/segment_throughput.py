@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def raw_throughput(model_path: Path, threads: int | None, batch: int, tiles: int) -> dict:
     """Median per-tile seconds of the bare model on non-overlapping tiles of its recommended size."""
-    from semphase.data.synth_render import prepare
+    from semphase.data.synth.render import prepare
     from semphase.runtime.model import load_model
 
     model = load_model(model_path, threads=threads)
@@ -99,7 +99,7 @@ def end_to_end(model: Path, tif: Path, out: Path, threads: int | None, batch: in
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from semphase.data.synth_large import write_large
+    from semphase.data.synth.large import write_large
     from semphase.machine import machine_info
     from semphase.runtime.sliding import DEFAULT_BATCH
     from semphase.runtime.tiling import plan_tiles

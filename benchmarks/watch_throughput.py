@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from semphase.benchmarks.rss import run_child
-    from semphase.data.synth_large import write_large
+    from semphase.data.synth.large import write_large
     from semphase.machine import machine_info
     from semphase.runtime.watch_journal import JOURNAL_NAME, iter_lines
 

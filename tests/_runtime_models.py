@@ -47,7 +47,7 @@ def export_scratch_model(folder: Path, tile: int = 128, overlap: int = 32, varia
 
 def micrograph(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A synthetic Ni-WC-like micrograph (uint8) from the project's generator."""
-    from semphase.data.synth_render import prepare
+    from semphase.data.synth.render import prepare
 
     scene = prepare(height, width, seed, 700)
     pixels = np.empty((height, width), np.uint8)

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from _runtime_models import build_blur_classifier, micrograph
-from semphase.data.synth_large import write_large
+from semphase.data.synth.large import write_large
 from semphase.errors import InputError
 from semphase.imageio import read_gray, read_label, read_micrograph, write_image
 from semphase.phases import IGNORE

@@ -20,7 +20,7 @@ from semphase.data.synth import (
     write_dataset,
     write_large,
 )
-from semphase.data.synth_render import prepare
+from semphase.data.synth.render import prepare
 from semphase.errors import InputError
 from semphase.imageio import read_label
 from semphase.phases import DEFAULT_TABLE, IGNORE

@@ -412,18 +412,6 @@ class MicrographInfo:
     notes: list[str] = field(default_factory=list)
 
 
-def fei_metadata_text(pixel_size_um: float, width: int, image_height: int) -> str:
-    """INI text in the layout FEI/Thermo microscopes write (tag 34682) that tifffile parses."""
-    m = pixel_size_um * 1e-6
-    return (
-        "[User]\r\nUser=semphase\r\n"
-        "[System]\r\nSystemtype=semphase synthetic\r\n"
-        f"[Scan]\r\nPixelWidth={m:.6e}\r\nPixelHeight={m:.6e}\r\n"
-        f"HorizontalFieldWidth={m * width:.6e}\r\n"
-        f"[Image]\r\nResolutionX={width}\r\nResolutionY={image_height}\r\n"
-    )
-
-
 #: TIFF tag of Zeiss SmartSEM metadata (tifffile: CZ_SEM) and of TESCAN's INI-style header.
 ZEISS_SEM_TAG = 34118
 TESCAN_TAG = 50431

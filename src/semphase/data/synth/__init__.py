@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from semphase.data.synth_augment import GEOMETRIC, VARIANTS, augment
-from semphase.data.synth_large import write_large
-from semphase.data.synth_render import prepare
+from semphase.data.synth.augment import GEOMETRIC, VARIANTS, augment
+from semphase.data.synth.large import write_large
+from semphase.data.synth.render import prepare
 from semphase.errors import InputError
 from semphase.imageio import write_image
 from semphase.phases import DEFAULT_TABLE

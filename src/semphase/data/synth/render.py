@@ -1,4 +1,4 @@
-"""Image formation of a synthetic SEM micrograph from a :class:`~semphase.data.synth_scene.Scene`.
+"""Image formation of a synthetic SEM micrograph from a :class:`~semphase.data.synth.scene.Scene`.
 
 The chain follows a backscatter-electron acquisition: per-phase signal level with texture (grain,
 mottling, per-particle contrast) and faint polishing scratches -> probe blur (Gaussian PSF) -> slow
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from semphase.data.synth_scene import Scene, build_scene, rasterize_rows
+from semphase.data.synth.scene import Scene, build_scene, rasterize_rows
 
 #: Rows per noise block; bands must start on a multiple of it.
 ROW_BLOCK = 64

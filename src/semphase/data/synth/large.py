@@ -18,13 +18,25 @@ import cv2
 import numpy as np
 import tifffile
 
-from semphase.data.synth_render import prepare
+from semphase.data.synth.render import prepare
 from semphase.errors import InputError
-from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path, fei_metadata_text, write_image
+from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path, write_image
 from semphase.phases import IGNORE
 
 #: The display width that defines SEM magnification on FEI-style instruments (Polaroid 5" convention).
 _DISPLAY_WIDTH_UM = 127_000.0
+
+
+def fei_metadata_text(pixel_size_um: float, width: int, image_height: int) -> str:
+    """INI text in the layout FEI/Thermo microscopes write (tag 34682) that tifffile parses."""
+    m = pixel_size_um * 1e-6
+    return (
+        "[User]\r\nUser=semphase\r\n"
+        "[System]\r\nSystemtype=semphase synthetic\r\n"
+        f"[Scan]\r\nPixelWidth={m:.6e}\r\nPixelHeight={m:.6e}\r\n"
+        f"HorizontalFieldWidth={m * width:.6e}\r\n"
+        f"[Image]\r\nResolutionX={width}\r\nResolutionY={image_height}\r\n"
+    )
 
 
 def nominal_pixel_size_um(magnification: int, width: int = 1024) -> float:

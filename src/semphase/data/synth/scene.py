@@ -2,7 +2,7 @@
 
 A :class:`Scene` holds every feature in global pixel coordinates as fixed-point integers (``SHIFT``
 fractional bits, the form OpenCV's drawing functions take). Rasterizing any row range therefore gives
-exactly the pixels a whole-frame rasterization would give, which is what lets :mod:`synth_render` draw
+exactly the pixels a whole-frame rasterization would give, which is what lets :mod:`render` draw
 arbitrarily large micrographs band by band without seams. Features extend beyond the frame, so
 particles are cut by the image border as in a real crop.
 
