@@ -11,9 +11,8 @@ import pytest
 from rich.console import Console
 
 from semphase.errors import InputError
-from semphase.metrics import Scorer
-from semphase.phases import DEFAULT_TABLE
-from semphase.report import (
+from semphase.evaluation.plots import log_frequency_correlation, row_percentages
+from semphase.evaluation.report import (
     OverlayItem,
     format_summary_line,
     plot_confusion,
@@ -22,7 +21,8 @@ from semphase.report import (
     write_overlay_panels,
     write_per_image_csv,
 )
-from semphase.report_plots import log_frequency_correlation, row_percentages
+from semphase.metrics import Scorer
+from semphase.phases import DEFAULT_TABLE
 
 
 def _result() -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from semphase.cli.main import main
-from semphase.evaluation_folders import choose_id_kind, pair_predictions, score_folders
+from semphase.evaluation.folders import choose_id_kind, pair_predictions, score_folders
 from semphase.metrics import Scorer
 from semphase.phases import DEFAULT_TABLE
 

@@ -118,6 +118,6 @@ def plot_accuracy_deltas(
 
 def plot_confusion_matrix(result: dict, path: str | os.PathLike) -> Path:
     """Row-normalized confusion matrix of one variant's scoring result (the evaluation figure)."""
-    from semphase.report import plot_confusion
+    from semphase.evaluation.report import plot_confusion
 
     return plot_confusion(result, path)

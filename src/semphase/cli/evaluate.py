@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate a model on a dataset: the study's tables, metrics.json, per-image CSV and figures."""
         from semphase.data.layout import open_dataset
         from semphase.evaluation import load_predictor, run_evaluation, select_samples
+        from semphase.evaluation.report import study_tables
         from semphase.phases import load_class_table
-        from semphase.report import study_tables
 
         apply_max_megapixels(max_megapixels)
         table_override = load_class_table(classes) if classes is not None else None

@@ -66,11 +66,11 @@ def register(app: typer.Typer) -> None:
         max_megapixels: MaxMegapixels = None,
     ) -> None:
         """Score predicted label images against truth: mIoU, mDice, boundary F1, per-class table."""
-        from semphase.evaluation_folders import score_folders
+        from semphase.evaluation.folders import score_folders
 
         apply_max_megapixels(max_megapixels)
+        from semphase.evaluation.report import study_tables
         from semphase.phases import load_class_table
-        from semphase.report import study_tables
 
         table = load_class_table(classes)
         with RichProgress() as progress:

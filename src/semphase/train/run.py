@@ -345,7 +345,7 @@ def save_last(run: Prepared, state: Progressing) -> None:
 def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.device, console: Console) -> dict:
     """Score best.pt on the test samples, store the summary in best.pt and print the study tables."""
     from semphase.evaluation import run_evaluation
-    from semphase.report import study_tables
+    from semphase.evaluation.report import study_tables
     from semphase.tables import rich_table
 
     best_path = run_dir / rundir.BEST_NAME

@@ -53,7 +53,7 @@ class _Extremes:
                 heapq.heapreplace(heap, entry)
 
     def items(self) -> list:
-        from semphase.report import OverlayItem
+        from semphase.evaluation.report import OverlayItem
 
         best = sorted(self._best, key=lambda e: e[:2], reverse=True)
         taken = {e[2] for e in best}
@@ -132,7 +132,7 @@ def run_evaluation(
 def _write_outputs(
     result: dict, extremes: _Extremes, table: ClassTable, out: Path, metrics_name: str
 ) -> None:
-    from semphase.report import (
+    from semphase.evaluation.report import (
         plot_confusion,
         plot_frequency_vs_iou,
         write_overlay_panels,

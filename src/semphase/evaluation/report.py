@@ -2,7 +2,7 @@
 
 The input everywhere is the scoring-result dict of :meth:`semphase.metrics.Scorer.result` (the JSON
 schema of ``docs/dataset-and-metrics.md``). The figures (confusion matrix, frequency vs IoU, overlay
-panels) live in :mod:`semphase.report_plots` and are re-exported here; they import matplotlib lazily.
+panels) live in :mod:`semphase.evaluation.plots` and are re-exported here; they import matplotlib lazily.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import io
 import os
 from typing import Any
 
-from semphase.imageio import write_text_atomic
-from semphase.report_plots import (
+from semphase.evaluation.plots import (
     OverlayItem,
     plot_confusion,
     plot_frequency_vs_iou,
     write_overlay_panels,
 )
+from semphase.imageio import write_text_atomic
 from semphase.tables import Table
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 matplotlib is imported inside the functions and used through its object-oriented API (``Figure`` with
 the Agg canvas), so importing this module costs nothing, no global backend is switched, and the base
-install (without matplotlib) can still import :mod:`semphase.report`. PNGs are rendered into memory and
-written atomically.
+install (without matplotlib) can still import :mod:`semphase.evaluation.report`. PNGs are rendered into
+memory and written atomically.
 """
 
 from __future__ import annotations

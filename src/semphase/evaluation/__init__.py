@@ -1,0 +1,14 @@
+"""Evaluating a model the way the study did, and scoring any segmentation against truth.
+
+- :mod:`.dataset`: a model (ONNX or checkpoint) on a dataset split: :func:`run_evaluation`,
+  :func:`load_predictor`, :func:`select_samples` (``semphase evaluate``);
+- :mod:`.folders`: label images in two folders, paired by name (``semphase score``);
+- :mod:`.report`: the study's tables, the per-image CSV, overlays; :mod:`.plots`: confusion matrix and
+  class frequency vs IoU figures (matplotlib, imported only when drawing).
+
+Torch-free: a ``.pt`` checkpoint is loaded through :mod:`semphase.train.inference` only when one is given.
+"""
+
+from semphase.evaluation.dataset import load_predictor, run_evaluation, select_samples
+
+__all__ = ["load_predictor", "run_evaluation", "select_samples"]
