@@ -144,3 +144,12 @@ def test_info_verify_works_without_torch_and_without_the_onnx_package(tmp_path):
     text = " ".join(out.stdout.split())
     assert "self-check passed" in text and "semphase.classes" in text
     assert "not read (the onnx package is not installed) (producer: unknown)" in text  # no int64 garbage
+
+
+def test_only_the_cli_draws_on_the_console():
+    # Library code reports through semphase.progress and returns tables as text; rich is the CLI's.
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] == "cli":
+            continue
+        for name, line in _imports(path):
+            assert name.split(".")[0] != "rich", f"{path.relative_to(SRC)}:{line} imports {name}"

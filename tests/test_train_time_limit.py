@@ -7,13 +7,12 @@ seconds per epoch (at validation, once per epoch), so no test depends on how fas
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 
 import pytest
-from rich.console import Console
 
+from semphase.progress import SILENT, Silent
 from semphase.train import rundir
 from semphase.train.options import TrainOptions
 from semphase.train.setup import resume_options
@@ -62,6 +61,16 @@ def tiny_options(dataset, out, **changes) -> TrainOptions:
     return options.validate()
 
 
+class Lines(Silent):
+    """Collects the log lines a training run reports."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def log(self, message: str) -> None:
+        self.text += message + "\n"
+
+
 def history(run_dir) -> list[dict]:
     with open(run_dir / rundir.HISTORY_NAME, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -73,14 +82,12 @@ def test_the_run_stops_after_the_epoch_that_reaches_the_limit_and_is_finished_as
     from semphase.train.run import train
 
     run = tmp_path / "run"
-    text = io.StringIO()
-    result = train(tiny_options(dataset, run, time_limit=2.5), Console(file=text, width=200), epoch_clock)
+    lines = Lines()
+    result = train(tiny_options(dataset, run, time_limit=2.5), lines, epoch_clock)
     # 60 s per epoch: 120 s < 150 s after epoch 2, 180 s >= 150 s after epoch 3
     assert result["stopped"] == "time limit" and result["epochs_run"] == 3
     assert result["train_seconds"] == pytest.approx(180.0)
-    assert (
-        "time limit: 3.0 min of training reached --time-limit 2.5 min after epoch 3 of 10" in text.getvalue()
-    )
+    assert "time limit: 3.0 min of training reached --time-limit 2.5 min after epoch 3 of 10" in lines.text
     assert json.loads((run / "config.json").read_text())["time_limit"] == 2.5
     rows = history(run)
     assert [float(r["elapsed_seconds"]) for r in rows] == [60.0, 120.0, 180.0]
@@ -94,7 +101,7 @@ def test_resume_has_a_fresh_budget_and_no_inherited_limit(dataset, tmp_path, epo
     from semphase.train.run import train
 
     run = tmp_path / "run"
-    quiet = Console(file=io.StringIO())
+    quiet = SILENT
     assert train(tiny_options(dataset, run, time_limit=1.0), quiet, epoch_clock)["epochs_run"] == 1
     # a fresh 2-minute budget: two more epochs, although the run has trained for a minute already
     again = train(resume_options(run, {"time_limit": 2.0}), quiet, epoch_clock)

@@ -8,7 +8,8 @@ get :data:`SILENT`, or their own object.
 - ``start(key, description, total)``: a stage of ``total`` steps begins (``total`` None: unknown);
   starting a key again restarts it.
 - ``advance(key, steps=1)``: steps of stage ``key`` are done.
-- ``say(message)``: one line about what runs now.
+- ``say(message)``: what runs now (a status beside the current bar; gone when it changes).
+- ``log(message)``: a line to keep (training's set-up summary and one line per epoch).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Progress(Protocol):
 
     def say(self, message: str) -> None: ...
 
+    def log(self, message: str) -> None: ...
+
 
 class Silent:
     """Progress that goes nowhere."""
@@ -37,6 +40,9 @@ class Silent:
         pass
 
     def say(self, message: str) -> None:
+        pass
+
+    def log(self, message: str) -> None:
         pass
 
 

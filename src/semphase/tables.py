@@ -27,16 +27,3 @@ class Table:
     def alignments(self) -> list[str]:
         """``"left"`` or ``"right"`` per column: the first column and text columns left."""
         return ["left" if i == 0 or h in self.text_columns else "right" for i, h in enumerate(self.headers)]
-
-
-def rich_table(table: Table):
-    """The table as a ``rich.table.Table`` (rich imported only here), for a console to print."""
-    from rich import box
-    from rich.table import Table as RichTable
-
-    out = RichTable(title=table.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for header, justify in zip(table.headers, table.alignments(), strict=True):
-        out.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for row in table.rows:
-        out.add_row(*row)
-    return out

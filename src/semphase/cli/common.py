@@ -7,7 +7,9 @@ explicitly with :func:`styled`.
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 console = Console(highlight=False, markup=False)
@@ -39,10 +41,18 @@ def progress_bar():
     )
 
 
+def rich_table(table) -> Table:
+    """A library table (:class:`semphase.tables.Table`) as a ``rich.table.Table``."""
+    out = Table(title=table.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for header, justify in zip(table.headers, table.alignments(), strict=True):
+        out.add_column(header, justify=justify, overflow="fold")
+    for row in table.rows:
+        out.add_row(*row)
+    return out
+
+
 def print_tables(tables, target: Console | None = None) -> None:
     """Lay out library tables (:class:`semphase.tables.Table`) with rich, each followed by its notes."""
-    from semphase.tables import rich_table
-
     target = target or console
     for table in tables:
         target.print(rich_table(table))
@@ -127,3 +137,7 @@ class RichProgress:
             self._bars.update(self._tasks[self._current], now=message)
         else:  # nothing under way yet: a line of its own
             self._bars.console.print(message, style="dim", soft_wrap=True)
+
+    def log(self, message: str) -> None:
+        """A line to keep, on stdout (above the bars while they are drawn), terminal or not."""
+        console.print(message, soft_wrap=True)

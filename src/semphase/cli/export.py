@@ -181,6 +181,9 @@ class _Lines:
     def say(self, message: str) -> None:
         console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)
 
+    def log(self, message: str) -> None:
+        console.print(message, soft_wrap=True)
+
 
 def _show(report: dict) -> None:
     from semphase.export.report import results_tables

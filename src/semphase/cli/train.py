@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, say_error
+from semphase.cli.common import RichProgress, console, print_tables, say_error
 from semphase.errors import InputError
 
 
@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         """Train a U-Net on DATASET: grouped split, 0.6 CE + 0.4 Dice with class weights, AdamW, frozen then
         gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU (or a time limit); the
         best checkpoint is scored on the test split at the end."""
+        from semphase.evaluation.report import study_tables
         from semphase.train.options import TrainOptions
         from semphase.train.run import train
         from semphase.train.setup import resume_options
@@ -139,7 +140,8 @@ def register(app: typer.Typer) -> None:
         given = {k: v for k, v in given.items() if v is not None}
         options = resume_options(out, given) if resume else TrainOptions(out=str(out), **given).validate()
         try:
-            result = train(options, console)
+            with RichProgress() as progress:
+                result = train(options, progress)
         except KeyboardInterrupt:
             # typer turns Ctrl-C into a silent exit 130 before main() sees it: say it here in main()'s
             # one-line form and exit 2. last.pt was saved by then.
@@ -148,6 +150,7 @@ def register(app: typer.Typer) -> None:
                 "finished epochs; continue with --resume"
             )
             raise typer.Exit(2) from None
+        print_tables(study_tables(result["test"]))
         summary = result["test"].get("summary", {}).get("miou", {})
         console.print(
             f"done: {result['epochs_run']} epochs ({result['stopped']}), best val mIoU "

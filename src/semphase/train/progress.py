@@ -1,30 +1,17 @@
-"""What a training run shows: progress bars, the set-up summary and one line per epoch (rich)."""
+"""What a training run reports: the set-up summary and one line per epoch, as :mod:`semphase.progress` log
+lines (the CLI prints them; the library never does)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from semphase.progress import Progress
 from semphase.train.schedule import RESNET_STAGES
 
 if TYPE_CHECKING:
     from semphase.train.run import Prepared
-
-
-def progress_bar(console: Console) -> Progress:
-    """A transient bar: description, bar, done/total, a status field, elapsed time."""
-    return Progress(
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def stage_text(stages: list[str] | None) -> str:
@@ -36,46 +23,46 @@ def stage_text(stages: list[str] | None) -> str:
     return "all" if len(stages) == len(RESNET_STAGES) else "+".join(stages)
 
 
-def describe(console: Console, run: Prepared, start_epoch: int) -> None:
+def describe(progress: Progress, run: Prepared, start_epoch: int) -> None:
     """Print what is about to train, on what, with which schedule and class weights."""
     options, config, split = run.options, run.config, run.data.split
     norm = config["normalization"]
-    console.print(
+    progress.log(
         f"{'resuming' if options.resume else 'training'} {options.arch} on {len(split['train'])} train / "
         f"{len(split['val'])} val / {len(split['test'])} test images; device {run.device}, "
         f"{'bf16 mixed' if run.amp_dtype else 'fp32'} precision, {torch.get_num_threads()} threads"
     )
-    console.print(
+    progress.log(
         f"encoder weights: {run.weights_source}; normalization mean {norm['mean'][0]:.4f} "
         f"std {norm['std'][0]:.4f} ({norm.get('source')})"
     )
     if options.arch == "unet-scratch":
-        console.print(
+        progress.log(
             "schedule: the scratch U-Net has no pretrained encoder to freeze; all layers train at --lr"
         )
     elif options.freeze_epochs:
-        console.print(
+        progress.log(
             f"schedule: encoder frozen for {options.freeze_epochs} epochs, then unfrozen one stage per "
             f"epoch (layer4 first) at --lr-finetune {options.lr_finetune:g}"
         )
     else:
         rate = "--lr-finetune" if options.pretrained else "--lr"
-        console.print(f"schedule: encoder trains from the first epoch at {rate}")
+        progress.log(f"schedule: encoder trains from the first epoch at {rate}")
     weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(run.table.names, config["class_weights"], strict=True))
-    console.print(f"class weights (power {options.weight_power:g}, clip {options.weight_clip:g}): {weights}")
+    progress.log(f"class weights (power {options.weight_power:g}, clip {options.weight_clip:g}): {weights}")
     if options.time_limit is not None:
-        console.print(
+        progress.log(
             f"time limit: {options.time_limit:g} min of training in this invocation; training stops after "
             "the epoch that reaches it"
         )
     if start_epoch:
-        console.print(f"continuing after epoch {start_epoch}")
+        progress.log(f"continuing after epoch {start_epoch}")
 
 
-def epoch_line(console: Console, row: dict, names: list[str], improved: bool) -> None:
+def epoch_line(progress: Progress, row: dict, names: list[str], improved: bool) -> None:
     """One summary line per epoch: losses, val mIoU (* = new best), per-class IoU, lr, seconds."""
     ious = " ".join(f"{n[:5]} {row[f'iou_{n}']:.3f}" for n in names)
-    console.print(
+    progress.log(
         f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
         f"mIoU {row['val_miou']:.4f}{' *' if improved else '  '}  [{ious}]  lr {row['lr']:.2g}  "
         f"{row['seconds']:.0f}s  ({row['trainable_stages']})"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
 from semphase.phases import ClassTable, load_class_table
+from semphase.progress import SILENT, Progress
 from semphase.train import rundir
 from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from semphase.train.datasets import Micrograph, TileDataset, check_tile_fits, load_micrographs
@@ -33,7 +33,7 @@ from semphase.train.losses import HybridLoss, class_weights, pixel_frequencies
 from semphase.train.models import build_model
 from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
 from semphase.train.plots import plot_training_curves
-from semphase.train.progress import describe, epoch_line, progress_bar, stage_text
+from semphase.train.progress import describe, epoch_line, stage_text
 from semphase.train.schedule import EarlyStopping, TimeLimit, apply_freeze_schedule
 from semphase.train.setup import (
     RunData,
@@ -85,7 +85,7 @@ class Progressing:
 
 
 def train(
-    options: TrainOptions, console: Console | None = None, clock: Callable[[], float] = time.perf_counter
+    options: TrainOptions, progress: Progress = SILENT, clock: Callable[[], float] = time.perf_counter
 ) -> dict:
     """Train (or resume) a run and evaluate its best checkpoint on the test split.
 
@@ -93,7 +93,9 @@ def train(
     ----------
     options : validated options; ``options.resume`` continues the run in ``options.out``
         (build them with :func:`semphase.train.setup.resume_options`).
-    console : where progress, per-epoch lines and the final tables go.
+    progress : the set-up summary and one line per epoch (``log``), bars for reading, training and
+        validating (:mod:`semphase.progress`). The test tables are the caller's to show
+        (:func:`semphase.evaluation.report.study_tables` of ``result["test"]``).
     clock : seconds from an arbitrary origin; every time of the run (history, ``--time-limit``) is read
         from it (tests replace it to make epochs "take" a known time).
 
@@ -110,29 +112,28 @@ def train(
     KeyboardInterrupt
         After saving last.pt, so the run can be resumed.
     """
-    console = console or Console(highlight=False, markup=False)
     options.validate()
     torch.set_num_threads(cpu_thread_count(options.threads))
     # Adam's second moments decay into subnormal floats, which run ~30x slower on x86 CPUs.
     torch.set_flush_denormal(True)
-    run = prepare(options, console, clock)
+    run = prepare(options, progress, clock)
     state = restore(run)
-    describe(console, run, state.epoch)
-    fit(run, state, console)
+    describe(progress, run, state.epoch)
+    fit(run, state, progress)
     train_seconds = state.time_limit.seconds()
     if state.stopped == "early-stopping":
-        console.print(
+        progress.log(
             f"early stopping: val mIoU has not improved for {options.patience} epochs "
             f"(best {state.early.best:.4f} at epoch {state.early.best_epoch})"
         )
     elif state.stopped == "time limit":
-        console.print(
+        progress.log(
             f"time limit: {train_seconds / 60:.1f} min of training reached --time-limit "
             f"{options.time_limit:g} min after epoch {state.epoch} of {options.epochs} "
             f"(best {state.early.best:.4f} at epoch {state.early.best_epoch}); "
             "--resume continues the run with a fresh budget"
         )
-    test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, console)
+    test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, progress)
     return {
         "run_dir": str(run.run_dir),
         "epochs_run": state.epoch,
@@ -145,7 +146,7 @@ def train(
 
 
 def prepare(
-    options: TrainOptions, console: Console, clock: Callable[[], float] = time.perf_counter
+    options: TrainOptions, progress: Progress, clock: Callable[[], float] = time.perf_counter
 ) -> Prepared:
     """Check the run folder, build the model (pretrained weights first: they fail fastest), read the data,
     fix the config and write config.json."""
@@ -168,12 +169,9 @@ def prepare(
     if stored is not None:
         data.table = ClassTable.from_dict(stored["classes"])
     table = data.table
-    with progress_bar(console) as bar:
-        task = bar.add_task(
-            "reading images", total=len(data.split["train"]) + len(data.split["val"]), status=""
-        )
-        train_set = load_micrographs(data.samples["train"], table, lambda: bar.advance(task))
-        val_set = load_micrographs(data.samples["val"], table, lambda: bar.advance(task))
+    progress.start("read", "reading images", len(data.split["train"]) + len(data.split["val"]))
+    train_set = load_micrographs(data.samples["train"], table, lambda: progress.advance("read"))
+    val_set = load_micrographs(data.samples["val"], table, lambda: progress.advance("read"))
     check_tile_fits(train_set, options.tile, data.samples["train"])
     if stored is not None:
         config = {**stored, **{k: getattr(options, k) for k in (*RUNTIME_OPTIONS, "epochs")}}
@@ -231,7 +229,7 @@ def restore(run: Prepared) -> Progressing:
     return state
 
 
-def fit(run: Prepared, state: Progressing, console: Console) -> None:
+def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
     """Run epochs until ``--epochs``, early stopping or the time limit; save last.pt every epoch and on
     Ctrl-C."""
     options = run.options
@@ -244,7 +242,7 @@ def fit(run: Prepared, state: Progressing, console: Console) -> None:
     try:
         while state.stopped is None and state.epoch < options.epochs:
             tiles.set_epoch(state.epoch)
-            row, improved = run_epoch(run, state, loader, console)
+            row, improved = run_epoch(run, state, loader, progress)
             if improved:
                 save_checkpoint(
                     run.run_dir / rundir.BEST_NAME,
@@ -265,42 +263,40 @@ def fit(run: Prepared, state: Progressing, console: Console) -> None:
             plot_training_curves(
                 state.history, run.table.names, run.run_dir / rundir.CURVES_NAME, options.freeze_epochs
             )
-            epoch_line(console, row, run.table.names, improved)
+            epoch_line(progress, row, run.table.names, improved)
     except KeyboardInterrupt:
         save_last(run, state)
-        console.print(f"interrupted: {run.run_dir / rundir.LAST_NAME} holds epoch {state.epoch}")
+        progress.log(f"interrupted: {run.run_dir / rundir.LAST_NAME} holds epoch {state.epoch}")
         raise
 
 
-def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, console: Console) -> tuple[dict, bool]:
+def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, progress: Progress) -> tuple[dict, bool]:
     """Train one epoch, validate, step the scheduler and early stopping; returns (history row, improved)."""
     options, model = run.options, run.model
     t0 = run.clock()
     stages = apply_freeze_schedule(model, state.epoch, options.freeze_epochs, gradual=options.pretrained)
     torch.manual_seed(options.seed * 100_003 + state.epoch)
     norm = run.config["normalization"]
-    with progress_bar(console) as bar:
-        task = bar.add_task(
-            f"epoch {state.epoch + 1}/{options.epochs}", total=options.steps_per_epoch, status=""
-        )
+    progress.start("epoch", f"epoch {state.epoch + 1}/{options.epochs}", options.steps_per_epoch)
 
-        def on_step(loss: float) -> None:
-            bar.update(task, advance=1, status=f"loss {loss:.4f}")
+    def on_step(loss: float) -> None:
+        progress.advance("epoch")
+        progress.say(f"loss {loss:.4f}")
 
-        train_loss = train_one_epoch(
-            model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step
-        )
-        vtask = bar.add_task("validating", total=len(run.val_set), status="")
-        val = validate(
-            model,
-            run.val_set,
-            state.loss_fn,
-            run.device,
-            run.amp_dtype,
-            norm,
-            run.table.num_classes,
-            lambda: bar.advance(vtask),
-        )
+    train_loss = train_one_epoch(
+        model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step
+    )
+    progress.start("validate", "validating", len(run.val_set))
+    val = validate(
+        model,
+        run.val_set,
+        state.loss_fn,
+        run.device,
+        run.amp_dtype,
+        norm,
+        run.table.num_classes,
+        lambda: progress.advance("validate"),
+    )
     state.epoch += 1
     lrs = [g["lr"] for g in state.optimizer.param_groups]
     score = val.miou if np.isfinite(val.miou) else -1.0
@@ -342,11 +338,11 @@ def save_last(run: Prepared, state: Progressing) -> None:
     )
 
 
-def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.device, console: Console) -> dict:
-    """Score best.pt on the test samples, store the summary in best.pt and print the study tables."""
+def evaluate_best(
+    run_dir: Path, samples, table: ClassTable, device: torch.device, progress: Progress = SILENT
+) -> dict:
+    """Score best.pt on the test samples and store the summary in best.pt; returns the scoring result."""
     from semphase.evaluation import run_evaluation
-    from semphase.evaluation.report import study_tables
-    from semphase.tables import rich_table
 
     best_path = run_dir / rundir.BEST_NAME
     model, config, ckpt = load_checkpoint(best_path, device)
@@ -361,13 +357,10 @@ def evaluate_best(run_dir: Path, samples, table: ClassTable, device: torch.devic
         out_dir=run_dir,
         metrics_name=rundir.TEST_METRICS_NAME,
         extra={"model": {"checkpoint": str(best_path), "epoch": ckpt.get("epoch")}, "split": "test"},
+        progress=progress,
     )
     extra = {k: v for k, v in ckpt.items() if k not in ("format", "state_dict", "config")}
     extra["test_metrics"] = {k: result[k] for k in ("classes", "per_class", "summary") if k in result}
     save_checkpoint(best_path, model, config, **extra)
-    console.print(f"test split ({len(samples)} images), best checkpoint of epoch {ckpt.get('epoch')}:")
-    for table in study_tables(result):
-        console.print(rich_table(table))
-        for line in table.notes:
-            console.print(line)
+    progress.log(f"test split ({len(samples)} images), best checkpoint of epoch {ckpt.get('epoch')}:")
     return result
