@@ -306,22 +306,7 @@ def run_benchmark(
         "model_dir": str(model_dir),
         "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
         "data": {"root": str(options.data), "selection": selection, "images": len(samples)},
-        "settings": {
-            "threads": threads,
-            "provider": options.provider,
-            "providers_used": sorted({p for d in described if d["status"] == "ok" for p in d["providers"]}),
-            "repeat": options.repeat,
-            "warmup": options.warmup,
-            "e2e_repeat": options.e2e_repeat,
-            "batch": options.batch,
-            "latency_batches": batches,
-            "sizes": list(options.sizes),
-            "tile": tile,
-            "overlap": overlap,
-            "window": "gaussian",
-            "reference": reference,
-            "seed": options.seed,
-        },
+        "settings": _settings(options, threads, described, batches, tile, overlap, reference),
         "classes": table.names,
         "machine": {**machine_info(threads, options.provider), "load_average_at_start": load_at_start},
         "variants": described,
@@ -334,6 +319,26 @@ def run_benchmark(
     _figures(report, parity.results(), out)
     write_reports(report, out)
     return report
+
+
+def _settings(options: BenchmarkOptions, threads: int, described, batches, tile, overlap, reference) -> dict:
+    """The report's ``settings``: how everything was measured."""
+    return {
+        "threads": threads,
+        "provider": options.provider,
+        "providers_used": sorted({p for d in described if d["status"] == "ok" for p in d["providers"]}),
+        "repeat": options.repeat,
+        "warmup": options.warmup,
+        "e2e_repeat": options.e2e_repeat,
+        "batch": options.batch,
+        "latency_batches": batches,
+        "sizes": list(options.sizes),
+        "tile": tile,
+        "overlap": overlap,
+        "window": "gaussian",
+        "reference": reference,
+        "seed": options.seed,
+    }
 
 
 def _load_variants(files: dict[str, Path], options: BenchmarkOptions, threads: int):

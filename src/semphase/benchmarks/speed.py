@@ -67,6 +67,16 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _child_report(done) -> dict | None:
+    """The JSON line a successful child prints last, or None."""
+    if done.returncode != 0:
+        return None
+    try:
+        return json.loads(_last_line(done.stdout))
+    except json.JSONDecodeError:
+        return None
+
+
 def end_to_end(
     variant: str,
     model_path: str | os.PathLike,
@@ -102,12 +112,9 @@ def end_to_end(
         "--repeat",
         str(repeat),
     ]
-    if tile is not None:
-        argv += ["--tile", str(tile)]
-    if overlap is not None:
-        argv += ["--overlap", str(overlap)]
-    if labels_out is not None:
-        argv += ["--labels-out", os.fspath(labels_out)]
+    for flag, value in (("--tile", tile), ("--overlap", overlap), ("--labels-out", labels_out)):
+        if value is not None:
+            argv += [flag, os.fspath(value) if flag == "--labels-out" else str(value)]
     done = run_child(argv)
     row = {
         "variant": variant,
@@ -119,12 +126,7 @@ def end_to_end(
         "peak_rss_source": "rusage" if done.rusage_peak_mb is not None else "unknown",
         "process_s": done.wall_s,
     }
-    report = None
-    if done.returncode == 0:
-        try:
-            report = json.loads(_last_line(done.stdout))
-        except json.JSONDecodeError:
-            report = None
+    report = _child_report(done)
     if report is None:
         reason = _last_line(done.stderr)[:300] or (
             f"child process exited with status {done.returncode}"

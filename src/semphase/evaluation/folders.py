@@ -241,6 +241,29 @@ def _collect_counts(paths: Iterable[Path], progress: Progress) -> tuple[dict[int
     return total, unreadable
 
 
+def _id_kinds(pairing, table: ClassTable, truth_ids: str, pred_ids: str, problems: list, progress: Progress):
+    """``{"truth": (kind, reason), "pred": (kind, reason)}`` and the names whose files could not be read
+    (each added to ``problems``)."""
+    bad: set[str] = set()
+    kinds = {}
+    for side, requested, prefer, column in (
+        ("truth", truth_ids, "raw", 1),
+        ("pred", pred_ids, "contiguous", 2),
+    ):
+        if requested != "auto":
+            kinds[side] = (requested, "as requested")
+        elif side == "truth" and pairing.truth_is_dataset:
+            kinds[side] = ("raw", "dataset masks hold raw ids")
+        else:
+            counts, unreadable = _collect_counts((p[column] for p in pairing.pairs), progress)
+            kinds[side] = choose_id_kind(counts, table, prefer)
+            for path, message in unreadable:
+                name = next(p[0] for p in pairing.pairs if p[column] == path)
+                problems.append((name, message))
+                bad.add(name)
+    return kinds, bad
+
+
 def score_folders(
     pred_dir: str | os.PathLike,
     truth_dir: str | os.PathLike,
@@ -279,24 +302,7 @@ def score_folders(
             raise ValueError(f"{option} must be one of {ID_KINDS}, got {value!r}")
     pairing = pair_predictions(pred_dir, truth_dir)
     problems = list(pairing.problems)
-    bad: set[str] = set()
-    kinds = {}
-    for side, requested, prefer, column in (
-        ("truth", truth_ids, "raw", 1),
-        ("pred", pred_ids, "contiguous", 2),
-    ):
-        if requested != "auto":
-            kinds[side] = (requested, "as requested")
-        elif side == "truth" and pairing.truth_is_dataset:
-            kinds[side] = ("raw", "dataset masks hold raw ids")
-        else:
-            counts, unreadable = _collect_counts((p[column] for p in pairing.pairs), progress)
-            kinds[side] = choose_id_kind(counts, table, prefer)
-            for path, message in unreadable:
-                name = next(p[0] for p in pairing.pairs if p[column] == path)
-                problems.append((name, message))
-                bad.add(name)
-
+    kinds, bad = _id_kinds(pairing, table, truth_ids, pred_ids, problems, progress)
     scorer = Scorer(table.names, absent_as_study=absent_as_study, tolerance=tolerance)
     pairs = [p for p in pairing.pairs if p[0] not in bad]
     for name, truth_path, pred_path in tracked(pairs, progress, "scoring", "scoring"):

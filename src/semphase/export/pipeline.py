@@ -165,7 +165,21 @@ def run_export(
             say(f"note: {out_dir / name} is left from an earlier export (not rewritten now)")
     variants = _validate(source, files, options, say)
     gates = check_gates(variants, options.gates)
-    report = {
+    report = _report(source, options, graph, int8_info, references, reference_tiles, variants, gates)
+    write_report(out_dir / REPORT_NAME, report)
+    failed = [g["text"] for g in gates if not g["passed"]]
+    if failed:
+        error = GateFailed(f"export validation failed: {'; '.join(failed)} (files kept in {out_dir})")
+        error.report = report  # the CLI still shows the table
+        raise error
+    return report
+
+
+def _report(
+    source: _Source, options: ExportOptions, graph, int8_info, references, reference_tiles, variants, gates
+):
+    """The export report as ``export_report.json`` holds it (format :data:`REPORT_FORMAT`)."""
+    return {
         "format": REPORT_FORMAT,
         "checkpoint": {
             "path": str(source.checkpoint),
@@ -210,13 +224,6 @@ def run_export(
         "gates": gates,
         "passed": all(g["passed"] for g in gates),
     }
-    write_report(out_dir / REPORT_NAME, report)
-    failed = [g["text"] for g in gates if not g["passed"]]
-    if failed:
-        error = GateFailed(f"export validation failed: {'; '.join(failed)} (files kept in {out_dir})")
-        error.report = report  # the CLI still shows the table
-        raise error
-    return report
 
 
 @dataclass
