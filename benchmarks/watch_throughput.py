@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from semphase.benchmarks.rss import run_child
     from semphase.data.synth.large import write_large
     from semphase.machine import machine_info
-    from semphase.runtime.watch_journal import JOURNAL_NAME, iter_lines
+    from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     inbox, out = args.out / "inbox", args.out / "out"

@@ -21,7 +21,7 @@ from semphase.phases import IGNORE
 from semphase.runtime.databar import detect_databar, resolve_databar
 from semphase.runtime.inputs import expand_inputs, output_stems
 from semphase.runtime.model import choose_providers, load_model
-from semphase.runtime.rowwriters import PngRowWriter, TiffPlaneWriter
+from semphase.runtime.outputs.writers import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.segment import SegmentOptions, segment_file
 from semphase.runtime.sliding import segment_array
 

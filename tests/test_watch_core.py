@@ -19,8 +19,8 @@ import pytest
 from semphase.errors import InputError
 from semphase.imageio import encode_image, read_gray, temporary_beside, write_image, write_text_atomic
 from semphase.runtime.watch import Watcher
-from semphase.runtime.watch_journal import JOURNAL_NAME, iter_lines
-from semphase.runtime.watch_lock import FolderLocked, OutputFolderLock
+from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
+from semphase.runtime.watch.lock import FolderLocked, OutputFolderLock
 
 
 class Clock:
@@ -537,7 +537,7 @@ def test_a_file_removed_while_it_is_segmented_keeps_its_outputs_and_gets_its_don
 def test_a_failed_move_is_reported_once_and_retried_at_the_next_start_without_segmenting_again(
     env, tmp_path, monkeypatch
 ):
-    import semphase.runtime.watch as watch_module
+    import semphase.runtime.watch.watcher as watch_module
 
     inbox, out, clock, segment, events, make = env
     archive = tmp_path / "archive"
@@ -568,7 +568,7 @@ def test_a_failed_move_is_reported_once_and_retried_at_the_next_start_without_se
 
 
 def test_a_byte_identical_copy_at_the_destination_finishes_the_move_anything_else_is_kept(tmp_path):
-    from semphase.runtime.watch_move import move_original, plan_destination
+    from semphase.runtime.watch.move import move_original, plan_destination
 
     inbox, archive = tmp_path / "in", tmp_path / "archive"
     inbox.mkdir()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from semphase.errors import InputError
-from semphase.runtime import watch_journal
-from semphase.runtime.watch_journal import Journal, iter_lines, read_outcomes
+from semphase.runtime.watch import journal as watch_journal
+from semphase.runtime.watch.journal import Journal, iter_lines, read_outcomes
 
 GOOD = {"file": "a.png", "size": 10, "mtime_ns": 5, "status": "done"}
 

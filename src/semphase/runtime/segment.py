@@ -33,7 +33,7 @@ from semphase.progress import SILENT, Progress, count_callback
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
-from semphase.runtime.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
+from semphase.runtime.outputs.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
 from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, resolve_tiling, segment_array
 from semphase.runtime.tiling import WINDOWS, TilePlan, plan_tiles
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from semphase.phases import IGNORE
 from semphase.runtime.outputs import OverlayPainter, count_labels
-from semphase.runtime.rowwriters import PngRowWriter, TiffPlaneWriter
+from semphase.runtime.outputs.writers import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.sliding import Band, normalized_entropy, softmax
 
 #: A pixel counts as uncertain when the normalized entropy of its class probabilities exceeds this.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from semphase.imageio import is_tagged_temporary
-from semphase.runtime.watch_scan import FileState
+from semphase.runtime.watch.scan import FileState
 
 FAILED_DIR = "failed"
 

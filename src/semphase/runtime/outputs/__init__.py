@@ -1,5 +1,5 @@
 """What a segmentation leaves behind besides the mask: overlay bands with a legend, the phase table, the
-per-run summary CSV. Pure numpy/OpenCV; the writers live in :mod:`semphase.runtime.rowwriters`."""
+per-run summary CSV. Pure numpy/OpenCV; the writers live in :mod:`semphase.runtime.outputs.writers`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Life of an inbox file::
 A file is read only after its signature (size, mtime) stayed the same for ``settle`` seconds, and its
 result counts only if the signature is still the same after segmentation; anything else means the file
 is still arriving. Only files whose latest journal line matches their current signature are skipped, so
-a restart continues exactly where the last run stopped (see :mod:`.watch_journal`).
+a restart continues exactly where the last run stopped (see :mod:`.journal`).
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 from semphase.errors import InputError, one_line
 from semphase.imageio import tagged_temporaries, write_text_atomic
-from semphase.runtime.watch_journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
-from semphase.runtime.watch_lock import OutputFolderLock
-from semphase.runtime.watch_move import move_original, plan_destination
-from semphase.runtime.watch_outputs import (
+from semphase.runtime.watch.journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
+from semphase.runtime.watch.lock import OutputFolderLock
+from semphase.runtime.watch.move import move_original, plan_destination
+from semphase.runtime.watch.notes import (
     failed_note_path,
     failed_note_text,
     image_megapixels,
     output_paths,
     remove_stale_temporaries,
 )
-from semphase.runtime.watch_scan import FileState, InboxScanner
-from semphase.runtime.watch_stats import WatchEvent, WatchStats
+from semphase.runtime.watch.scan import FileState, InboxScanner
+from semphase.runtime.watch.stats import WatchEvent, WatchStats
 
 if TYPE_CHECKING:
     from semphase.runtime.model import SegmentationModel
