@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _cli import run_semphase
 from _runtime_models import build_blur_classifier, micrograph, with_class_names
 from semphase.cli import common
-from semphase.cli.main import main
 from semphase.imageio import write_image
 
 ODD = "x[/]y[bold]z"  # as a path: folder "x[" holding "]y[bold]z"
@@ -20,11 +20,7 @@ FILE = "m[bold]x[red]"  # a file name that rich would silently turn into styles
 NAMES = ["Matrix", "[/]", "Void", "[bold]Repre", "Dilution"]
 
 
-def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+run = run_semphase
 
 
 @pytest.fixture(scope="module")

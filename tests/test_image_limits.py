@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from _bombs import BOMBS
+from _cli import run_semphase
 from _runtime_models import build_blur_classifier, micrograph
-from semphase.cli.main import main
 from semphase.errors import InputError
 from semphase.imageio import read_gray, read_label, write_image
 from semphase.limits import set_max_megapixels
@@ -32,11 +32,7 @@ def _default_limit():
     set_max_megapixels(None)
 
 
-def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+run = run_semphase
 
 
 @pytest.mark.parametrize("suffix", sorted(BOMBS))

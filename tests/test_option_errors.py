@@ -10,16 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _cli import run_semphase
 from _runtime_models import build_blur_classifier, micrograph
-from semphase.cli.main import main
 from semphase.imageio import write_image
 
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+run = run_semphase
 
 
 @pytest.fixture(scope="module")

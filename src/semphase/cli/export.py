@@ -11,6 +11,7 @@ import typer
 from semphase.cli.common import console, print_tables, styled
 from semphase.errors import GateFailed
 from semphase.model_format import RECOMMENDED_OVERLAP, RECOMMENDED_TILE
+from semphase.progress import Silent
 
 
 def _parse_float_layers(text: str) -> tuple[str, ...]:
@@ -169,14 +170,8 @@ def export_command(
     console.print(styled(("export passed", "green"), f": files in {out}"), soft_wrap=True)
 
 
-class _Lines:
+class _Lines(Silent):
     """Export's progress: each step as a line of its own (``export: ...``); no bars."""
-
-    def start(self, key: str, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, key: str, steps: int = 1) -> None:
-        pass
 
     def say(self, message: str) -> None:
         console.print(styled(("export:", "dim"), f" {message}"), soft_wrap=True)

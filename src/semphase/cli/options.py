@@ -8,8 +8,9 @@ touched, and :func:`load_checked_model` loads the model and checks the tiling ag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -116,36 +117,28 @@ def apply_max_megapixels(value: float | None) -> None:
     max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
 
 
-def segmentation_settings(
-    *,
-    tile: int | None,
-    overlap: int | None,
-    batch: int,
-    window: str,
-    databar: str,
-    pixel_size_um: float | None,
-    normalize: str,
-    uncertainty: bool,
-    probs: bool,
-    tta: bool,
-    max_megapixels: float | None,
-) -> SegmentOptions:
-    """The checked settings of a `segment` or `watch` run; a bad value raises OptionError, before any file."""
+#: The options above that become :class:`~semphase.runtime.segment.SegmentOptions` fields.
+SETTINGS = (
+    "tile",
+    "overlap",
+    "batch",
+    "window",
+    "databar",
+    "pixel_size_um",
+    "normalize",
+    "uncertainty",
+    "probs",
+    "tta",
+)
+
+
+def segmentation_settings(params: Mapping[str, Any]) -> SegmentOptions:
+    """The checked settings of a `segment` or `watch` run from the command's parameters (``ctx.params``);
+    a bad value raises OptionError, before any file is touched."""
     from semphase.runtime.segment import SegmentOptions
 
-    apply_max_megapixels(max_megapixels)
-    return SegmentOptions(
-        tile=tile,
-        overlap=overlap,
-        batch=batch,
-        window=window,
-        databar=databar,
-        pixel_size_um=pixel_size_um,
-        normalize=normalize,
-        uncertainty=uncertainty,
-        probs=probs,
-        tta=tta,
-    )
+    apply_max_megapixels(params.get("max_megapixels"))
+    return SegmentOptions(**{name: params[name] for name in SETTINGS})
 
 
 def load_checked_model(

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("segment")
     def segment(
+        ctx: typer.Context,
         model: Path = typer.Argument(
             ...,
             help="Exported semphase ONNX model (model.onnx, model.fp16.onnx or model.int8.onnx).",
@@ -77,19 +78,7 @@ def register(app: typer.Typer) -> None:
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
         from semphase.runtime.segment import check_inputs_are_not_outputs, segment_file
 
-        options = segmentation_settings(
-            tile=tile,
-            overlap=overlap,
-            batch=batch,
-            window=window,
-            databar=databar,
-            pixel_size_um=pixel_size_um,
-            normalize=normalize,
-            uncertainty=uncertainty,
-            probs=probs,
-            tta=tta,
-            max_megapixels=max_megapixels,
-        )
+        options = segmentation_settings(ctx.params)  # the options above, checked once
         loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
         ensure_output_folder(out)
         if not quiet and loaded.self_check is not None:

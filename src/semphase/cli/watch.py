@@ -145,6 +145,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("watch")
     def watch(
+        ctx: typer.Context,
         inbox: Path = typer.Argument(
             ...,
             help="Folder the microscope saves micrographs into (local or a network share).",
@@ -226,19 +227,7 @@ def register(app: typer.Typer) -> None:
         from semphase.runtime.watch import Watcher
 
         # every option is checked here, once: a bad one must never become a failed/ note per inbox file
-        options = segmentation_settings(
-            tile=tile,
-            overlap=overlap,
-            batch=batch,
-            window=window,
-            databar=databar,
-            pixel_size_um=pixel_size_um,
-            normalize=normalize,
-            uncertainty=uncertainty,
-            probs=probs,
-            tta=tta,
-            max_megapixels=max_megapixels,
-        )
+        options = segmentation_settings(ctx.params)  # the options above, checked once
         live = not quiet and console.is_terminal and not once
         reporter = _Reporter(inbox, log, quiet, live)
         try:
