@@ -13,7 +13,7 @@ import sys
 import typer
 
 from semphase import __version__
-from semphase.cli import benchmark, data, evaluate, export, score, segment, synth, train, watch
+from semphase.cli import benchmark, data, evaluate, export, quantify, score, segment, synth, train, watch
 from semphase.cli.common import say_error
 from semphase.errors import GateFailed, InputError, OptionError, describe_os_error, one_line
 
@@ -43,7 +43,7 @@ def _root(
     """semphase: train, export and run phase segmentation of SEM micrographs."""
 
 
-for _module in (synth, data, score, train, evaluate, export, segment, watch, benchmark):
+for _module in (synth, data, score, train, evaluate, export, segment, watch, quantify, benchmark):
     _module.register(app)
 
 
