@@ -25,24 +25,24 @@ if [ -e "$DEMO_DIR/run" ]; then
 fi
 mkdir -p "$DEMO_DIR"
 
-step "1/10 measure this machine's training speed (a few real steps of the demo's ResNet34 U-Net)"
+step "1/11 measure this machine's training speed (a few real steps of the demo's ResNet34 U-Net)"
 grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: /CPU: /' || true
 "$PY" -m semphase.train.probe --json "$DEMO_DIR/speed.json"
 
-step "2/10 synthesize a Ni-WC-like SEM dataset ($DEMO_GROUPS base crops x 9 variants, Zenodo layout)"
+step "2/11 synthesize a Ni-WC-like SEM dataset ($DEMO_GROUPS base crops x 9 variants, Zenodo layout)"
 semphase synth "$DEMO_DIR/data" --groups "$DEMO_GROUPS" --size 512 --seed 0
 
-step "3/10 check the dataset: integrity, class frequencies, overlays, leak-free grouped split"
+step "3/11 check the dataset: integrity, class frequencies, overlays, leak-free grouped split"
 semphase data check "$DEMO_DIR/data" --json "$DEMO_DIR/data_check.json" --overlays "$DEMO_DIR/overlays" \
     --n-overlays 4 --split-out "$DEMO_DIR/split.json"
 
-step "4/10 size the rest to the ${BUDGET_MIN}-minute budget (DEMO_BUDGET_MIN) at the measured speed"
+step "4/11 size the rest to the ${BUDGET_MIN}-minute budget (DEMO_BUDGET_MIN) at the measured speed"
 plan=$("$PY" scripts/demo_plan.py plan "$DEMO_DIR/speed.json" "$DEMO_DIR/split.json" \
     --budget-min "$BUDGET_MIN" --spent "$(($(date +%s) - start))" --max-epochs "$MAX_EPOCHS" \
     ${DEMO_LARGE:+--large "$DEMO_LARGE"})
 eval "$plan"
 
-step "5/10 train the ResNet34 U-Net (no internet here: --encoder-weights none; $EPOCHS epochs at most)"
+step "5/11 train the ResNet34 U-Net (no internet here: --encoder-weights none; $EPOCHS epochs at most)"
 # --time-limit is the safety net: on a machine slower than measured, training stops in time, and best.pt
 # is still tested and reported
 semphase train "$DEMO_DIR/data" --out "$DEMO_DIR/run" --split-file "$DEMO_DIR/split.json" \
@@ -53,7 +53,7 @@ reached=$("$PY" scripts/demo_plan.py reached "$DEMO_DIR/run" --epochs-planned "$
     --epoch-seconds "$EPOCH_SECONDS")
 printf '\033[1m%s\033[0m\n' "$reached"
 
-step "6/10 export FP32, FP16 and INT8 ONNX and prove they give the same phases"
+step "6/11 export FP32, FP16 and INT8 ONNX and prove they give the same phases"
 exported=0
 semphase export "$DEMO_DIR/run/best.pt" --out "$DEMO_DIR/model" || exported=$?
 trained_epochs=$(($(wc -l <"$DEMO_DIR/run/history.csv") - 1))
@@ -68,20 +68,35 @@ elif [ "$exported" -ne 0 ]; then
 fi
 semphase info "$DEMO_DIR/model/model.int8.onnx" --verify
 
-step "7/10 synthesize a large ${LARGE} x ${LARGE} micrograph with an SEM data bar and its pixel size"
+step "7/11 synthesize a large ${LARGE} x ${LARGE} micrograph with an SEM data bar and its pixel size"
 semphase synth "$DEMO_DIR/large/large.tif" --large "$LARGE" --databar 96 --pixel-size-um 0.12 --seed 7
 mkdir -p "$DEMO_DIR/large_truth"
 mv "$DEMO_DIR/large/large_truth.png" "$DEMO_DIR/large_truth/large.png"
 
-step "8/10 segment it with the INT8 model (the torch-free runtime a microscope PC runs)"
+step "8/11 segment it with the INT8 model (the torch-free runtime a microscope PC runs)"
 semphase segment "$DEMO_DIR/model/model.int8.onnx" "$DEMO_DIR/large/large.tif" --out "$DEMO_DIR/segmented" \
     --uncertainty
 
-step "9/10 score the large segmentation against its truth (the data bar is excluded from both)"
+step "9/11 score the large segmentation against its truth (the data bar is excluded from both)"
 semphase score "$DEMO_DIR/segmented" "$DEMO_DIR/large_truth" --pred-contiguous --truth-contiguous \
     --json "$DEMO_DIR/large_score.json"
 
-step "10/10 benchmark every variant against the PyTorch checkpoint: same phases? how fast?"
+step "10/11 quantify two specimens as metallographers report them (3 fields each, ASTM E562/E1245)"
+for spec in A:11 B:21; do
+    name=${spec%%:*}
+    for k in 0 1 2; do
+        seed=$((${spec##*:} + k))
+        semphase synth "$DEMO_DIR/fields/specimen-$name/field$k.tif" --large 768 --pixel-size-um 0.12 \
+            --seed "$seed" >/dev/null
+        rm -f "$DEMO_DIR/fields/specimen-$name/field${k}_truth.png"
+    done
+    semphase segment "$DEMO_DIR/model/model.int8.onnx" "$DEMO_DIR/fields/specimen-$name" \
+        --out "$DEMO_DIR/fields-segmented/specimen-$name" --quiet
+done
+semphase quantify "$DEMO_DIR/fields-segmented" --out "$DEMO_DIR/quantified" \
+    --features Carbide,Reprecipitate
+
+step "11/11 benchmark every variant against the PyTorch checkpoint: same phases? how fast?"
 semphase benchmark "$DEMO_DIR/model" --data "$DEMO_DIR/data" --split-file "$DEMO_DIR/split.json" \
     --checkpoint "$DEMO_DIR/run/best.pt" --out "$DEMO_DIR/bench" --sizes "$BENCH_SIZES" \
     --repeat "$BENCH_REPEAT" --max-images "$BENCH_MAX_IMAGES"
@@ -98,5 +113,6 @@ Large micrograph:  $DEMO_DIR/large/large.tif
   overlay:         $DEMO_DIR/segmented/large_overlay.png
   phase table:     $DEMO_DIR/segmented/large.json   (every input: $DEMO_DIR/segmented/summary.csv)
   score vs truth:  $DEMO_DIR/large_score.json
+Quantification:    $DEMO_DIR/quantified  (samples.csv, fields.csv, features.csv, quantify.json)
 Benchmark report:  $DEMO_DIR/bench/report.html
 MSG
