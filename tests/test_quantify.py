@@ -174,3 +174,20 @@ def test_without_scipy_the_command_says_what_to_install(tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "scipy.stats", None)  # the base install has no scipy
     code, _, err = run_semphase(["quantify", tmp_path / "r", "--out", tmp_path / "q"], capsys)
     assert code == 2 and err.count("\n") == 1 and "semphase[quantify]" in err
+
+
+def test_watch_quantify_keeps_each_samples_report_current(tmp_path, capsys):
+    from _runtime_models import build_blur_classifier, micrograph
+
+    model = build_blur_classifier(tmp_path / "m.onnx", tile=64, overlap=16)
+    inbox = tmp_path / "in"
+    for rel, seed in (("A/f1.png", 1), ("A/f2.png", 2), ("B/f1.png", 3), ("top.png", 4)):
+        write_image(inbox / rel, micrograph(96, 96, seed=seed))
+    out = tmp_path / "out"
+    argv = ["watch", inbox, "--model", model, "--out", out, "--once", "--recursive", "--settle", "0"]
+    code, stdout, err = run_semphase([*argv, "--quantify"], capsys)
+    assert code == 0, err
+    for sample, n in (("A", 2), ("B", 1), ("out", 1)):
+        rows = list(csv.DictReader((out / "quantify" / sample / "samples.csv").open()))
+        assert {r["fields"] for r in rows} == {str(n)}, sample
+    assert stdout.count("quantified") == 4  # once per new field

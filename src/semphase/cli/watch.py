@@ -122,6 +122,47 @@ class _Reporter:
             self._handler.close()
 
 
+class _Quantifier:
+    """``--quantify``: after each done field, quantify its sample again into ``OUT/quantify/<sample>/``.
+
+    Only that sample's fields are read (its subfolder of OUT; fields at the top of OUT form a sample named
+    after OUT), so the cost per new field is one sample's, however long the watcher runs. A sample that
+    cannot be quantified is logged (``quantify-failed``); watching goes on.
+    """
+
+    def __init__(self, out: Path, reporter: _Reporter) -> None:
+        try:
+            import scipy.stats  # noqa: F401  (checked now: not on the first field, hours later)
+        except ImportError:
+            from semphase.errors import InputError
+
+            raise InputError("--quantify needs scipy: pip install 'semphase[quantify]'") from None
+        self.out = out
+        self.reporter = reporter
+
+    def __call__(self, event) -> None:
+        self.reporter(event)
+        if event.kind != "done" or not event.file:
+            return
+        from semphase.errors import InputError
+        from semphase.quantify import quantify
+        from semphase.runtime.watch.stats import WatchEvent
+
+        folder = Path(*event.file.split("/")[:-1])
+        if folder == Path("."):
+            sample, specs = self.out.name, sorted(self.out.glob("*.json"))
+        else:
+            sample, specs = folder.as_posix(), [self.out / folder]
+        target = self.out / "quantify" / sample
+        try:
+            document = quantify(specs, target)
+        except InputError as exc:
+            self.reporter(WatchEvent("quantify-failed", sample, str(exc)))
+            return
+        fields = sum(len(s["fields"]) for s in document["samples"].values())
+        self.reporter(WatchEvent("quantified", sample, f"{fields} field(s); {target / 'samples.csv'}"))
+
+
 def _install_signal_handlers(watcher) -> dict:
     """SIGINT/SIGTERM ask the watcher to stop after the current file; a second SIGINT aborts."""
     if threading.current_thread() is not threading.main_thread():
@@ -202,6 +243,12 @@ def register(app: typer.Typer) -> None:
         log: Path | None = typer.Option(
             None, "--log", help="Append a plain-text line per event to this file.", show_default=False
         ),
+        quantify: bool = typer.Option(
+            False,
+            "--quantify",
+            help="Keep OUT/quantify/<sample>/ current (semphase quantify: mean +- 95 % CI per phase, "
+            "particles): a sample (a subfolder) is quantified again after each new field of it. Needs scipy.",
+        ),
         quiet: bool = typer.Option(
             False,
             "--quiet",
@@ -239,7 +286,7 @@ def register(app: typer.Typer) -> None:
                 settle=settle,
                 fail_after=fail_after,
                 move_done=move_done,
-                on_event=reporter,
+                on_event=reporter if not quantify else _Quantifier(out, reporter),
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
