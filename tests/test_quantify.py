@@ -191,3 +191,14 @@ def test_watch_quantify_keeps_each_samples_report_current(tmp_path, capsys):
         rows = list(csv.DictReader((out / "quantify" / sample / "samples.csv").open()))
         assert {r["fields"] for r in rows} == {str(n)}, sample
     assert stdout.count("quantified") == 4  # once per new field
+
+
+def test_samples_with_and_without_a_pixel_size_share_the_tables(tmp_path):
+    write_field(tmp_path / "r" / "um", "a", field_with_fraction(0.1), pixel_size_um=0.2)
+    write_field(tmp_path / "r" / "px", "b", field_with_fraction(0.2))
+    doc = quantify([tmp_path / "r"], tmp_path / "q", QuantifyOptions(features=["Carbide"]))
+    assert doc["samples"]["um"]["unit"] == "um" and doc["samples"]["px"]["unit"] == "px"
+    rows = list(csv.DictReader((tmp_path / "q" / "samples.csv").open()))
+    by_sample = {r["sample"]: r for r in rows if r["phase"] == "Carbide"}
+    assert by_sample["um"]["analysed_area_um2"] and not by_sample["um"]["analysed_area_px2"]
+    assert by_sample["px"]["analysed_area_px2"] and not by_sample["px"]["analysed_area_um2"]

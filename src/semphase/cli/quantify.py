@@ -15,7 +15,7 @@ QUANTIFY_HELP = (
     "Quantify phases per sample, as metallographers report them: per phase the mean area fraction over "
     "the fields of a sample with its 95 % confidence interval and relative accuracy (ASTM E562/E1245), the "
     "fields needed for a target accuracy, and particle measurements (count, N_A, ECD D10/D50/D90, Feret "
-    "diameters, mean free path). Writes samples.csv, fields.csv, features.csv and quantify.json."
+    "diameters, mean free path). Writes report.html, samples.csv, fields.csv, features.csv and quantify.json."
 )
 
 

@@ -2,7 +2,8 @@
 
 One mask is held at a time; what is kept per field is its counts and its feature rows. Outputs (each
 written atomically) in the output folder: ``samples.csv`` (one row per sample and phase), ``fields.csv``
-(one row per field and phase), ``features.csv`` (one row per feature; optional) and ``quantify.json``
+(one row per field and phase), ``features.csv`` (one row per feature; optional), ``report.html`` (the
+same for a person: tables, field thumbnails and plots in one self-contained page) and ``quantify.json``
 (everything, with the settings and versions).
 """
 
@@ -24,6 +25,7 @@ from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
 from semphase.progress import SILENT, Progress
 from semphase.quantify.features import ecd_percentiles, measure_phase
 from semphase.quantify.fields import Field, find_fields
+from semphase.quantify.report_html import MAX_THUMBNAILS, field_thumbnail, write_report
 from semphase.quantify.stats import CONFIDENCE, phase_statistics
 from semphase.tables import Table
 
@@ -63,6 +65,7 @@ class _FieldResult:
     valid_pixels: int
     counts: np.ndarray
     features: dict  # phase name -> PhaseFeatures
+    thumbnail: str | None = None  # a small data: URI for report.html (the first fields of each sample)
 
 
 def quantify(
@@ -139,6 +142,7 @@ def _check_class_tables(fields: list[Field]) -> None:
 def _measure_all(fields, options, problems, progress) -> list[_FieldResult]:
     largest = _largest_phase(fields) if options.features is None else None
     results = []
+    thumbnails: dict[str, int] = defaultdict(int)  # per sample
     progress.start("fields", "fields", len(fields))
     for f in fields:
         progress.say(f.name)
@@ -165,7 +169,11 @@ def _measure_all(fields, options, problems, progress) -> list[_FieldResult]:
             name: measure_phase(labels, f.classes.index(name), options.min_feature_px, valid)
             for name in names
         }
-        results.append(_FieldResult(f, n_valid, counts, features))
+        thumbnail = None
+        if thumbnails[f.sample] < MAX_THUMBNAILS:
+            thumbnail = field_thumbnail(f, labels)
+            thumbnails[f.sample] += thumbnail is not None
+        results.append(_FieldResult(f, n_valid, counts, features, thumbnail))
         progress.advance("fields")
     return results
 
@@ -264,9 +272,13 @@ def _field_row(r: _FieldResult) -> dict:
 
 
 def _csv(rows: list[dict]) -> str:
+    """CSV with the union of the rows' columns in first-seen order (samples in um and in px can meet)."""
+    fields: dict[str, None] = {}
+    for row in rows:
+        fields.update(dict.fromkeys(row))
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n", restval="")
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
@@ -336,7 +348,9 @@ def _write(out: Path, document: dict, measured: list[_FieldResult], samples: dic
     if options.feature_table:
         outputs["features"] = "features.csv"
         write_text_atomic(out / outputs["features"], _csv(_feature_rows(measured, samples)))
+    outputs["report"] = "report.html"
     document["outputs"] = outputs
+    write_report(out / outputs["report"], document, [r.thumbnail for r in measured])
     write_text_atomic(out / outputs["json"], json.dumps(document, indent=1) + "\n")
     return outputs
 
