@@ -9,12 +9,12 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import pytest
 
+from _chromium import chromium, run_chromium
 from semphase.benchmarks.tables import fmt
 from semphase.cli.main import main
 
@@ -219,41 +219,13 @@ class _DomTables(html.parser.HTMLParser):
             self._cell.append(data)
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="no chromium binary on PATH (apt-get install chromium)")
 def test_html_report_renders_offline_in_headless_chromium(bench):
     import base64
 
     page = bench["out"] / "report.html"
-    with tempfile.TemporaryDirectory(prefix="semphase-chromium-") as profile:
-        done = subprocess.run(
-            [
-                _chromium(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--dump-dom",
-                page.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    done = run_chromium(page, "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     dom = _DomTables()
     dom.feed(done.stdout)

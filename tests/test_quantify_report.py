@@ -6,9 +6,6 @@ import base64
 import functools
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from _chromium import chromium, run_chromium
 from semphase.imageio import write_image
 from semphase.quantify import QuantifyOptions, quantify
 from semphase.quantify.report_html import MAX_THUMBNAILS, THUMBNAIL_PX
@@ -173,39 +171,6 @@ def test_method_names_the_standards_and_every_setting_and_problems_list_skipped_
 # ------------------------------------------------------------------------------------- real browser
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _chromium_run(page: Path, *args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="semphase-chromium-") as profile:
-        return subprocess.run(
-            [
-                _chromium(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                *args,
-                page.resolve().as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-
 class _Dom(HTMLParser):
     """What the browser built: images, SVG figures, and the text of the %RA cells flagged over target."""
 
@@ -232,10 +197,10 @@ class _Dom(HTMLParser):
             self.flagged[-1] += data
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="no chromium binary on PATH (apt-get install chromium)")
 def test_the_report_renders_offline_in_headless_chromium(report, tmp_path):
     page = report["out"] / "report.html"
-    done = _chromium_run(page, "--dump-dom")
+    done = run_chromium(page, "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     dom = _Dom()
     dom.feed(done.stdout)
@@ -255,7 +220,7 @@ def test_the_report_renders_offline_in_headless_chromium(report, tmp_path):
     ]
     assert over and dom.flagged == over
     shot = tmp_path / "report.png"
-    done = _chromium_run(page, "--window-size=1280,1600", f"--screenshot={shot}")
+    done = run_chromium(page, "--window-size=1280,1600", f"--screenshot={shot}")
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     image = cv2.imread(str(shot))
     assert image.shape[1] == 1280
