@@ -28,10 +28,13 @@ class Field:
     mask: Path
     classes: list[str]
     pixel_size_um: float | None
+    #: Pixels per class as X.json states them (None for a bare mask: read from the mask when needed).
+    pixels: list[int] | None = None
 
 
-def _from_json(path: Path) -> tuple[Path, list[str], float | None] | None:
-    """(mask, classes, pixel size) from a segment/watch ``X.json``; None for another JSON file."""
+def _from_json(path: Path) -> tuple[Path, list[str], float | None, list[int] | None] | None:
+    """(mask, classes, pixel size, pixels per class) from a segment/watch ``X.json``; None for another
+    JSON file."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -39,12 +42,14 @@ def _from_json(path: Path) -> tuple[Path, list[str], float | None] | None:
     if not isinstance(document, dict) or "phases" not in document or "outputs" not in document:
         return None
     try:
-        classes = [str(p["name"]) for p in sorted(document["phases"], key=lambda p: p["id"])]
+        phases = sorted(document["phases"], key=lambda p: p["id"])
+        classes = [str(p["name"]) for p in phases]
+        counts = [int(p["pixels"]) for p in phases] if all("pixels" in p for p in phases) else None
         mask_name = Path(document["outputs"]["mask"]).name
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"not a semphase phase table ({exc})", path) from None
     pixel = document.get("pixel_size_um")
-    return path.with_name(mask_name), classes, float(pixel) if pixel else None
+    return path.with_name(mask_name), classes, float(pixel) if pixel else None, counts
 
 
 def _sample_of(name: str, folder_sample: str, pattern: re.Pattern | None) -> str | None:
@@ -106,10 +111,11 @@ def find_fields(
                     found = _from_json(path)
                     if found is None:
                         continue
-                    mask, names, pixel = found
+                    mask, names, pixel, counts = found
                     name = path.stem
                 elif classes:
-                    mask, names, pixel, name = path, list(classes), None, path.name.removesuffix(MASK_SUFFIX)
+                    mask, names, pixel, counts = path, list(classes), None, None
+                    name = path.name.removesuffix(MASK_SUFFIX)
                 else:
                     problems.append((str(path), "a mask without its X.json needs --classes"))
                     continue
@@ -123,5 +129,5 @@ def find_fields(
             if sample is None:
                 problems.append((str(path), f"its name does not match --group-by {group_by!r}"))
                 continue
-            fields.append(Field(name=name, sample=sample, mask=mask, classes=names, pixel_size_um=pixel))
+            fields.append(Field(name, sample, mask, names, pixel, counts))
     return fields, problems

@@ -179,14 +179,16 @@ def _measure_all(fields, options, problems, progress) -> list[_FieldResult]:
 
 
 def _largest_phase(fields: list[Field]) -> str | None:
-    """The phase with the most pixels over every field (the matrix, usually), read cheaply per field."""
+    """The phase with the most pixels over every field (the matrix, usually): from the counts X.json
+    states, so only bare masks are read an extra time."""
     totals: dict[str, int] = defaultdict(int)
     for f in fields:
-        try:
-            labels = read_label(f.mask)
-        except InputError:
-            continue
-        counts = np.bincount(labels.ravel(), minlength=256)
+        counts = f.pixels
+        if counts is None:
+            try:
+                counts = np.bincount(read_label(f.mask).ravel(), minlength=256)
+            except InputError:
+                continue
         for i, name in enumerate(f.classes):
             totals[name] += int(counts[i])
     return max(totals, key=totals.get) if totals else None
