@@ -106,7 +106,8 @@ def _native_messages() -> Iterator[list[str]]:
 def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
     """PNG, BMP, JPEG (or anything OpenCV reads) after checking the size the header declares."""
     width, height = imagesize.get(path, exif_rotation=False)  # reads the header only
-    if width > 0 and height > 0:
+    header_read = width > 0 and height > 0
+    if header_read:
         check_declared_size(width, height, path)
     if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[-8:].tobytes() != _PNG_END:
         raise InputError("truncated PNG (it does not end with an IEND chunk)", path)  # still being copied?
@@ -123,7 +124,8 @@ def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
         ]
         reason = said[-1][:160] if said else "corrupt, truncated or not an image"
         raise InputError(f"cannot decode image ({reason})", path)
-    check_declared_size(arr.shape[1], arr.shape[0], path)  # formats whose header was not read above
+    if not header_read:  # a format or a header imagesize does not know: the decoded size is checked
+        check_declared_size(arr.shape[1], arr.shape[0], path)
     return arr
 
 
