@@ -26,21 +26,6 @@ def say_error(message: str, target: Console | None = None, label: str = "error:"
     (target or err_console).print(styled((label, "bold red"), " ", message), soft_wrap=True)
 
 
-def progress_bar():
-    """A transient rich progress bar on stderr: description, bar, done/total, elapsed time."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # a log file or a pipe gets no bar (nor its blank lines)
-    )
-
-
 def rich_table(table) -> Table:
     """A library table (:class:`semphase.tables.Table`) as a ``rich.table.Table``."""
     out = Table(title=table.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from semphase.cli.common import console, progress_bar
+from semphase.cli.common import RichProgress, console
 from semphase.errors import InputError
 from semphase.imageio import ensure_output_folder
+from semphase.progress import count_callback
 
 _TIFF = (".tif", ".tiff")
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
@@ -112,10 +113,9 @@ def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
     ensure_output_folder(out)
     from semphase.data.synth import IMAGES_DIR, MASKS_DIR, write_dataset
 
-    with progress_bar() as bar:
-        task = bar.add_task("synthesizing", total=groups)
+    with RichProgress() as progress:
         images = write_dataset(
-            out, groups, size, seed, progress=lambda done, _: bar.update(task, completed=done)
+            out, groups, size, seed, progress=count_callback(progress, "groups", "synthesizing")
         )
     console.print(
         f"wrote {len(images)} images ({groups} groups x 9 variants, {size} px) to {out / IMAGES_DIR} "
@@ -132,8 +132,7 @@ def _write_large(
     ensure_output_folder(out.parent)
     from semphase.data.synth import write_large
 
-    with progress_bar() as bar:
-        task = bar.add_task("rendering rows", total=height + bar_px)
+    with RichProgress() as progress:
         tif, truth = write_large(
             out,
             (width, height),
@@ -141,7 +140,7 @@ def _write_large(
             databar_px=bar_px,
             pixel_size_um=pixel_size_um,
             magnification=mag,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=count_callback(progress, "rows", "rendering rows"),
         )
     extra = f" + {bar_px}-row data bar" if bar_px else ""
     console.print(
