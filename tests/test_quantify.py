@@ -29,7 +29,7 @@ def write_field(folder: Path, name: str, mask: np.ndarray, classes=CLASSES, pixe
     document = {
         "input": f"{name}.tif",
         "pixel_size_um": pixel_size_um,
-        "phases": [{"id": i, "name": n} for i, n in enumerate(classes)],
+        "phases": [{"id": i, "name": n, "pixels": int((mask == i).sum())} for i, n in enumerate(classes)],
         "outputs": {"mask": str(folder / f"{name}_mask.png"), "json": str(folder / f"{name}.json")},
     }
     (folder / f"{name}.json").write_text(json.dumps(document))
@@ -144,6 +144,8 @@ def test_the_cli_prints_the_sample_table_skips_a_broken_field_and_exits_2(tmp_pa
     assert "Area fractions per sample" in out and "Carbide" in out
     doc = json.loads((tmp_path / "q" / "quantify.json").read_text())
     assert doc["samples"]["S"]["fields"] == ["f0", "f2"]  # the broken field does not count
+    measured = [name for name, p in doc["samples"]["S"]["phases"].items() if "features" in p]
+    assert measured == ["Carbide", "Void"]  # by default every phase but the largest (from X.json's counts)
 
 
 @pytest.mark.parametrize("case", ["empty", "mixed", "bare-mask", "bad-regex", "unknown-phase"])
