@@ -49,7 +49,7 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def _blended(model, image, **kwargs) -> np.ndarray:
     out = np.empty((len(CLASSES), *image.shape), np.float32)
-    for band in iter_bands(model, image, batch=3, **kwargs):
+    for band in iter_bands(model, image, batch=3, logits=True, **kwargs):
         out[:, band.y0 : band.y1] = band.logits
     return out
 

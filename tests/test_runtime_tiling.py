@@ -121,7 +121,9 @@ def test_bands_cover_every_row_once_in_order_and_report_progress(blur_model):
     image = micrograph(300, 200, seed=1)
     calls = []
     bands = list(
-        iter_bands(blur_model, image, tile=64, overlap=16, progress=lambda d, t: calls.append((d, t)))
+        iter_bands(
+            blur_model, image, tile=64, overlap=16, logits=True, progress=lambda d, t: calls.append((d, t))
+        )
     )
     assert bands[0].y0 == 0 and bands[-1].y1 == 300
     assert all(a.y1 == b.y0 for a, b in zip(bands, bands[1:], strict=False))

@@ -99,10 +99,15 @@ def test_weight_profile_is_the_sum_of_the_tile_windows(kind):
 # ------------------------------------------------------------------------------------- sliding window
 
 
-def test_bands_hold_float32_sums_and_logits():
-    for band in iter_bands(RecordingModel(), _image(150, 90), window="cosine"):
-        assert band.sums.dtype == np.float32 and band.logits.dtype == np.float32
-        assert band.row_weight.dtype == np.float32 and band.col_weight.dtype == np.float32
+def test_bands_hold_uint8_labels_their_gray_rows_and_float32_logits_when_asked():
+    image = _image(150, 90)
+    for band in iter_bands(RecordingModel(), image, window="cosine", logits=True):
+        assert band.labels().dtype == np.uint8 and band.logits.dtype == np.float32
+        assert band.logits.shape == (len(RecordingModel().classes), band.y1 - band.y0, 90)
+        np.testing.assert_array_equal(band.gray, image[band.y0 : band.y1])
+    band = next(iter_bands(RecordingModel(), image))
+    with pytest.raises(ValueError, match="logits=True"):
+        band.logits
 
 
 def test_a_batch_of_one_tile_is_valid_and_a_batch_of_none_is_not():

@@ -229,9 +229,20 @@ def to_uint8(
             return image
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     sample = image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]
+    return scale_to_uint8(image, *percentile_range(sample, percentiles))
+
+
+def percentile_range(sample: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple:
+    """The values ``to_uint8(..., "percentile")`` stretches to 0 and 255, from a sample of the image
+    (never an empty range)."""
     lo, hi = np.percentile(sample, percentiles)
     if hi <= lo:
         hi = lo + 1
+    return lo, hi  # numpy float64, as the stretch has always used them
+
+
+def scale_to_uint8(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Stretch ``lo..hi`` to 0..255 (rounded, clipped): the percentile mapping of :func:`to_uint8`."""
     scaled = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 

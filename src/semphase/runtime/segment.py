@@ -28,16 +28,23 @@ import numpy as np
 
 from semphase import __version__
 from semphase.errors import InputError, OptionError
-from semphase.imageio import read_micrograph, to_uint8, write_text_atomic
+from semphase.imageio import write_text_atomic
 from semphase.progress import SILENT, Progress, count_callback
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
-from semphase.runtime.outputs.sink import UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
+from semphase.runtime.outputs.sink import FORMATS, UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
 from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, resolve_tiling, segment_array
+from semphase.runtime.source import Micrograph, open_micrograph
 from semphase.runtime.tiling import WINDOWS, TilePlan, plan_tiles
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
+
+
+#: ``--format auto`` writes OME-TIFF above this many pixels: every single SEM frame up to 8192 x 8192 gets
+#: PNGs as before; larger frames (16384 x 12288) and stitched montages get pyramidal OME-TIFFs, which
+#: viewers open at any zoom, where a PNG of that size must be decoded whole.
+AUTO_OME_TIFF_PIXELS = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class SegmentOptions:
     probs : also write ``X_probs.tif`` (float16 class probabilities).
     tta : average the four flips of every tile.
     alpha : overlay colour weight.
+    format : ``"png"``, ``"ome-tiff"`` (pyramidal, tiled, compressed) or ``"auto"``: OME-TIFF for
+        micrographs of more than :data:`AUTO_OME_TIFF_PIXELS` (8192 x 8192), PNG up to that.
     """
 
     tile: int | None = None
@@ -69,8 +78,11 @@ class SegmentOptions:
     probs: bool = False
     tta: bool = False
     alpha: float = 0.45
+    format: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.format not in ("auto", *FORMATS):
+            raise OptionError(f"--format must be auto, png or ome-tiff, got {self.format!r}")
         if self.window not in WINDOWS:
             raise OptionError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
         if self.normalize not in ("linear", "percentile"):
@@ -89,6 +101,12 @@ class SegmentOptions:
         if text not in ("auto", "none") and not text.isdigit():
             raise OptionError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
 
+    def format_for(self, width: int, height: int) -> str:
+        """The output format for a micrograph of this size: ``"png"`` or ``"ome-tiff"``."""
+        if self.format != "auto":
+            return self.format
+        return "ome-tiff" if width * height > AUTO_OME_TIFF_PIXELS else "png"
+
     def tiling_for(self, model: TileModel) -> tuple[int, int]:
         """Tile and overlap for ``model``; call it once before any file is read.
 
@@ -104,15 +122,26 @@ class SegmentOptions:
             raise OptionError(str(exc)) from None
 
 
-def output_names(stem: str, options: SegmentOptions) -> dict[str, str]:
-    """File names of the outputs for an input whose output stem is ``stem``."""
-    names = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png"}
+def output_names(stem: str, options: SegmentOptions, fmt: str | None = None) -> dict[str, str]:
+    """File names of the outputs for an input whose output stem is ``stem``, in format ``fmt``
+    (``"png"`` or ``"ome-tiff"``; default: ``options.format``, which must then not be ``"auto"``)."""
+    fmt = fmt or options.format
+    if fmt not in FORMATS:
+        raise ValueError(f"output_names needs the format, png or ome-tiff, got {fmt!r}")
+    image = ".png" if fmt == "png" else ".ome.tif"
+    names = {"mask": f"{stem}_mask{image}", "overlay": f"{stem}_overlay{image}"}
     if options.uncertainty:
-        names["uncertainty"] = f"{stem}_uncertainty.png"
+        names["uncertainty"] = f"{stem}_uncertainty{image}"
     if options.probs:
-        names["probs"] = f"{stem}_probs.tif"
+        names["probs"] = f"{stem}_probs.tif" if fmt == "png" else f"{stem}_probs.ome.tif"
     names["json"] = f"{stem}.json"
     return names
+
+
+def possible_output_names(stem: str, options: SegmentOptions) -> list[str]:
+    """Every name an input with this stem may write (both formats under ``--format auto``)."""
+    formats = FORMATS if options.format == "auto" else (options.format,)
+    return sorted({name for fmt in formats for name in output_names(stem, options, fmt).values()})
 
 
 def check_inputs_are_not_outputs(
@@ -133,7 +162,7 @@ def check_inputs_are_not_outputs(
     """
     written = {os.path.realpath(out_dir / name): name for name in extra}
     for stem in stems:
-        for name in output_names(stem, options).values():
+        for name in possible_output_names(stem, options):
             written[os.path.realpath(out_dir / name)] = name
     for path in files:
         name = written.get(os.path.realpath(path))
@@ -141,8 +170,8 @@ def check_inputs_are_not_outputs(
             raise InputError(f"is also an output of this run ({name}); choose another --out", path)
 
 
-def _check_not_input(path: Path, targets: dict[str, Path]) -> None:
-    for target in targets.values():
+def _check_not_input(path: Path, targets: list[Path]) -> None:
+    for target in targets:
         if target.exists() and os.path.samefile(target, path):
             raise InputError(
                 f"an output would overwrite the input itself ({target.name}); choose another --out", path
@@ -181,18 +210,22 @@ def segment_file(
     options = options or SegmentOptions()
     src = Path(path)
     stem = stem or src.stem
-    targets = {key: Path(out_dir) / name for key, name in output_names(stem, options).items()}
     size, lap = options.tiling_for(model)
     if src.exists():
-        _check_not_input(src, targets)
+        _check_not_input(src, [Path(out_dir) / name for name in possible_output_names(stem, options)])
     t0 = time.perf_counter()
     micrograph = _read_input(src, options)
-    t_read = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    on_tiles = count_callback(progress, "tiles", f"  {src.name}")
-    sink, plan = _segment_and_write(model, micrograph, targets, options, size, lap, on_tiles)
-    t_segment = time.perf_counter() - t1
-    result = _result_document(model, micrograph, sink, plan, options, size, lap)
+    try:
+        t_read = time.perf_counter() - t0
+        fmt = options.format_for(micrograph.width, micrograph.height)
+        targets = {key: Path(out_dir) / name for key, name in output_names(stem, options, fmt).items()}
+        t1 = time.perf_counter()
+        on_tiles = count_callback(progress, "tiles", f"  {src.name}")
+        sink, plan = _segment_and_write(model, micrograph, targets, options, fmt, size, lap, on_tiles)
+        t_segment = time.perf_counter() - t1
+    finally:
+        micrograph.source.close()
+    result = _result_document(model, micrograph, sink, plan, options, fmt, size, lap)
     result["outputs"] = {key: str(p) for key, p in targets.items()}
     result["seconds"] = {
         "read": round(t_read, 4),
@@ -205,10 +238,10 @@ def segment_file(
 
 @dataclass
 class _Micrograph:
-    """A read input: its 8-bit pixels and what is known about them."""
+    """An opened input: its rows on demand and what is known about them."""
 
     path: Path
-    image: np.ndarray
+    source: Micrograph
     bit_depth: int
     bar_rows: int
     bar_source: str
@@ -217,27 +250,49 @@ class _Micrograph:
     notes: list[str]
 
     @property
+    def width(self) -> int:
+        return self.source.width
+
+    @property
+    def height(self) -> int:
+        return self.source.height
+
+    @property
     def analysed_height(self) -> int:
-        return self.image.shape[0] - self.bar_rows
+        return self.height - self.bar_rows
+
+
+class _Analysed:
+    """The rows above the data bar, as the sliding window reads them."""
+
+    def __init__(self, source: Micrograph, height: int) -> None:
+        self.source = source
+        self.shape = (height, source.width)
+        self.streamed = source.streamed
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.source.rows(y0, y1)
 
 
 def _read_input(src: Path, options: SegmentOptions) -> _Micrograph:
-    """Read, map to 8 bits, find the data bar and the pixel size."""
-    raw, info = read_micrograph(src)
-    depth = 16 if raw.dtype == np.uint16 else 8
-    image = to_uint8(raw, options.normalize)
-    del raw
+    """Open the input (TIFFs are read strip by strip later), find the data bar and the pixel size."""
+    source = open_micrograph(src, options.normalize)
     try:
-        bar_rows, bar_source = resolve_databar(options.databar, image, info.image_height)
+        info = source.info
+        bar_rows, bar_source = resolve_databar(options.databar, source.bottom(), info.image_height)
     except ValueError as exc:
+        source.close()
         raise InputError(str(exc), src) from None
+    except BaseException:
+        source.close()
+        raise
     pixel_source = (
         "option" if options.pixel_size_um else (info.vendor or ("tiff" if info.pixel_size_um else None))
     )
     return _Micrograph(
         path=src,
-        image=image,
-        bit_depth=depth,
+        source=source,
+        bit_depth=source.bit_depth,
         bar_rows=bar_rows,
         bar_source=bar_source,
         pixel_size_um=options.pixel_size_um or info.pixel_size_um,
@@ -251,32 +306,44 @@ def _segment_and_write(
     micrograph: _Micrograph,
     targets: dict[str, Path],
     options: SegmentOptions,
+    fmt: str,
     size: int,
     lap: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[OutputSink, TilePlan]:
     """Run the sliding window band by band while the outputs stream to their temporaries; commit them all
     at the end, or remove them all on any exception (Ctrl-C included)."""
-    image, analysed_h = micrograph.image, micrograph.analysed_height
-    plan = plan_tiles(analysed_h, image.shape[1], size, lap, model.size_multiple)
+    width, analysed_h = micrograph.width, micrograph.analysed_height
+    plan = plan_tiles(analysed_h, width, size, lap, model.size_multiple)
     outputs = {k: v for k, v in targets.items() if k != "json"}
-    sink = OutputSink(outputs, image, model.classes, model.colors, options.alpha, micrograph.path.name)
+    sink = OutputSink(
+        outputs,
+        width,
+        micrograph.height,
+        model.classes,
+        model.colors,
+        options.alpha,
+        micrograph.path.name,
+        fmt,
+        micrograph.pixel_size_um,
+    )
     pipeline = BackgroundSink(sink)
     try:
         bands = iter_bands(
             model,
-            np.ascontiguousarray(image[:analysed_h]),
+            _Analysed(micrograph.source, analysed_h),
             tile=size,
             overlap=lap,
             batch=options.batch,
             window=options.window,
             tta=options.tta,
             progress=progress,
+            logits=sink.wants_logits,
         )
         for band in bands:
             pipeline.band(band)
-        if micrograph.bar_rows:
-            pipeline.excluded(analysed_h, micrograph.bar_rows)
+        for y0 in range(analysed_h, micrograph.height, 256):  # the data bar, read in bands too
+            pipeline.excluded(y0, micrograph.source.rows(y0, min(micrograph.height, y0 + 256)))
         pipeline.finish()
         sink.commit()
     except BaseException:
@@ -292,11 +359,12 @@ def _result_document(
     sink: OutputSink,
     plan: TilePlan,
     options: SegmentOptions,
+    fmt: str,
     size: int,
     lap: int,
 ) -> dict:
     """The content of ``X.json`` (without ``outputs`` and ``seconds``), in its documented key order."""
-    height, width = micrograph.image.shape
+    height, width = micrograph.height, micrograph.width
     analysed = micrograph.analysed_height * width
     result = {
         "input": str(micrograph.path),
@@ -309,6 +377,8 @@ def _result_document(
         "excluded_pixels": micrograph.bar_rows * width,
         "pixel_size_um": micrograph.pixel_size_um,
         "pixel_size_source": micrograph.pixel_size_source,
+        "streamed": micrograph.source.streamed,
+        "format": fmt,
         "phases": phase_table(sink.counts, model.classes, micrograph.pixel_size_um),
         "model": model.describe(),
         "tiling": {

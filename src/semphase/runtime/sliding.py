@@ -1,16 +1,20 @@
 """Sliding-window inference over a whole micrograph, finalized band by band.
 
-Tiles run in batches through the model; their logits are weighted by a blend window and summed into an
-accumulator that spans one tile row of the image (tile height x image width). As soon as the next tile
-row starts below a row, no later tile can touch it: that row is handed to the caller, and the
-accumulator slides down. The summed weights never need an image of their own: windows are separable and
-tiles form a grid, so they are the outer product of two profiles, and only probabilities need them at
-all (the argmax of weighted sums is the argmax of the weighted mean). Peak memory is therefore a few
-tile rows of the image width, whatever its height.
-"""
+Tiles run in batches through the model; their logits are weighted by a blend window and summed. As soon
+as the next tile row starts below a row, no later tile can touch it, and within a tile row the columns
+left of the next tile's start are final too: finished pixels are labelled at once and handed to the
+caller row band by row band. The float accumulator is therefore one tile plus the overlap rows of the
+image width, and the micrograph itself is read one tile row at a time (from a TIFF's strips or tiles when
+it is a :class:`~semphase.runtime.source.Micrograph`), so peak memory grows with the width, not the area.
+The summed weights never need an image of their own: windows are separable and tiles form a grid, so they
+are the outer product of two profiles, and only probabilities need them at all (the argmax of weighted
+sums is the argmax of the weighted mean)."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,32 +47,32 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Band:
-    """Finalized rows ``y0:y1`` of the image.
-
-    ``sums`` is a view into the sliding window's accumulator: it is valid until the next band is
-    requested. Take :meth:`labels` or :attr:`logits` (new arrays) before that.
+    """Finalized rows ``y0:y1`` of the image: their class ids, the micrograph rows they came from, and,
+    when asked for, the blended logits.
 
     Attributes
     ----------
-    sums : float32 (C, y1 - y0, W): window-weighted sums of the tiles' logits.
-    row_weight : float32 (y1 - y0,) and col_weight : float32 (W,): the summed blend weight is their outer
-        product, so the blended logits are ``sums / (row_weight[:, None] * col_weight)``.
+    labels_u8 : uint8 (y1 - y0, W): class ids (argmax of the blended logits).
+    gray : uint8 (y1 - y0, W): the micrograph's rows (what the overlay paints).
+    blended : float32 (C, y1 - y0, W) blended logits, or None unless ``iter_bands(..., logits=True)``.
     """
 
     y0: int
     y1: int
-    sums: np.ndarray
-    row_weight: np.ndarray
-    col_weight: np.ndarray
+    labels_u8: np.ndarray
+    gray: np.ndarray
+    blended: np.ndarray | None = None
 
     def labels(self) -> np.ndarray:
-        """Class ids, uint8 (y1 - y0, W). Weights are positive, so the sums' argmax is the blend's."""
-        return argmax_classes(self.sums)
+        """Class ids, uint8 (y1 - y0, W)."""
+        return self.labels_u8
 
     @property
     def logits(self) -> np.ndarray:
-        """Blended logits, float32 (C, y1 - y0, W)."""
-        return self.sums / (self.row_weight[:, None] * self.col_weight[None, :])
+        """Blended logits, float32 (C, y1 - y0, W); only from ``iter_bands(..., logits=True)``."""
+        if self.blended is None:
+            raise ValueError("blended logits were not asked for: iter_bands(..., logits=True)")
+        return self.blended
 
 
 def argmax_classes(scores: np.ndarray) -> np.ndarray:
@@ -121,9 +125,26 @@ def resolve_tiling(model: TileModel, tile: int | None, overlap: int | None) -> t
     return size, lap
 
 
+class RowSource(Protocol):
+    """Rows of a micrograph on demand (:class:`~semphase.runtime.source.Micrograph`, or an array)."""
+
+    shape: tuple[int, int]
+
+    def rows(self, y0: int, y1: int) -> np.ndarray: ...
+
+
+class _ArraySource:
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        self.shape = image.shape
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.image[y0:y1]
+
+
 def iter_bands(
     model: TileModel,
-    image_u8: np.ndarray,
+    image_u8: np.ndarray | RowSource,
     *,
     tile: int | None = None,
     overlap: int | None = None,
@@ -131,75 +152,207 @@ def iter_bands(
     window: str = "gaussian",
     tta: bool = False,
     progress: Progress | None = None,
+    logits: bool = False,
 ) -> Iterator[Band]:
-    """Segment ``image_u8`` with a sliding window, yielding blended logits band by band, top to bottom.
+    """Segment a micrograph with a sliding window, yielding finalized bands of rows, top to bottom.
 
     Parameters
     ----------
     model : anything with ``logits(uint8 (N, h, w)) -> float32 (N, C, h, w)``, ``tile_size``, ``overlap``
         and ``size_multiple`` (:class:`~semphase.runtime.model.SegmentationModel`).
-    image_u8 : uint8, shape (H, W).
+    image_u8 : uint8 (H, W) array, or a :class:`RowSource` whose ``rows(y0, y1)`` returns uint8 (n, W)
+        rows: then only one tile row of the image is held at a time, and a source with ``streamed = True``
+        (a TIFF read strip by strip) is read one tile row ahead on a second thread, while the model runs.
     tile, overlap : pixels; default the model's recommendation.
     batch : tiles per model call.
     window : blend window, see :func:`~semphase.runtime.tiling.blend_window`.
     tta : average the four flips of every tile (4x the compute).
     progress : called with (tiles done, tiles total) after every batch.
+    logits : also hand out each band's blended logits (:attr:`Band.logits`; C float32 planes per band).
 
     Yields
     ------
     Band, covering rows 0..H exactly once, in order.
     """
-    if image_u8.ndim != 2 or image_u8.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 (H, W) image, got {image_u8.dtype} {image_u8.shape}")
+    if isinstance(image_u8, np.ndarray):
+        if image_u8.ndim != 2 or image_u8.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 (H, W) image, got {image_u8.dtype} {image_u8.shape}")
+        source: RowSource = _ArraySource(image_u8)
+    else:
+        source = image_u8
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     size, lap = resolve_tiling(model, tile, overlap)
-    plan = plan_tiles(image_u8.shape[0], image_u8.shape[1], size, lap, int(model.size_multiple))
-    yield from _run(model, image_u8, plan, batch, window, tta, progress)
+    height, width = (int(n) for n in source.shape)
+    plan = plan_tiles(height, width, size, lap, int(model.size_multiple))
+    strips = _Strips(source, plan)
+    try:
+        yield from _run(model, strips, plan, batch, window, tta, progress, logits)
+    finally:
+        strips.close()
 
 
-def _run(model, image_u8, plan: TilePlan, batch, window, tta, progress) -> Iterator[Band]:
-    height, width = image_u8.shape
+class _Strips:
+    """The padded rows of each tile row in turn: uint8 (h, padded width), read one tile row ahead on a
+    worker thread when the source is streamed (decoding overlaps the model), inline otherwise."""
+
+    _END = object()
+
+    def __init__(self, source: RowSource, plan: TilePlan) -> None:
+        self.source, self.plan = source, plan
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if getattr(source, "streamed", False):
+            self._queue: queue.Queue = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(target=self._read_ahead, name="semphase-read", daemon=True)
+            self._thread.start()
+
+    def strip(self, y: int, h: int) -> np.ndarray:
+        rows, cols = self.plan.rows, self.plan.cols
+        if rows.padded > rows.length:  # one tile row, taller than the image: pad below it too
+            return pad_reflect(self.source.rows(0, rows.length), rows.padded, cols.padded)
+        return pad_reflect(self.source.rows(y, y + h), h, cols.padded)
+
+    def _read_ahead(self) -> None:
+        try:
+            for y, h in zip(self.plan.rows.starts, self.plan.rows.sizes, strict=True):
+                item = self.strip(y, h)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._queue.put(exc)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for y, h in zip(self.plan.rows.starts, self.plan.rows.sizes, strict=True):
+            if self._thread is None:
+                yield self.strip(y, h)
+                continue
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+            self._thread.join()
+            self._thread = None
+
+
+def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, want_logits) -> Iterator[Band]:
+    """Blend tile logits and hand out finalized rows; columns are finalized left to right too.
+
+    Within a tile row, columns left of the next tile's start are touched by no later tile of the row, so
+    their sums are final for this row as soon as that tile arrives: they are labelled at once (and their
+    share of the next tile row's overlap rows is put aside in ``carry``). The float accumulator therefore
+    spans one tile (``acc``, C x h x tile) plus the overlap rows of the image width (``carry``), not a
+    whole tile row of the width: what lets a 65536-pixel-wide montage stay under a gigabyte. Every pixel's
+    sum takes its tiles' weighted logits in the same order as a whole-image accumulator would (tile rows
+    top to bottom, tiles left to right), so the labels are bitwise those of such an accumulator.
+    """
     rows, cols = plan.rows, plan.cols
-    th = rows.window
-    padded = pad_reflect(image_u8, rows.padded, cols.padded)
+    width = cols.length
     classes = len(model.classes)
-    acc = np.zeros((classes, th, cols.padded), np.float32)
     row_weight = weight_profile(rows, window).astype(np.float32)
     col_weight = weight_profile(cols, window)[:width].astype(np.float32)
-    # Tiles of one row are batched by width (all full tiles, then the narrower last one, if any).
+    # Tiles of one row are batched by width (all full tiles, then the narrower last one, if any); either
+    # way they come out left to right.
     widths: dict[int, list[int]] = {}
     for x, size in zip(cols.starts, cols.sizes, strict=True):
         widths.setdefault(size, []).append(x)
-    top = emitted = done = 0
     run = (lambda b: _flip_average(model, b)) if tta else model.logits
-    for band_index, (y, h) in enumerate(zip(rows.starts, rows.sizes, strict=True)):
-        if y > top:  # slide the accumulator down to the new tile row
-            shift = y - top
-            acc[:, : th - shift] = acc[:, shift:]
-            acc[:, th - shift :] = 0.0
-            top = y
+    carry = np.zeros((classes, 0, cols.padded), np.float32)  # sums of rows y.. from earlier tile rows
+    done = 0
+    for band_index, (y, h, strip) in enumerate(zip(rows.starts, rows.sizes, strips, strict=True)):
+        final = plan.finalized_before(band_index)
+        n_out = final - y
+        carry_rows = y + h - final if band_index + 1 < rows.count else 0
+        row = _TileRow(classes, h, cols.window, carry, n_out, carry_rows, width, cols.padded)
+        row.row_weight = row_weight[y:final]
+        row.col_weight = col_weight
+        row.want_logits = want_logits
         for w, xs in widths.items():
             weight = blend_window(h, w, window)
             for i in range(0, len(xs), batch):
                 chunk = xs[i : i + batch]
-                tiles = np.stack([padded[y : y + h, x : x + w] for x in chunk])
+                tiles = np.stack([strip[:, x : x + w] for x in chunk])
                 out = run(tiles)
                 if out.shape != (len(chunk), classes, h, w):
                     raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
                 out *= weight
                 for k, x in enumerate(chunk):
-                    acc[:, :h, x : x + w] += out[k]
+                    row.add(x, out[k])
                 done += len(chunk)
                 if progress is not None:
                     progress(done, plan.count)
-        final = plan.finalized_before(band_index)
-        if final > emitted:
-            sums = acc[:, emitted - top : final - top, :width]
-            yield Band(emitted, final, sums, row_weight[emitted:final], col_weight)
-            emitted = final
-    if emitted != height:  # pragma: no cover - guarded by the tiling arithmetic
-        raise AssertionError(f"sliding window finalized {emitted} of {height} rows")
+        row.finish()
+        carry = row.next_carry
+        yield Band(y, final, row.labels, strip[:n_out, :width], row.blended)
+
+
+class _TileRow:
+    """The accumulator of one tile row: a window of C x h x (at most one tile) columns sliding right."""
+
+    def __init__(self, classes, h, tile_w, carry, n_out, carry_rows, width, padded_width) -> None:
+        self.acc = np.zeros((classes, h, tile_w), np.float32)
+        self.left = self.filled = 0  # acc holds columns left .. left + filled
+        self.carry = carry
+        self.n_out, self.width, self.padded_width = n_out, width, padded_width
+        self.next_carry = np.zeros((classes, carry_rows, padded_width), np.float32)
+        self.labels = np.empty((n_out, width), np.uint8)
+        self.blended: np.ndarray | None = None
+        self.want_logits = False
+        self.row_weight = self.col_weight = np.empty(0, np.float32)
+
+    def add(self, x: int, weighted: np.ndarray) -> None:
+        """Add one tile's weighted logits (C, h, w) at column ``x``; columns left of ``x`` are final."""
+        w = weighted.shape[2]
+        if x > self.left:
+            self._emit(self.left, x)
+            shift = x - self.left
+            keep = max(self.filled - shift, 0)
+            for plane in self.acc:  # one plane at a time: an overlapping copy makes a temporary
+                plane[:, :keep] = plane[:, shift : shift + keep]
+            self.left, self.filled = x, keep
+        end = x + w - self.left
+        if end > self.filled:
+            new = slice(self.filled, end)
+            self.acc[:, :, new] = 0.0
+            have = self.carry.shape[1]
+            if have:
+                self.acc[:, :have, new] = self.carry[:, :, self.left + self.filled : self.left + end]
+            self.filled = end
+        self.acc[:, :, x - self.left : end] += weighted
+
+    def finish(self) -> None:
+        self._emit(self.left, self.left + self.filled)
+        if self.left + self.filled != self.padded_width:  # pragma: no cover - guarded by the tiling
+            raise AssertionError(f"tiles covered {self.left + self.filled} of {self.padded_width} columns")
+
+    def _emit(self, a: int, b: int) -> None:
+        """Columns ``a:b`` are final for this tile row: label its finished rows, keep its overlap rows."""
+        block = self.acc[:, :, a - self.left : b - self.left]
+        n = self.n_out
+        if self.next_carry.shape[1]:
+            self.next_carry[:, :, a:b] = block[:, n:]
+        bw = min(b, self.width) - a
+        if n and bw > 0:
+            sums = block[:, :n, :bw]
+            self.labels[:, a : a + bw] = argmax_classes(sums)
+            if self.want_logits:
+                if self.blended is None:
+                    self.blended = np.empty((block.shape[0], n, self.width), np.float32)
+                weight = self.row_weight[:, None] * self.col_weight[None, a : a + bw]
+                np.divide(sums, weight, out=self.blended[:, :, a : a + bw])
 
 
 def segment_array(

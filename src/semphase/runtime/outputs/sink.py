@@ -24,54 +24,100 @@ from semphase.runtime.sliding import Band, normalized_entropy, softmax
 UNCERTAIN_ENTROPY = 0.5
 
 
+#: Output file formats: PNG (and a float16 TIFF for probabilities), or pyramidal OME-TIFF for montages.
+FORMATS = ("png", "ome-tiff")
+
+
 class OutputSink:
     """Streams one micrograph's outputs band by band.
 
     Parameters
     ----------
     targets : final paths by kind: ``mask``, ``overlay`` and optionally ``uncertainty``, ``probs``.
-    image : uint8 (H, W), the whole micrograph (the overlay paints it).
+    width, height : the micrograph's size (the outputs have it).
     classes, colors : the model's class names and colours.
     alpha : overlay colour weight.
     source_name : recorded in the probability TIFF's description.
+    fmt : ``"png"``: palette/gray PNGs and a float16 TIFF of probabilities; ``"ome-tiff"``: tiled,
+        compressed, pyramidal OME-TIFFs (mask with the class names and colours, RGB overlay, entropy and
+        probabilities as uint8, value / 255) that QuPath, napari and Fiji open at any zoom.
+    pixel_size_um : recorded as the OME-TIFFs' physical pixel size.
     """
 
     def __init__(
-        self, targets: dict[str, Path], image: np.ndarray, classes, colors, alpha: float, source_name
+        self,
+        targets: dict[str, Path],
+        width: int,
+        height: int,
+        classes,
+        colors,
+        alpha: float,
+        source_name,
+        fmt: str = "png",
+        pixel_size_um: float | None = None,
     ):
-        height, width = image.shape
-        self.image = image
+        if fmt not in FORMATS:
+            raise ValueError(f"output format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.width, self.height = int(width), int(height)
+        self.fmt = fmt
         self.num_classes = len(classes)
         self.counts = np.zeros(self.num_classes, np.int64)
         self.uncertain = 0
-        self.writers: dict[str, PngRowWriter | TiffPlaneWriter] = {}
+        self.writers: dict = {}
         try:
-            self.writers["mask"] = PngRowWriter(targets["mask"], width, height, 1, label_image=True)
             self.painter = OverlayPainter(classes, colors, width, height, alpha)
-            self.writers["overlay"] = PngRowWriter(
-                targets["overlay"], width, height, 1, palette=self.painter.palette
-            )
-            if "uncertainty" in targets:
-                self.writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
-            if "probs" in targets:
-                description = json.dumps({"classes": list(classes), "source": source_name})
-                self.writers["probs"] = TiffPlaneWriter(
-                    targets["probs"], width, height, self.num_classes, np.float16, description
-                )
+            if fmt == "png":
+                self._png_writers(targets, classes, source_name)
+            else:
+                self._ome_writers(targets, classes, colors, pixel_size_um)
         except BaseException:
             self.abort()
             raise
+
+    def _png_writers(self, targets, classes, source_name) -> None:
+        width, height = self.width, self.height
+        self.writers["mask"] = PngRowWriter(targets["mask"], width, height, 1, label_image=True)
+        palette = self.painter.palette
+        self.writers["overlay"] = PngRowWriter(targets["overlay"], width, height, 1, palette=palette)
+        if "uncertainty" in targets:
+            self.writers["uncertainty"] = PngRowWriter(targets["uncertainty"], width, height, 1)
+        if "probs" in targets:
+            description = json.dumps({"classes": list(classes), "source": source_name})
+            self.writers["probs"] = TiffPlaneWriter(
+                targets["probs"], width, height, self.num_classes, np.float16, description
+            )
+
+    def _ome_writers(self, targets, classes, colors, pixel_size_um) -> None:
+        from semphase.runtime.outputs.ome import OmeTiffWriter
+
+        size = (self.width, self.height)
+        common = {"pixel_size_um": pixel_size_um}
+        self.writers["mask"] = OmeTiffWriter(
+            targets["mask"], *size, kind="labels", classes=list(classes), colors=list(colors), **common
+        )
+        self.writers["overlay"] = OmeTiffWriter(targets["overlay"], *size, kind="rgb", **common)
+        if "uncertainty" in targets:
+            self.writers["uncertainty"] = OmeTiffWriter(targets["uncertainty"], *size, kind="gray", **common)
+        if "probs" in targets:
+            self.writers["probs"] = OmeTiffWriter(
+                targets["probs"],
+                *size,
+                kind="channels",
+                channels=self.num_classes,
+                channel_names=list(classes),
+                **common,
+            )
 
     @property
     def wants_logits(self) -> bool:
         """Whether :meth:`band` needs the blended logits (for probabilities), not just the labels."""
         return "uncertainty" in self.writers or "probs" in self.writers
 
-    def band(self, y0: int, labels: np.ndarray, logits: np.ndarray | None = None) -> None:
-        """Write finalized rows from image row ``y0``: uint8 labels (n, W) and, when
-        :attr:`wants_logits`, float32 blended logits (C, n, W)."""
+    def band(self, y0: int, labels: np.ndarray, gray: np.ndarray, logits: np.ndarray | None = None) -> None:
+        """Write finalized rows from image row ``y0``: uint8 labels (n, W), the micrograph's uint8 rows
+        (n, W) and, when :attr:`wants_logits`, float32 blended logits (C, n, W)."""
         self.counts += count_labels(labels, self.num_classes)
-        self._labels(labels, y0)
+        self._labels(labels, gray, y0)
         if self.wants_logits:
             probs = softmax(logits)
             if "uncertainty" in self.writers:
@@ -79,21 +125,28 @@ class OutputSink:
                 self.uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
                 self.writers["uncertainty"].write(np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
             if "probs" in self.writers:
-                self.writers["probs"].write(probs.astype(np.float16))
+                if self.fmt == "png":
+                    self.writers["probs"].write(probs.astype(np.float16))
+                else:
+                    self.writers["probs"].write(np.clip(probs * 255 + 0.5, 0, 255).astype(np.uint8))
 
-    def excluded(self, y0: int, rows: int) -> None:
-        """Write ``rows`` rows of no data (the data bar) starting at image row ``y0``."""
-        width = self.image.shape[1]
-        self._labels(np.full((rows, width), IGNORE, np.uint8), y0)
+    def excluded(self, y0: int, gray: np.ndarray) -> None:
+        """Write the rows of no data (the data bar) from image row ``y0``; ``gray`` is the micrograph's."""
+        rows = gray.shape[0]
+        self._labels(np.full((rows, self.width), IGNORE, np.uint8), gray, y0)
         if "uncertainty" in self.writers:
-            self.writers["uncertainty"].write(np.zeros((rows, width), np.uint8))
+            self.writers["uncertainty"].write(np.zeros((rows, self.width), np.uint8))
         if "probs" in self.writers:
-            self.writers["probs"].write(np.zeros((self.num_classes, rows, width), np.float16))
+            dtype = np.float16 if self.fmt == "png" else np.uint8
+            self.writers["probs"].write(np.zeros((self.num_classes, rows, self.width), dtype))
 
-    def _labels(self, labels: np.ndarray, y0: int) -> None:
+    def _labels(self, labels: np.ndarray, gray: np.ndarray, y0: int) -> None:
         self.writers["mask"].write(labels)
-        gray = self.image[y0 : y0 + labels.shape[0]]
-        self.writers["overlay"].write(self.painter.paint(gray, labels, y0))
+        painted = self.painter.paint(gray, labels, y0)
+        if self.fmt == "png":
+            self.writers["overlay"].write(painted)
+        else:
+            self.writers["overlay"].write(self.painter.palette[painted])
 
     def commit(self) -> None:
         """Rename every finished file into place (the mask last)."""
@@ -143,15 +196,15 @@ class BackgroundSink:
             raise self._error
 
     def band(self, band: Band) -> None:
-        """Label ``band`` here (its sums are only valid until the next band) and queue the writing."""
+        """Queue the writing of ``band`` (its arrays are new for every band, so they are not copied)."""
         self._raise()
-        labels = band.labels()
+        labels, gray = band.labels(), band.gray
         logits = band.logits if self.sink.wants_logits else None
-        self._queue.put(lambda: self.sink.band(band.y0, labels, logits))
+        self._queue.put(lambda: self.sink.band(band.y0, labels, gray, logits))
 
-    def excluded(self, y0: int, rows: int) -> None:
+    def excluded(self, y0: int, gray: np.ndarray) -> None:
         self._raise()
-        self._queue.put(lambda: self.sink.excluded(y0, rows))
+        self._queue.put(lambda: self.sink.excluded(y0, gray))
 
     def finish(self) -> None:
         """Wait for every band to be written; raise the worker's error, if any."""
