@@ -72,7 +72,7 @@ class OverlayPainter:
         level_of = (np.arange(256) * levels // 256).astype(np.intp)
         table = np.arange(groups)[:, None] * levels + level_of[None, :]
         self.table = table.astype(np.uint8).ravel()  # (groups * 256,)
-        self.group_of = np.full(256, len(colors), np.intp)
+        self.group_of = np.full(256, len(colors), np.uint16)
         self.group_of[: len(colors)] = np.arange(len(colors))
         self.legend = _legend_box(list(classes), width, height, legend_base)
 
@@ -87,10 +87,13 @@ class OverlayPainter:
         -------
         uint8 (n, W): indices into :attr:`palette`.
         """
-        index = self.group_of[label_band]
-        index <<= 8
-        index += gray_band
-        out = np.take(self.table, index)
+        out = np.empty(label_band.shape, np.uint8)
+        step = max(1, _PAINT_PIXELS // max(label_band.shape[1], 1))
+        for r in range(0, label_band.shape[0], step):  # the uint16 index of a whole band would be 2 B/px
+            index = self.group_of[label_band[r : r + step]]
+            index <<= 8
+            index += gray_band[r : r + step]
+            np.take(self.table, index, out=out[r : r + step])
         lh, lw = self.legend.shape
         r0, r1 = y0, min(y0 + out.shape[0], lh)
         if r0 < r1:
@@ -101,6 +104,11 @@ class OverlayPainter:
     def to_rgb(self, indices: np.ndarray) -> np.ndarray:
         """RGB of palette indices (what a viewer shows), uint8 (..., 3)."""
         return self.palette[indices]
+
+
+#: Pixels painted or counted per step: the lookup index of a 65536-pixel-wide band would otherwise be
+#: 60 MB, and bincount's intp copy of it 240 MB.
+_PAINT_PIXELS = 1 << 20
 
 
 def _legend_box(classes: list[str], width: int, height: int, base: int) -> np.ndarray:
@@ -155,7 +163,11 @@ def phase_table(counts: np.ndarray, classes: Sequence[str], pixel_size_um: float
 
 def count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixels per class id 0..C-1 in a label band (255 and other ids are not counted)."""
-    return np.bincount(labels.ravel(), minlength=256)[:num_classes].astype(np.int64)
+    flat = labels.reshape(-1)
+    counts = np.zeros(256, np.int64)
+    for i in range(0, flat.size, _PAINT_PIXELS):  # bincount makes an intp copy: 8 bytes per pixel counted
+        counts += np.bincount(flat[i : i + _PAINT_PIXELS], minlength=256)[:256]
+    return counts[:num_classes]
 
 
 SUMMARY_NAME = "summary.csv"

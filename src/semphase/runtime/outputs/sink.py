@@ -2,8 +2,9 @@
 
 :class:`OutputSink` does the per-band work; :class:`BackgroundSink` runs it on a second thread so that
 labelling, painting and deflate-compressing one band overlap with the model computing the next (zlib,
-numpy and onnxruntime all release the GIL). The queue between them holds at most two bands, so the
-pipeline adds two bands of memory, not an image.
+numpy and onnxruntime all release the GIL). The queue between them holds one band (the writer is faster
+than the model, so a deeper queue only held more memory: a band of a 65536-pixel-wide montage is 30 MB
+of labels and as much of micrograph), so the pipeline adds two bands of memory, not an image.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class BackgroundSink:
 
     _DONE = object()
 
-    def __init__(self, sink: OutputSink, depth: int = 2) -> None:
+    def __init__(self, sink: OutputSink, depth: int = 1) -> None:
         self.sink = sink
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None

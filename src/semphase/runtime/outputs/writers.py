@@ -146,7 +146,7 @@ class PngRowWriter(_RowWriter):
         else:
             filtered[:, 1:] = rows
         try:
-            self._pending += self._zlib.compress(filtered.tobytes())
+            self._pending += self._zlib.compress(filtered)  # the buffer itself: no bytes copy of the band
             while len(self._pending) >= _IDAT_CHUNK:
                 self._chunk(b"IDAT", bytes(self._pending[:_IDAT_CHUNK]))
                 del self._pending[:_IDAT_CHUNK]
