@@ -107,7 +107,7 @@ def test_bands_hold_uint8_labels_their_gray_rows_and_float32_logits_when_asked()
         np.testing.assert_array_equal(band.gray, image[band.y0 : band.y1])
     band = next(iter_bands(RecordingModel(), image))
     with pytest.raises(ValueError, match="logits=True"):
-        band.logits
+        _ = band.logits
 
 
 def test_a_batch_of_one_tile_is_valid_and_a_batch_of_none_is_not():

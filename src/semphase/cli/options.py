@@ -85,7 +85,20 @@ Uncertainty = Annotated[
 ]
 Probs = Annotated[
     bool,
-    typer.Option("--probs", help="Also write X_probs.tif: class probabilities, float16, one page per class."),
+    typer.Option(
+        "--probs",
+        help="Also write class probabilities: X_probs.tif (float16, one page per class), or with OME-TIFF "
+        "output X_probs.ome.tif (one channel per class, value/255).",
+    ),
+]
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Image outputs as png, or ome-tiff: tiled, compressed, pyramidal X_mask.ome.tif / "
+        "X_overlay.ome.tif with the pixel size and class names, which QuPath, napari and Fiji open at any "
+        "zoom. auto: ome-tiff for micrographs over 8192 x 8192 pixels (montages), png up to that.",
+    ),
 ]
 TTA = Annotated[bool, typer.Option("--tta", help="Average the four flips of every tile (4x slower).")]
 Verify = Annotated[
@@ -129,6 +142,7 @@ SETTINGS = (
     "uncertainty",
     "probs",
     "tta",
+    "format",
 )
 
 

@@ -14,6 +14,7 @@ from semphase.cli.options import (
     TTA,
     Batch,
     Databar,
+    Format,
     MaxMegapixels,
     Normalize,
     Overlap,
@@ -62,12 +63,16 @@ def register(app: typer.Typer) -> None:
         normalize: Normalize = "linear",
         uncertainty: Uncertainty = False,
         probs: Probs = False,
+        format: Format = "auto",  # noqa: A002 - the option is --format
         tta: TTA = False,
         verify: Verify = True,
         max_megapixels: MaxMegapixels = None,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table; errors only."),
     ) -> None:
         """Segment micrographs: X_mask.png, X_overlay.png and the phase table X.json per input, summary.csv.
+
+        Montages over 8192 x 8192 pixels are read strip by strip from their TIFF and get pyramidal
+        X_mask.ome.tif / X_overlay.ome.tif instead (--format).
 
         Exit code 0 when every input succeeded, 2 when any failed (each named in one line; the others are
         still processed).

@@ -19,6 +19,7 @@ from semphase.cli.options import (
     TTA,
     Batch,
     Databar,
+    Format,
     MaxMegapixels,
     Normalize,
     Overlap,
@@ -266,6 +267,7 @@ def register(app: typer.Typer) -> None:
         normalize: Normalize = "linear",
         uncertainty: Uncertainty = False,
         probs: Probs = False,
+        format: Format = "auto",  # noqa: A002 - the option is --format
         tta: TTA = False,
         verify: Verify = True,
         max_megapixels: MaxMegapixels = None,

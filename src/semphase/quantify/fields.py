@@ -1,6 +1,7 @@
 """Finding the fields to quantify and grouping them into samples.
 
-A field is a label mask written by ``semphase segment`` or ``watch`` (``X_mask.png`` beside its ``X.json``,
+A field is a label mask written by ``semphase segment`` or ``watch`` (``X_mask.png`` or ``X_mask.ome.tif``
+beside its ``X.json``,
 which names the classes and the pixel size), or a mask file given with a class table. Samples are the
 subfolders of a results folder (fields directly in it form one sample named after it), or the named group
 ``sample`` (else the first group) of ``--group-by REGEX`` matched against each field's file name.
@@ -16,7 +17,16 @@ from pathlib import Path
 
 from semphase.errors import InputError, OptionError
 
-MASK_SUFFIX = "_mask.png"
+#: Mask names of ``semphase segment``: PNG, or pyramidal OME-TIFF for montages (its full resolution is read).
+MASK_SUFFIXES = ("_mask.png", "_mask.ome.tif")
+
+
+def _mask_stem(name: str) -> str | None:
+    """``X`` for a mask file named ``X_mask.png`` or ``X_mask.ome.tif``, else None."""
+    for suffix in MASK_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
 
 
 @dataclass
@@ -93,8 +103,9 @@ def find_fields(
             candidates += (
                 sorted(
                     p
-                    for p in root.rglob(f"*{MASK_SUFFIX}")
-                    if not p.with_name(p.name[: -len(MASK_SUFFIX)] + ".json").exists()
+                    for p in root.rglob("*_mask.*")
+                    if _mask_stem(p.name) is not None
+                    and not p.with_name(f"{_mask_stem(p.name)}.json").exists()
                 )
                 if classes
                 else []
@@ -115,7 +126,7 @@ def find_fields(
                     name = path.stem
                 elif classes:
                     mask, names, pixel, counts = path, list(classes), None, None
-                    name = path.name.removesuffix(MASK_SUFFIX)
+                    name = _mask_stem(path.name) or path.stem
                 else:
                     problems.append((str(path), "a mask without its X.json needs --classes"))
                     continue

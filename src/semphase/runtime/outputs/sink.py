@@ -124,30 +124,35 @@ class OutputSink:
             if "uncertainty" in self.writers:
                 entropy = normalized_entropy(probs)
                 self.uncertain += int(np.count_nonzero(entropy > UNCERTAIN_ENTROPY))
-                self.writers["uncertainty"].write(np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
+                self._write("uncertainty", np.clip(entropy * 255 + 0.5, 0, 255).astype(np.uint8))
             if "probs" in self.writers:
                 if self.fmt == "png":
                     self.writers["probs"].write(probs.astype(np.float16))
                 else:
-                    self.writers["probs"].write(np.clip(probs * 255 + 0.5, 0, 255).astype(np.uint8))
+                    self._write("probs", np.clip(probs * 255 + 0.5, 0, 255).astype(np.uint8))
 
     def excluded(self, y0: int, gray: np.ndarray) -> None:
         """Write the rows of no data (the data bar) from image row ``y0``; ``gray`` is the micrograph's."""
         rows = gray.shape[0]
         self._labels(np.full((rows, self.width), IGNORE, np.uint8), gray, y0)
         if "uncertainty" in self.writers:
-            self.writers["uncertainty"].write(np.zeros((rows, self.width), np.uint8))
+            self._write("uncertainty", np.zeros((rows, self.width), np.uint8))
         if "probs" in self.writers:
             dtype = np.float16 if self.fmt == "png" else np.uint8
-            self.writers["probs"].write(np.zeros((self.num_classes, rows, self.width), dtype))
+            self._write("probs", np.zeros((self.num_classes, rows, self.width), dtype))
+
+    def _write(self, kind: str, band: np.ndarray) -> None:
+        """Hand a band to its writer; OME-TIFF writers take it without a copy (every band's arrays are new
+        and never changed after they are written)."""
+        if self.fmt == "png":
+            self.writers[kind].write(band)
+        else:
+            self.writers[kind].write(band, owned=True)
 
     def _labels(self, labels: np.ndarray, gray: np.ndarray, y0: int) -> None:
-        self.writers["mask"].write(labels)
+        self._write("mask", labels)
         painted = self.painter.paint(gray, labels, y0)
-        if self.fmt == "png":
-            self.writers["overlay"].write(painted)
-        else:
-            self.writers["overlay"].write(self.painter.palette[painted])
+        self._write("overlay", painted if self.fmt == "png" else self.painter.palette[painted])
 
     def commit(self) -> None:
         """Rename every finished file into place (the mask last)."""
