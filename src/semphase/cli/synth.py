@@ -67,6 +67,23 @@ def register(app: typer.Typer) -> None:
         magnification: int | None = typer.Option(
             None, "--magnification", help="Large: magnification, scales the features (default 700)."
         ),
+        tile: int | None = typer.Option(
+            None,
+            "--tile",
+            metavar="N",
+            help="Large: write N x N tiles (N a multiple of 16), as stitched SEM montages are stored; "
+            "one row of tiles (N x width bytes) is held in memory. Default: strips.",
+        ),
+        compression: str | None = typer.Option(
+            None,
+            "--compression",
+            metavar="none|zlib|lzw|zstd|jpeg",
+            help="Large: TIFF compression (default zlib with --tile, else none). jpeg is lossy: the truth "
+            "still describes the rendered scene, not the decoded pixels.",
+        ),
+        bigtiff: bool = typer.Option(
+            False, "--bigtiff", help="Large: write BigTIFF (chosen anyway when the file could pass 4 GB)."
+        ),
     ) -> None:
         """Write synthetic Ni-WC SEM micrographs with exact truth masks (Zenodo layout or one large TIFF)."""
         is_tiff = out.suffix.lower() in _TIFF
@@ -81,6 +98,9 @@ def register(app: typer.Typer) -> None:
                     ("--databar", databar),
                     ("--pixel-size-um", pixel_size_um),
                     ("--magnification", magnification),
+                    ("--tile", tile),
+                    ("--compression", compression),
+                    ("--bigtiff", True if bigtiff else None),
                 )
                 if v is not None
             ]
@@ -102,7 +122,15 @@ def register(app: typer.Typer) -> None:
         mag = 700 if magnification is None else magnification
         if mag < 1:
             raise InputError(f"--magnification must be positive, got {mag}", out)
-        _write_large(out, width, height, bar, pixel_size_um, mag, seed)
+        if tile is not None and (tile < 16 or tile % 16):
+            raise InputError(f"--tile must be a positive multiple of 16 (TIFF tiles), got {tile}", out)
+        from semphase.data.synth.large import COMPRESSIONS
+
+        if compression is not None and compression.strip().lower() not in COMPRESSIONS:
+            raise InputError(
+                f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}", out
+            )
+        _write_large(out, width, height, bar, pixel_size_um, mag, seed, tile, compression, bigtiff)
 
 
 def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
@@ -125,12 +153,26 @@ def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
 
 
 def _write_large(
-    out: Path, width: int, height: int, bar_px: int, pixel_size_um: float | None, mag: int, seed: int
+    out: Path,
+    width: int,
+    height: int,
+    bar_px: int,
+    pixel_size_um: float | None,
+    mag: int,
+    seed: int,
+    tile: int | None,
+    compression: str | None,
+    bigtiff: bool,
 ) -> None:
     if out.is_dir():
         raise InputError("is a folder; expected a .tif file name", out)
+    from semphase.data.synth.large import tiff_layout, write_large
+
+    try:  # checked before anything is created (JPEG strips wider than 65535 pixels, say)
+        layout = tiff_layout(width, height + bar_px, tile, compression, bigtiff)
+    except ValueError as exc:
+        raise InputError(str(exc), out) from None
     ensure_output_folder(out.parent)
-    from semphase.data.synth import write_large
 
     with RichProgress() as progress:
         tif, truth = write_large(
@@ -141,8 +183,12 @@ def _write_large(
             pixel_size_um=pixel_size_um,
             magnification=mag,
             progress=count_callback(progress, "rows", "rendering rows"),
+            tile=tile,
+            compression=compression,
+            bigtiff=bigtiff,
         )
     extra = f" + {bar_px}-row data bar" if bar_px else ""
     console.print(
-        f"wrote {tif} ({width} x {height}{extra}, 8-bit) and its truth labels {truth}", soft_wrap=True
+        f"wrote {tif} ({width} x {height}{extra}, 8-bit, {layout.describe()}) and its truth labels {truth}",
+        soft_wrap=True,
     )

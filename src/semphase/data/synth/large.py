@@ -1,17 +1,31 @@
 """One large synthetic micrograph as an 8-bit TIFF, written band by band, plus its truth label PNG.
 
-Memory stays bounded: the TIFF is a ``tifffile.memmap`` filled one band of rows at a time, so only the
-uint8 label image (needed whole for the PNG encoder) and one band of float work arrays live in RAM.
-Optionally an SEM-style data bar is appended below the image (labelled ``IGNORE``) and the pixel size is
-recorded the way FEI/Thermo instruments do (tag 34682, which tifffile parses as ``fei_metadata``) and as
-standard TIFF resolution in pixels per centimetre.
+Memory stays bounded by one band of rows (and one row of tiles), whatever the size of the frame: the
+renderer draws bands of rows (:meth:`~semphase.data.synth.render.Micrograph.bands`), the truth labels of
+each band go straight into a streaming PNG encoder, and the pixels go into the TIFF in one of two
+layouts:
+
+- plain (the default): uncompressed strips; tifffile lays out the file and the bands are written into
+  place;
+- montage (``tile`` and/or ``compression``): rows are regrouped into tile rows (or strips) of the file and
+  handed to :meth:`tifffile.TiffWriter.write` as an iterator of tiles (or encoded strips), the form of real
+  stitched SEM montages of several gigapixels (tiled, zlib/LZW/zstd/JPEG, BigTIFF).
+
+The pixels do not depend on the layout: the renderer always draws the same bands, which are only
+regrouped. Optionally an SEM-style data bar is appended below the image (labelled ``IGNORE``) and the
+pixel size is recorded the way FEI/Thermo instruments do (tag 34682, which tifffile parses as
+``fei_metadata``) and as standard TIFF resolution in pixels per centimetre.
+
+What remains proportional to the frame is the scene geometry that :func:`prepare` builds for the whole
+frame (particle outlines, precipitates, dendrite segments: a few tenths of a byte per pixel).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,8 +34,9 @@ import tifffile
 
 from semphase.data.synth.render import prepare
 from semphase.errors import InputError
-from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path, write_image
+from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path
 from semphase.phases import IGNORE
+from semphase.runtime.outputs.writers import PngRowWriter
 
 #: The display width that defines SEM magnification on FEI-style instruments (Polaroid 5" convention).
 _DISPLAY_WIDTH_UM = 127_000.0
@@ -116,6 +131,174 @@ def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(size), int(size)
 
 
+#: TIFF compressions a large micrograph can be written with (``jpeg`` is lossy).
+COMPRESSIONS = ("none", "zlib", "lzw", "zstd", "jpeg")
+#: tifffile's name of each compression.
+_TIFFFILE_NAME = {"zlib": "ADOBE_DEFLATE", "lzw": "LZW", "zstd": "ZSTD", "jpeg": "JPEG"}
+#: Upper bound of stored / raw bytes assumed when deciding on BigTIFF: deflate and zstd add a few bytes
+#: per block to incompressible data; LZW spends up to 12 bits on a byte (uniform noise: 1.37), JPEG at
+#: the default quality 1.01 on uniform noise.
+_WORST_RATIO = {"none": 1.0, "zlib": 1.01, "zstd": 1.01, "lzw": 1.5, "jpeg": 1.5}
+#: Stored bytes above which the 32-bit offsets of a classic TIFF may not reach (room left for the IFDs).
+_CLASSIC_TIFF_BYTES = 2**32 - 2**25
+#: Largest width or height of one JPEG image (a JPEG-compressed strip or tile is one).
+_JPEG_MAX = 65535
+#: Bytes per compressed strip when no tiles are asked for (tifffile's default size), in rows of 16.
+_STRIP_BYTES = 1 << 18
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """How the pixels of a large micrograph are stored.
+
+    Attributes
+    ----------
+    tile : side of the square tiles in pixels, or None for strips
+    compression : one of :data:`COMPRESSIONS`
+    bigtiff : 64-bit offsets (asked for, or needed because the file could exceed 4 GB)
+    rows_per_strip : rows of a compressed strip (None: tiled, or uncompressed in one strip)
+    """
+
+    tile: int | None
+    compression: str
+    bigtiff: bool
+    rows_per_strip: int | None
+
+    @property
+    def plain(self) -> bool:
+        """Uncompressed strips: the layout written before montages existed, filled in place."""
+        return self.tile is None and self.compression == "none"
+
+    def describe(self) -> str:
+        """``"tiled 512 x 512, zlib, BigTIFF"``, ``"strips, uncompressed"`` and so on."""
+        parts = [f"tiled {self.tile} x {self.tile}" if self.tile else "strips"]
+        parts.append("uncompressed" if self.compression == "none" else self.compression)
+        if self.bigtiff:
+            parts.append("BigTIFF")
+        return ", ".join(parts)
+
+
+def tiff_layout(
+    width: int, total_height: int, tile: int | None = None, compression: str | None = None, bigtiff=False
+) -> TiffLayout:
+    """Check and complete the storage options of a ``width`` x ``total_height`` 8-bit TIFF.
+
+    Parameters
+    ----------
+    width, total_height : pixels of the whole TIFF (data bar included)
+    tile : square tile side, a positive multiple of 16 as TIFF requires; None: strips
+    compression : one of :data:`COMPRESSIONS`; None: ``"zlib"`` with tiles, ``"none"`` without
+    bigtiff : force BigTIFF; it is chosen anyway when the stored pixels could exceed 4 GB
+
+    Raises
+    ------
+    ValueError
+        one line naming the option that is wrong.
+    """
+    if tile is not None and (isinstance(tile, bool) or int(tile) != tile or tile < 16 or tile % 16):
+        raise ValueError(f"tile size must be a positive multiple of 16 pixels (TIFF), got {tile}")
+    tile = None if tile is None else int(tile)
+    name = ("zlib" if tile else "none") if compression is None else str(compression).strip().lower()
+    if name not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    rows_per_strip = None
+    if tile is None and name != "none":
+        rows_per_strip = min(max(16, _STRIP_BYTES // width // 16 * 16), max(total_height, 1))
+    if name == "jpeg" and (tile or width) > _JPEG_MAX:
+        raise ValueError(
+            f"JPEG {'tiles' if tile else 'strips'} are at most {_JPEG_MAX} pixels wide, got "
+            f"{tile or width}{'' if tile else '; write tiles (--tile)'}"
+        )
+    side = tile or 1  # tiles are stored whole, padded at the right and bottom edges
+    stored = -(-total_height // side) * side * (-(-width // side) * side)
+    big = bool(bigtiff) or stored * _WORST_RATIO[name] > _CLASSIC_TIFF_BYTES
+    return TiffLayout(tile, name, big, rows_per_strip)
+
+
+def _regroup(bands: Iterable[np.ndarray], rows: int, width: int) -> Iterator[np.ndarray]:
+    """The rows of consecutive bands in blocks of exactly ``rows`` rows (the last block may be shorter).
+
+    One buffer serves every block: a consumer is done with a block (or has copied what it keeps) when
+    it asks for the next.
+    """
+    block = np.empty((rows, width), np.uint8)
+    filled = 0
+    for band in bands:
+        start = 0
+        while start < band.shape[0]:
+            take = min(rows - filled, band.shape[0] - start)
+            block[filled : filled + take] = band[start : start + take]
+            filled, start = filled + take, start + take
+            if filled == rows:
+                yield block
+                filled = 0
+    if filled:
+        yield block[:filled]
+
+
+def _tiles(blocks: Iterable[np.ndarray], width: int, tile: int) -> Iterator[np.ndarray]:
+    """Tiles in TIFF order (left to right, then down) of blocks that are tile rows, each a copy (tifffile
+    keeps the first one, and threads may encode several at once); tifffile pads the incomplete tiles at
+    the right and bottom edges with zeros."""
+    for block in blocks:
+        for x in range(0, width, tile):
+            yield np.ascontiguousarray(block[:, x : x + tile])
+
+
+def _write_plain(path: Path, bands: Iterable[np.ndarray], shape: tuple[int, int], options: dict) -> None:
+    """Uncompressed strips: tifffile writes the header and reserves the pixels (the same bytes
+    ``tifffile.memmap`` lays out), the bands are then written into place with plain file writes."""
+    offset, _ = tifffile.imwrite(
+        path,
+        data=None,
+        shape=shape,
+        dtype=np.uint8,
+        align=tifffile.TIFF.ALLOCATIONGRANULARITY,
+        returnoffset=True,
+        **options,
+    )
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        for band in bands:
+            fh.write(np.ascontiguousarray(band).data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_montage(
+    path: Path, bands: Iterable[np.ndarray], shape: tuple[int, int], layout: TiffLayout, options: dict
+) -> None:
+    """Tiles or compressed strips, through :meth:`tifffile.TiffWriter.write` fed tile by tile (strip by
+    strip); only one tile row (strip) is held at a time."""
+    height, width = shape
+    name = _TIFFFILE_NAME.get(layout.compression)
+    with tifffile.TiffWriter(path, bigtiff=layout.bigtiff) as writer:
+        if layout.tile:
+            tile = layout.tile
+            writer.write(
+                _tiles(_regroup(bands, tile, width), width, tile),
+                shape=shape,
+                dtype=np.uint8,
+                tile=(tile, tile),
+                compression=name,
+                buffersize=tile * max(width, tile),  # tifffile encodes at most a tile row at a time
+                **options,
+            )
+        else:
+            rows = int(layout.rows_per_strip or height)
+            encode = tifffile.TIFF.COMPRESSORS[int(tifffile.COMPRESSION[name])]
+            writer.write(
+                (encode(strip) for strip in _regroup(bands, rows, width)),
+                shape=shape,
+                dtype=np.uint8,
+                rowsperstrip=rows,
+                compression=name,
+                **options,
+            )
+    with open(path, "r+b") as fh:
+        os.fsync(fh.fileno())
+
+
 def write_large(
     out_tif: str | os.PathLike,
     size: int | tuple[int, int],
@@ -124,8 +307,12 @@ def write_large(
     pixel_size_um: float | None = None,
     magnification: int = 700,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    tile: int | None = None,
+    compression: str | None = None,
+    bigtiff: bool = False,
 ) -> tuple[Path, Path]:
-    """Write one large synthetic micrograph and its truth labels.
+    """Write one large synthetic micrograph and its truth labels, band by band in bounded memory.
 
     Parameters
     ----------
@@ -137,11 +324,22 @@ def write_large(
         data bar then uses the nominal size for ``magnification``)
     magnification : feature scale, see :func:`synth_micrograph`
     progress : optional callback ``(rows_done, rows_total)``
+    tile : write square tiles of this side (a positive multiple of 16); None: strips
+    compression : one of :data:`COMPRESSIONS`; None: ``"zlib"`` with tiles, ``"none"`` (the plain
+        layout) without. ``"jpeg"`` is lossy: the truth still describes the rendered scene, not the
+        decoded pixels.
+    bigtiff : force BigTIFF (chosen anyway when the file could exceed 4 GB)
 
     Returns
     -------
     (tif, truth) : the TIFF, uint8 of shape (height + databar_px, width), and ``<stem>_truth.png``,
-    uint8 class ids 0..4 with the data-bar rows ``IGNORE`` (255).
+    uint8 class ids 0..4 with the data-bar rows ``IGNORE`` (255). For a seed and size the pixels are the
+    same in every layout (JPEG aside); the plain layout gives the same bytes as before tiles existed.
+
+    Notes
+    -----
+    Both files are written under temporary names and renamed when complete (the truth first); an
+    error or Ctrl-C leaves neither.
     """
     tif_path = Path(out_tif)
     if tif_path.suffix.lower() not in TIFF_SUFFIXES:
@@ -162,11 +360,15 @@ def write_large(
         raise InputError(
             f"seed must be >= 0 and magnification positive, got {seed}, {magnification}", tif_path
         )
+    total_h = height + int(databar_px)
+    try:
+        layout = tiff_layout(width, total_h, tile, compression, bigtiff)
+    except ValueError as exc:
+        raise InputError(str(exc), tif_path) from None
     if tif_path.is_dir():
         raise InputError("is a folder; expected a .tif file name", tif_path)
     truth_path = tif_path.with_name(f"{tif_path.stem}_truth.png")
 
-    total_h = height + int(databar_px)
     options: dict = {"photometric": "minisblack", "metadata": None}
     if pixel_size_um is not None:
         per_cm = 1e4 / pixel_size_um
@@ -174,24 +376,38 @@ def write_large(
         options["resolutionunit"] = "CENTIMETER"
         text = fei_metadata_text(pixel_size_um, width, height)
         options["extratags"] = [(FEI_HELIOS_TAG, "s", 0, text, True)]
+    if layout.plain:
+        options["bigtiff"] = layout.bigtiff
 
     micrograph = prepare(height, width, seed, magnification)
-    labels = np.full((total_h, width), IGNORE, np.uint8)
-    with atomic_path(tif_path) as tmp:
-        try:
-            pixels = tifffile.memmap(tmp, shape=(total_h, width), dtype=np.uint8, **options)
-        except OSError as exc:
-            raise InputError(f"cannot write ({exc.strerror or exc})", tif_path) from None
+    truth = PngRowWriter(truth_path, width, total_h, 1, label_image=True)
+
+    def bands() -> Iterator[np.ndarray]:
+        """Image rows band by band; their labels go to the truth PNG on the way."""
         for y0, y1 in micrograph.bands():
-            pixels[y0:y1], labels[y0:y1] = micrograph.render(y0, y1)
+            image, labels = micrograph.render(y0, y1)
+            truth.write(labels)
             if progress is not None:
                 progress(y1, total_h)
+            yield image
         if databar_px:
             px_um = pixel_size_um or nominal_pixel_size_um(magnification)
-            pixels[height:] = databar(width, int(databar_px), magnification, px_um, int(seed))
-        pixels.flush()
-        del pixels
-        write_image(truth_path, labels)
-        if progress is not None:
-            progress(total_h, total_h)
+            truth.write(np.full((int(databar_px), width), IGNORE, np.uint8))
+            yield databar(width, int(databar_px), magnification, px_um, int(seed))
+
+    try:
+        with atomic_path(tif_path) as tmp:
+            try:
+                if layout.plain:
+                    _write_plain(tmp, bands(), (total_h, width), options)
+                else:
+                    _write_montage(tmp, bands(), (total_h, width), layout, options)
+            except OSError as exc:
+                raise InputError(f"cannot write ({exc.strerror or exc})", tif_path) from None
+            truth.commit()
+    except BaseException:
+        truth.abort()
+        raise
+    if progress is not None:
+        progress(total_h, total_h)
     return tif_path, truth_path

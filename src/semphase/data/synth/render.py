@@ -25,6 +25,9 @@ ROW_BLOCK = 64
 #: Rows/columns of context rendered around a band: covers the grain blur plus the PSF.
 MARGIN = 40
 
+#: Columns per cv2.remap call (OpenCV's limit is SHRT_MAX - 1 for source and destination).
+_REMAP_COLUMNS = 16384
+
 _FINE, _MOTTLE, _GRAIN, _SCAN = range(4)
 _MOTTLE_SIGMA, _GRAIN_SIGMA = 2.0, 6.0
 
@@ -182,11 +185,24 @@ def render_rows(
         scan_rngs.append((lo, hi, g))
 
     # Scan-line jitter: each row of the frame samples the blurred signal a fraction of a pixel aside.
+    # cv2.remap takes fewer than SHRT_MAX columns, so wide frames are remapped in column chunks; a chunk
+    # reads its source columns with the whole margin around them, and its map is the frame's map less a
+    # whole number of columns (exact in float32), so the pixels are those of one remap of the frame.
     map_x = np.arange(m, m + w, dtype=np.float32)[None, :] + shift[:, None]
-    map_y = np.broadcast_to(np.arange(m, m + rows, dtype=np.float32)[:, None], (rows, w))
-    signal = cv2.remap(
-        signal, map_x, np.ascontiguousarray(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    map_y = np.ascontiguousarray(
+        np.broadcast_to(np.arange(m, m + rows, dtype=np.float32)[:, None], (rows, w))
     )
+    jittered = np.empty((rows, w), np.float32)
+    for x0 in range(0, w, _REMAP_COLUMNS):
+        x1 = min(x0 + _REMAP_COLUMNS, w)
+        jittered[:, x0:x1] = cv2.remap(
+            signal[:, x0 : x1 + 2 * m],
+            np.ascontiguousarray(map_x[:, x0:x1] - np.float32(x0)),
+            map_y[:, x0:x1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
+    signal = jittered
 
     gx, gy, gq, cx, cy = look.gradient
     u = (np.arange(w, dtype=np.float32) / max(w - 1, 1))[None, :]
