@@ -71,9 +71,13 @@ def test_the_ome_tiff_mask_holds_the_png_masks_labels_at_full_resolution(both):
     np.testing.assert_array_equal(levels[0], read_label(png_dir / "montage_mask.png"))
     assert (levels[0][580:] == 255).all()  # the data bar is no data in both
     assert ome["phases"] == png["phases"]
-    # A pyramid: halves down to one 512-pixel tile, labels kept by nearest neighbour (no mixed classes).
-    assert [lv.shape for lv in levels] == [(610, 700), (305, 350)]
+    # A pyramid of 256-pixel tiles: halves down to one tile, labels kept by nearest neighbour (no mixed
+    # classes).
+    assert [lv.shape for lv in levels] == [(610, 700), (305, 350), (153, 175)]
     np.testing.assert_array_equal(levels[1], levels[0][::2, ::2])
+    np.testing.assert_array_equal(levels[2], levels[0][::4, ::4])
+    with tifffile.TiffFile(ome["outputs"]["mask"]) as tif:
+        assert tif.pages.first.tilewidth == 256 and tif.pages.first.compression.name == "ADOBE_DEFLATE"
 
 
 def test_the_ome_tiff_overlay_uncertainty_and_probabilities_match_the_png_outputs(both):
@@ -137,3 +141,32 @@ def test_the_cli_writes_ome_tiff_and_quantify_reads_its_masks_like_pngs(
         results[fmt] = json.loads((tmp_path / f"q-{fmt}" / "quantify.json").read_text())
     assert (tmp_path / "ome-tiff" / "sample-A" / "montage_mask.ome.tif").is_file()
     assert results["png"]["samples"] == results["ome-tiff"]["samples"]
+
+
+def test_ctrl_c_in_the_middle_of_a_montage_leaves_no_file_and_no_thread(tmp_path, blur_model, montage):
+    import threading
+
+    from semphase.progress import Progress
+
+    class Interrupt(Progress):
+        def start(self, key, description, total):
+            pass
+
+        def advance(self, key, steps=1):
+            self.done = getattr(self, "done", 0) + steps
+            if self.done >= 20:  # a few tile rows in: every OME-TIFF writer has its threads running
+                raise KeyboardInterrupt
+
+        def say(self, text):
+            pass
+
+        def log(self, text):
+            pass
+
+    out = tmp_path / "out"
+    options = SegmentOptions(tile=64, overlap=16, format="ome-tiff", uncertainty=True, probs=True)
+    with pytest.raises(KeyboardInterrupt):
+        segment_file(blur_model, montage, out, options, progress=Interrupt())
+    assert sorted(p.name for p in out.iterdir()) == []
+    names = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith(("semphase-ome-tiff", "semphase-read", "semphase-output")) for n in names)

@@ -402,3 +402,26 @@ def test_an_os_error_in_the_worker_is_an_input_error_naming_the_file(tmp_path, m
     assert isinstance(error, InputError) and error.path == str(target)
     assert "No space left" in error.reason
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_rgb_image_given_as_palette_indices_is_the_rgb_image(tmp_path):
+    """A palette overlay handed over as indices (a third of the memory per band) makes the same file
+    pixels, every level, as its RGB expansion handed over directly."""
+    rng = np.random.default_rng(7)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    indices = rng.integers(0, 256, (301, 517), dtype=np.uint8)
+    direct = _write(tmp_path / "direct.ome.tif", palette[indices], "rgb", tile=64)
+    width, height = 517, 301
+    writer = OmeTiffWriter(tmp_path / "indexed.ome.tif", width, height, kind="rgb", tile=64, palette=palette)
+    for y in range(0, height, 37):
+        writer.write(indices[y : y + 37])
+    indexed = writer.commit()
+    with tifffile.TiffFile(direct) as a, tifffile.TiffFile(indexed) as b:
+        for la, lb in zip(a.series[0].levels, b.series[0].levels, strict=True):
+            np.testing.assert_array_equal(la.asarray(), lb.asarray())
+    with pytest.raises(ValueError, match="palette"):
+        OmeTiffWriter(tmp_path / "x.ome.tif", 8, 8, kind="labels", palette=palette)
+    with pytest.raises(ValueError, match="expected uint8 rows"):
+        OmeTiffWriter(tmp_path / "y.ome.tif", 8, 8, kind="rgb", palette=palette).write(
+            palette[indices[:2, :8]]
+        )

@@ -27,6 +27,8 @@ UNCERTAIN_ENTROPY = 0.5
 
 #: Output file formats: PNG (and a float16 TIFF for probabilities), or pyramidal OME-TIFF for montages.
 FORMATS = ("png", "ome-tiff")
+#: Tile size of the OME-TIFF outputs.
+OME_TILE = 256
 
 
 class OutputSink:
@@ -92,11 +94,15 @@ class OutputSink:
         from semphase.runtime.outputs.ome import OmeTiffWriter
 
         size = (self.width, self.height)
-        common = {"pixel_size_um": pixel_size_um}
+        # 256-pixel tiles: each writer holds one tile row of every pyramid level, so 512 would double that
+        # (about 270 MB for a 65536-pixel-wide mask and overlay); viewers read both sizes alike.
+        common = {"pixel_size_um": pixel_size_um, "tile": OME_TILE}
         self.writers["mask"] = OmeTiffWriter(
             targets["mask"], *size, kind="labels", classes=list(classes), colors=list(colors), **common
         )
-        self.writers["overlay"] = OmeTiffWriter(targets["overlay"], *size, kind="rgb", **common)
+        self.writers["overlay"] = OmeTiffWriter(
+            targets["overlay"], *size, kind="rgb", palette=self.painter.palette, **common
+        )
         if "uncertainty" in targets:
             self.writers["uncertainty"] = OmeTiffWriter(targets["uncertainty"], *size, kind="gray", **common)
         if "probs" in targets:
@@ -152,7 +158,7 @@ class OutputSink:
     def _labels(self, labels: np.ndarray, gray: np.ndarray, y0: int) -> None:
         self._write("mask", labels)
         painted = self.painter.paint(gray, labels, y0)
-        self._write("overlay", painted if self.fmt == "png" else self.painter.palette[painted])
+        self._write("overlay", painted)  # palette indices: both writers know the palette
 
     def commit(self) -> None:
         """Rename every finished file into place (the mask last)."""
