@@ -235,6 +235,19 @@ for f in sys.argv[2:]:
     print(f, "ok:", record["width"], "x", record["height"], record["bit_depth"], "bit, self-check", check)
 EOF
 
+step "semphase segment --format ome-tiff"
+# montages' pyramidal OME-TIFF outputs need nothing beyond the base install (tifffile + imagecodecs)
+run 0 base "$SEMPHASE" segment model/model.onnx inputs/c_deflate.tif --out out-ome --format ome-tiff -q
+run 0 base "$BPY" - <<'EOF'
+import numpy as np, tifffile, cv2
+with tifffile.TiffFile("out-ome/c_deflate_mask.ome.tif") as tif:
+    assert tif.is_ome and tif.pages.first.is_tiled, "not a tiled OME-TIFF"
+    ome = tif.series[0].levels[0].asarray()
+png = cv2.imread("out/c_deflate_mask.png", cv2.IMREAD_UNCHANGED)
+assert np.array_equal(ome, png), "OME-TIFF mask differs from the PNG mask"
+print("c_deflate_mask.ome.tif ok:", ome.shape, "the PNG mask's labels")
+EOF
+
 step "semphase segment: bad input"
 # the bad-input promises hold on the base install too: a truncated PNG and a 70-byte PNG that declares
 # 100000 x 100000 pixels are each one line naming the file, exit 2, and the good input is still done

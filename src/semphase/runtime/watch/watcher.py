@@ -70,8 +70,8 @@ class Watcher:
     inbox : path
         Folder the acquisition software writes into.
     out_dir : path
-        Output folder: ``X_mask.png``, ``X_overlay.png``, ``X.json`` per image (subfolders mirrored),
-        ``watch-journal.jsonl``, ``failed/<name>.txt``, and the lock file.
+        Output folder: ``X_mask.png``, ``X_overlay.png`` (``.ome.tif`` for montages), ``X.json`` per
+        image (subfolders mirrored), ``watch-journal.jsonl``, ``failed/<name>.txt``, and the lock file.
     model : SegmentationModel, optional
         From :func:`semphase.runtime.model.load_model`; with ``options`` it feeds ``segment_file``. Both
         may be given later with :meth:`use` (after :meth:`open`, so a refused start never loads a model).
