@@ -170,3 +170,15 @@ def test_ctrl_c_in_the_middle_of_a_montage_leaves_no_file_and_no_thread(tmp_path
     assert sorted(p.name for p in out.iterdir()) == []
     names = {t.name for t in threading.enumerate()}
     assert not any(n.startswith(("semphase-ome-tiff", "semphase-read", "semphase-output")) for n in names)
+
+
+def test_auto_counts_the_image_without_its_data_bar(tmp_path, monkeypatch, blur_model, montage):
+    """An 8192 x 8192 frame with its data bar below is still a single frame: PNG. Here the threshold is
+    moved to the montage fixture's image (700 x 580, with a 30-row bar below it)."""
+    from semphase.runtime import segment
+
+    options = SegmentOptions(tile=64, overlap=16)
+    monkeypatch.setattr(segment, "AUTO_OME_TIFF_PIXELS", 700 * 580)
+    assert segment_file(blur_model, montage, tmp_path / "a", options)["format"] == "png"
+    monkeypatch.setattr(segment, "AUTO_OME_TIFF_PIXELS", 700 * 580 - 1)
+    assert segment_file(blur_model, montage, tmp_path / "b", options)["format"] == "ome-tiff"

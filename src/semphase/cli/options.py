@@ -97,7 +97,8 @@ Format = Annotated[
         "--format",
         help="Image outputs as png, or ome-tiff: tiled, compressed, pyramidal X_mask.ome.tif / "
         "X_overlay.ome.tif with the pixel size and class names, which QuPath, napari and Fiji open at any "
-        "zoom. auto: ome-tiff for micrographs over 8192 x 8192 pixels (montages), png up to that.",
+        "zoom. auto: ome-tiff for micrographs over 8192 x 8192 pixels, data bar not counted (montages), "
+        "png up to that.",
     ),
 ]
 TTA = Annotated[bool, typer.Option("--tta", help="Average the four flips of every tile (4x slower).")]

@@ -41,9 +41,10 @@ from semphase.runtime.tiling import WINDOWS, TilePlan, plan_tiles
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
 
 
-#: ``--format auto`` writes OME-TIFF above this many pixels: every single SEM frame up to 8192 x 8192 gets
-#: PNGs as before; larger frames (16384 x 12288) and stitched montages get pyramidal OME-TIFFs, which
-#: viewers open at any zoom, where a PNG of that size must be decoded whole.
+#: ``--format auto`` writes OME-TIFF when the image, data bar not counted, has more pixels than this:
+#: every single SEM frame up to 8192 x 8192 (plus its bar) gets PNGs as before; larger frames (16384 x
+#: 12288) and stitched montages get pyramidal OME-TIFFs, which viewers open at any zoom, where a PNG of
+#: that size must be decoded whole.
 AUTO_OME_TIFF_PIXELS = 8192 * 8192
 
 
@@ -64,7 +65,8 @@ class SegmentOptions:
     tta : average the four flips of every tile.
     alpha : overlay colour weight.
     format : ``"png"``, ``"ome-tiff"`` (pyramidal, tiled, compressed) or ``"auto"``: OME-TIFF for
-        micrographs of more than :data:`AUTO_OME_TIFF_PIXELS` (8192 x 8192), PNG up to that.
+        micrographs whose image (data bar not counted) has more than :data:`AUTO_OME_TIFF_PIXELS`
+        (8192 x 8192), PNG up to that.
     """
 
     tile: int | None = None
@@ -102,7 +104,8 @@ class SegmentOptions:
             raise OptionError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
 
     def format_for(self, width: int, height: int) -> str:
-        """The output format for a micrograph of this size: ``"png"`` or ``"ome-tiff"``."""
+        """The output format for a micrograph whose image (without its data bar) has this size: ``"png"``
+        or ``"ome-tiff"``."""
         if self.format != "auto":
             return self.format
         return "ome-tiff" if width * height > AUTO_OME_TIFF_PIXELS else "png"
@@ -217,7 +220,7 @@ def segment_file(
     micrograph = _read_input(src, options)
     try:
         t_read = time.perf_counter() - t0
-        fmt = options.format_for(micrograph.width, micrograph.height)
+        fmt = options.format_for(micrograph.width, micrograph.analysed_height)  # the bar is not image
         targets = {key: Path(out_dir) / name for key, name in output_names(stem, options, fmt).items()}
         t1 = time.perf_counter()
         on_tiles = count_callback(progress, "tiles", f"  {src.name}")
