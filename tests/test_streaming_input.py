@@ -93,6 +93,7 @@ CASES = [
     ((200, 200), 64, 0, 2, "constant", False),  # no overlap at all
     ((160, 130), 64, 16, 2, "gaussian", True),
     ((500, 96), 96, 32, 4, "gaussian", False),
+    ((70, 1), 64, 16, 2, "gaussian", False),  # one column: a block one pixel wide
 ]
 
 
@@ -325,3 +326,48 @@ def test_a_tiled_tiff_is_segmented_in_memory_that_does_not_grow_with_its_height(
     print(f"peak RSS 4096 rows {peaks[4096] / 2**20:.0f} MiB, 32768 rows {peaks[32768] / 2**20:.0f} MiB")
     assert growth < 0.25 * extra, f"peak RSS grew by {growth / extra:.2f} bytes per extra pixel"
     assert streamed is True
+
+
+def test_argmax_classes_gives_uint8_ids_first_index_on_ties():
+    from semphase.runtime.sliding import argmax_classes
+
+    scores = np.array([[[1.0, 2.0]], [[3.0, 2.0]], [[3.0, 0.0]]], np.float32)  # (C=3, 1, 2)
+    labels = argmax_classes(scores)
+    assert labels.dtype == np.uint8 and labels.tolist() == [[1, 0]]
+
+
+class _SlowModel(PositionModel):
+    """A model slower than the read-ahead thread's 0.1 s put timeout: the queue is found full."""
+
+    def logits(self, batch):
+        import time
+
+        time.sleep(0.15)
+        return super().logits(batch)
+
+
+def test_a_read_ahead_that_finds_its_queue_full_waits_and_loses_no_strip(tmp_path):
+    image = micrograph(300, 100, seed=2)
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, image, tile=(32, 32), compression="zlib")
+    model = _SlowModel(tile_size=64, overlap=16)
+    with open_micrograph(path) as m:
+        streamed = segment_array_from(model, m)
+    np.testing.assert_array_equal(streamed, segment_array(PositionModel(64, 16), image, batch=8))
+
+
+def segment_array_from(model, source):
+    labels = np.empty(source.shape, np.uint8)
+    for band in iter_bands(model, source, batch=8):
+        labels[band.y0 : band.y1] = band.labels()
+    return labels
+
+
+def test_a_streamed_tiff_smaller_than_one_tile_is_padded_like_an_array(tmp_path):
+    image = micrograph(40, 50, seed=8)
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, image, rowsperstrip=8, compression="zlib")
+    model = PositionModel(tile_size=64, overlap=16)
+    with open_micrograph(path) as m:
+        assert m.streamed
+        np.testing.assert_array_equal(segment_array_from(model, m), segment_array(model, image, batch=8))

@@ -276,10 +276,8 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
         final = plan.finalized_before(band_index)
         n_out = final - y
         carry_rows = y + h - final if band_index + 1 < rows.count else 0
-        row = _TileRow(classes, h, cols.window, carry, n_out, carry_rows, width, cols.padded)
-        row.row_weight = row_weight[y:final]
-        row.col_weight = col_weight
-        row.want_logits = want_logits
+        weights = (row_weight[y:final], col_weight) if want_logits else None
+        row = _TileRow(classes, h, cols.window, carry, n_out, carry_rows, width, cols.padded, weights)
         for w, xs in widths.items():
             weight = blend_window(h, w, window)
             for i in range(0, len(xs), batch):
@@ -302,16 +300,17 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
 class _TileRow:
     """The accumulator of one tile row: a window of C x h x (at most one tile) columns sliding right."""
 
-    def __init__(self, classes, h, tile_w, carry, n_out, carry_rows, width, padded_width) -> None:
+    def __init__(
+        self, classes, h, tile_w, carry, n_out, carry_rows, width, padded_width, weights=None
+    ) -> None:
         self.acc = np.zeros((classes, h, tile_w), np.float32)
         self.left = self.filled = 0  # acc holds columns left .. left + filled
         self.carry = carry
         self.n_out, self.width, self.padded_width = n_out, width, padded_width
         self.next_carry = np.zeros((classes, carry_rows, padded_width), np.float32)
         self.labels = np.empty((n_out, width), np.uint8)
+        self.weights = weights  # (row weights of the finished rows, column weights): blend logits too
         self.blended: np.ndarray | None = None
-        self.want_logits = False
-        self.row_weight = self.col_weight = np.empty(0, np.float32)
 
     def add(self, x: int, weighted: np.ndarray) -> None:
         """Add one tile's weighted logits (C, h, w) at column ``x``; columns left of ``x`` are final."""
@@ -348,10 +347,11 @@ class _TileRow:
         if n and bw > 0:
             sums = block[:, :n, :bw]
             self.labels[:, a : a + bw] = argmax_classes(sums)
-            if self.want_logits:
+            if self.weights is not None:
                 if self.blended is None:
                     self.blended = np.empty((block.shape[0], n, self.width), np.float32)
-                weight = self.row_weight[:, None] * self.col_weight[None, a : a + bw]
+                row_weight, col_weight = self.weights
+                weight = row_weight[:, None] * col_weight[None, a : a + bw]
                 np.divide(sums, weight, out=self.blended[:, :, a : a + bw])
 
 
