@@ -228,8 +228,14 @@ def to_uint8(
         if image.dtype == np.uint8:
             return image
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    sample = image[:: max(1, image.shape[0] // 1024), :: max(1, image.shape[1] // 1024)]
-    return scale_to_uint8(image, *percentile_range(sample, percentiles))
+    sy, sx = percentile_sample_steps(image.shape[0], image.shape[1])
+    return scale_to_uint8(image, *percentile_range(image[::sy, ::sx], percentiles))
+
+
+def percentile_sample_steps(height: int, width: int) -> tuple[int, int]:
+    """Row and column strides of the sample the percentile mapping takes (about 1024 x 1024 pixels);
+    the streamed reader gathers the same sample band by band."""
+    return max(1, height // 1024), max(1, width // 1024)
 
 
 def percentile_range(sample: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple:

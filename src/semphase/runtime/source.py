@@ -37,6 +37,7 @@ from semphase.imageio import (
     _check_file,
     _gray_8_or_16,
     percentile_range,
+    percentile_sample_steps,
     read_micrograph,
     scale_to_uint8,
     tiff_info,
@@ -317,10 +318,10 @@ def open_micrograph(path: str | os.PathLike, normalize: str = "linear", stream: 
 
 
 def _strided_sample(micrograph: Micrograph) -> np.ndarray:
-    """The sample :func:`~semphase.imageio.to_uint8` takes for its percentiles (every
-    ``H // 1024``-th row and ``W // 1024``-th column), gathered band by band as stored."""
+    """The sample :func:`~semphase.imageio.to_uint8` takes for its percentiles
+    (:func:`~semphase.imageio.percentile_sample_steps`), gathered band by band as stored."""
     height, width = micrograph.shape
-    sy, sx = max(1, height // 1024), max(1, width // 1024)
+    sy, sx = percentile_sample_steps(height, width)
     reader = micrograph._reader
     if isinstance(reader, _ArrayRows):
         return _gray_8_or_16(reader.array, micrograph.path)[::sy, ::sx]
