@@ -75,7 +75,7 @@ def test_a_model_whose_reference_disagrees_is_refused_after_trying_the_precise_k
     monkeypatch.setattr(
         runtime_model,
         "_open",
-        lambda p, pr, t, config, sha: opened.append(config) or real_open(p, pr, t, config, sha),
+        lambda source, pr, t, config: opened.append(config) or real_open(source, pr, t, config),
     )
     with pytest.raises(InputError) as info:
         load_model(path, provider="cpu", threads=1)

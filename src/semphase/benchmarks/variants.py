@@ -70,16 +70,29 @@ class Variant:
 def find_variants(model_dir: str | os.PathLike) -> dict[str, Path]:
     """The exported variant files present in ``model_dir``, in the order FP32, FP16, INT8.
 
+    ``model_dir`` may also be one model file: a bioimage.io package from ``semphase package`` (its FP32
+    weights) or a single ``.onnx`` file (named by its variant when it has an exported file's name).
+
     Raises
     ------
     InputError
-        when ``model_dir`` is not a folder or holds none of :data:`VARIANT_FILES`.
+        when ``model_dir`` is neither such a file nor a folder holding any of :data:`VARIANT_FILES`.
     """
+    from semphase.model_package import is_package
+
     folder = Path(model_dir)
     if not folder.exists():
         raise InputError("no such folder", folder)
+    if is_package(folder):
+        return {"fp32": folder}
+    if folder.is_file() and folder.suffix.lower() == ".onnx":
+        name = next((n for n, f in VARIANT_FILES.items() if f == folder.name), "fp32")
+        return {name: folder}
     if not folder.is_dir():
-        raise InputError("not a folder; expected the folder 'semphase export' wrote", folder)
+        raise InputError(
+            "not a folder; expected the folder 'semphase export' wrote, an .onnx file or a .bioimageio.zip",
+            folder,
+        )
     found = {name: folder / file for name, file in VARIANT_FILES.items() if (folder / file).exists()}
     if not found:
         expected = ", ".join(VARIANT_FILES.values())

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         model_dir: Path = typer.Argument(
             ...,
             help="Folder written by 'semphase export' with any of model.onnx (FP32), model.fp16.onnx, "
-            "model.int8.onnx.",
+            "model.int8.onnx; or one model file (.onnx, or a .bioimageio.zip from 'semphase package').",
             show_default=False,
         ),
         data: Path = typer.Option(

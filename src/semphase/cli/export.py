@@ -212,7 +212,9 @@ def _show(report: dict) -> None:
 
 
 def info_command(
-    model: Path = typer.Argument(..., help="A .onnx file written by `semphase export`."),
+    model: Path = typer.Argument(
+        ..., help="A .onnx file written by `semphase export`, or a .bioimageio.zip from `semphase package`."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print everything as one JSON object instead."),
     verify: bool = typer.Option(
         False,
@@ -261,6 +263,8 @@ def info_command(
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     table.add_row("file", f"{summary.path} ({summary.size_bytes / 1e6:.1f} MB, {summary.size_bytes} bytes)")
+    if summary.path.suffix.lower() == ".zip":
+        table.add_row("package", "bioimage.io model package: the ONNX weights inside it are described here")
     opset = summary.opset if summary.opset is not None else "not read (the onnx package is not installed)"
     table.add_row("opset", f"{opset} (producer: {summary.producer})")
     for label, values in (("input", summary.inputs), ("output", summary.outputs)):

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         model: Path = typer.Argument(
             ...,
-            help="Exported semphase ONNX model (model.onnx, model.fp16.onnx or model.int8.onnx).",
+            help="Exported semphase ONNX model (model.onnx, model.fp16.onnx or model.int8.onnx), or a "
+            "bioimage.io package made from one by 'semphase package' (.bioimageio.zip).",
             show_default=False,
         ),
         inputs: list[str] = typer.Argument(

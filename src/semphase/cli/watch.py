@@ -194,7 +194,11 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         model: Path = typer.Option(
-            ..., "--model", "-m", help="Exported semphase ONNX model.", show_default=False
+            ...,
+            "--model",
+            "-m",
+            help="Exported semphase ONNX model, or a .bioimageio.zip made from one by 'semphase package'.",
+            show_default=False,
         ),
         out: Path = typer.Option(
             ...,

@@ -15,7 +15,7 @@ import onnx
 
 from semphase import __version__
 from semphase.errors import InputError
-from semphase.imageio import atomic_path
+from semphase.imageio import atomic_path, file_sha256
 from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's modules import them here)
     INPUT_NAME,
     METADATA_KEYS,
@@ -29,6 +29,7 @@ from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's 
     check,
     parse,
 )
+from semphase.model_package import resolve
 from semphase.phases import ClassTable
 
 
@@ -209,13 +210,21 @@ def summarize_model(path: str | os.PathLike) -> ModelSummary:
         for a missing, empty or non-ONNX file, or an ONNX model that semphase did not export.
     """
     p = Path(path)
-    model = load_onnx(p)
+    source = resolve(p, file_sha256) if p.is_file() else None
+    if source is not None and source.data is not None:  # a bioimage.io package: its ONNX weights
+        try:
+            model = onnx.load_model_from_string(source.data)
+        except Exception:  # protobuf's DecodeError and onnx's own types all mean "not ONNX"
+            reason = f"{source.member} in the package is not an ONNX model (cannot parse)"
+            raise InputError(reason, p) from None
+    else:
+        model = load_onnx(p)
     metadata = read_metadata(model, p)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     initializer_names = {t.name for t in model.graph.initializer}
     return ModelSummary(
         path=p,
-        size_bytes=p.stat().st_size,
+        size_bytes=source.size_bytes if source is not None else p.stat().st_size,
         metadata=metadata,
         opset=int(opset),
         producer=f"{model.producer_name} {model.producer_version}".strip() or "unknown",

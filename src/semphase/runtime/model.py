@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from semphase import model_format
+from semphase import model_format, model_package
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256
 from semphase.runtime import selfcheck
@@ -74,7 +74,8 @@ class SegmentationModel:
         ``(pixel * scale - mean) / std`` for 8-bit pixels.
     variant : ``"fp32"``, ``"fp16"`` or ``"int8"``.
     tile_size, overlap : the recommended sliding-window tiling in pixels.
-    sha256 : hash of the file; source, metrics : the ``semphase.source`` and ``semphase.metrics`` records.
+    sha256 : hash of the ONNX graph (the file's, or the weights' inside a package).
+    source, metrics : the ``semphase.source`` and ``semphase.metrics`` records.
     providers : the execution providers the session runs on; threads : intra-op threads (None = default).
     session_options : extra onnxruntime session config entries it was opened with (e.g. the precise INT8
         kernels its self-check chose); self_check : the verdict (:class:`~semphase.runtime.selfcheck.Verdict`)
@@ -187,8 +188,9 @@ def summarize_file(path: str | os.PathLike) -> model_format.ModelSummary:
         naming the file: missing, empty, not ONNX, or not a semphase model.
     """
     p = _check_file(Path(path))
+    source = model_package.resolve(p, file_sha256)
     try:
-        session = create_session(p)
+        session = create_session(source.session_source)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     metadata = _metadata(session, p)
@@ -202,7 +204,7 @@ def summarize_file(path: str | os.PathLike) -> model_format.ModelSummary:
 
     return model_format.ModelSummary(
         path=p,
-        size_bytes=p.stat().st_size,
+        size_bytes=source.size_bytes,
         metadata=metadata,
         opset=None,
         producer=info.producer_name or "unknown",  # onnxruntime reports no producer version
@@ -215,7 +217,7 @@ def _check_file(p: Path) -> Path:
     if not p.exists():
         raise InputError("no such model file", p)
     if p.is_dir():
-        raise InputError("is a folder; expected an .onnx model file", p)
+        raise InputError("is a folder; expected an .onnx model file or a .bioimageio.zip package", p)
     if p.stat().st_size == 0:
         raise InputError("empty model file (0 bytes)", p)
     return p
@@ -226,12 +228,13 @@ _VERDICTS: dict[tuple, tuple[selfcheck.Verdict, dict[str, str]]] = {}
 
 
 def _open(
-    p: Path, providers: list[str], threads: int | None, config: dict[str, str], sha256: str
+    source: model_package.ModelSource, providers: list[str], threads: int | None, config: dict[str, str]
 ) -> SegmentationModel:
-    """A session on ``p`` with ``config`` session entries, checked against its metadata (no self-check);
-    ``sha256`` is the file's hash, computed once by the caller however often the file is opened."""
+    """A session on ``source`` with ``config`` session entries, checked against its metadata (no
+    self-check); the source (and its hash) is resolved once by the caller however often it is opened."""
+    p = source.path
     try:
-        session = create_session(p, providers=providers, threads=threads, config=config)
+        session = create_session(source.session_source, providers=providers, threads=threads, config=config)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
         raise InputError(f"cannot load as an ONNX model ({one_line(exc, 200)})", p) from None
     meta = _metadata(session, p)
@@ -246,7 +249,7 @@ def _open(
         variant=contract.variant,
         tile_size=contract.tile_size,
         overlap=contract.overlap,
-        sha256=sha256,
+        sha256=source.sha256,
         source=meta.get("semphase.source") or {},
         metrics=meta.get("semphase.metrics") or {},
         providers=list(session.get_providers()),
@@ -286,7 +289,8 @@ def load_model(
 
     Parameters
     ----------
-    path : the .onnx file (model.onnx, model.fp16.onnx or model.int8.onnx from ``semphase export``).
+    path : the .onnx file (model.onnx, model.fp16.onnx or model.int8.onnx from ``semphase export``), or a
+        bioimage.io package from ``semphase package`` (its ONNX weights, :mod:`semphase.model_package`).
     provider : ``auto`` (CUDA, then DirectML, then OpenVINO, then CPU, among those installed), ``cpu``,
         ``cuda``, ``dml`` or ``openvino``.
     threads : onnxruntime intra-op threads; None lets onnxruntime use one per physical core.
@@ -311,11 +315,11 @@ def load_model(
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
     config = dict(session_options or {})
-    sha256 = file_sha256(p)
-    key = (sha256, tuple(providers), threads, tuple(sorted(config.items())))
+    source = model_package.resolve(p, file_sha256)
+    key = (source.sha256, tuple(providers), threads, tuple(sorted(config.items())))
     cached = _VERDICTS.get(key) if verify else None
     # a verdict of this process already chose the session options: open the file with them, once
-    model = _open(p, providers, threads, cached[1] if cached else config, sha256)
+    model = _open(source, providers, threads, cached[1] if cached else config)
     _probe_output(model)
     if not verify:
         model.self_check = selfcheck.skipped()
@@ -325,7 +329,7 @@ def load_model(
     else:
         value = model.reference
         reference = None if value is None else selfcheck.Reference.from_metadata(value, p)
-        reopen = lambda extra: _open(p, providers, threads, extra, sha256)  # noqa: E731
+        reopen = lambda extra: _open(source, providers, threads, extra)  # noqa: E731
         verdict, model = selfcheck.check(model, reference, reopen)
         _VERDICTS[key] = (verdict, dict(model.session_options))
     if not verdict.usable:
