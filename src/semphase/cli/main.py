@@ -13,14 +13,26 @@ import sys
 import typer
 
 from semphase import __version__
-from semphase.cli import benchmark, data, evaluate, export, quantify, score, segment, synth, train, watch
+from semphase.cli import (
+    benchmark,
+    data,
+    evaluate,
+    export,
+    package,
+    quantify,
+    score,
+    segment,
+    synth,
+    train,
+    watch,
+)
 from semphase.cli.common import say_error
 from semphase.errors import GateFailed, InputError, OptionError, describe_os_error, one_line
 
 app = typer.Typer(
     name="semphase",
-    help="Phase segmentation of SEM micrographs: synthesize, check, train, export, segment, watch, "
-    "benchmark.",
+    help="Phase segmentation of SEM micrographs: synthesize, check, train, export, package, segment, "
+    "watch, benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,7 +55,7 @@ def _root(
     """semphase: train, export and run phase segmentation of SEM micrographs."""
 
 
-for _module in (synth, data, score, train, evaluate, export, segment, watch, quantify, benchmark):
+for _module in (synth, data, score, train, evaluate, export, package, segment, watch, quantify, benchmark):
     _module.register(app)
 
 
