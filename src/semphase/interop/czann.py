@@ -154,6 +154,8 @@ def verify(path: Path, model: ModelToPackage, tile_u8: np.ndarray) -> dict:
         problems.append(f"model type {summary['type']}")
     if agreement < 99.99:
         problems.append(f"only {agreement:.3f} % of pixels get the semphase model's phase")
+    if not diff <= 1e-3:  # the same phases are not enough: ZEN shows (and thresholds) the probabilities
+        problems.append(f"probabilities differ from the semphase model's by up to {diff:.4f}")
     if problems:
         exc = GateFailed(f"{path.name} read back with czmodel: " + "; ".join(problems))
         exc.result = result  # type: ignore[attr-defined]

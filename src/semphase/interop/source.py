@@ -24,10 +24,11 @@ DATASET_CITATION = (
     "Safdar, M. (2025). Scanning Electron Microscopy (SEM) Dataset of Additively Manufactured Ni-WC Metal "
     "Matrix Composites for Semantic Segmentation (Version 1). Zenodo."
 )
+#: The study has no DOI of its own; its entry points at the dataset it was trained and tested on.
 STUDY_CITATION = (
     "SEM Microstructure Phase Segmentation using Deep Learning: a multi-class U-Net with a ResNet34 "
-    "encoder, weighted cross-entropy + Dice loss, frozen then unfrozen encoder (the study semphase "
-    "implements; trained on the dataset above)."
+    "encoder, weighted cross-entropy + Dice loss, frozen then unfrozen encoder; the study semphase "
+    "implements (the DOI is that of its dataset)."
 )
 
 
