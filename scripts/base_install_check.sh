@@ -8,8 +8,9 @@
 #   3. the FULL development venv (FULL_PY, default .venv/bin/python) makes the test data: a self-checking
 #      semphase ONNX model (tests/_runtime_models.py) and micrographs as PNG, LZW TIFF (OpenCV), Deflate
 #      TIFF and 16-bit LZW TIFF (tifffile), their truth labels and a small images/+masks/ dataset;
-#   4. the base venv's `semphase` alone runs info, info --verify, segment, watch --once, score and
-#      benchmark (no checkpoint), and every exit code and output is checked;
+#   4. the base venv's `semphase` alone runs info, info --verify, segment (also with the model as a
+#      bioimage.io package, made by the full venv's `semphase package`), watch --once, score and benchmark
+#      (no checkpoint), and every exit code and output is checked;
 #   5. the installed size of the base venv is printed (site-packages total and the biggest packages).
 #
 # Usage: scripts/base_install_check.sh [BASE_VENV]
@@ -152,6 +153,12 @@ build = Path("build")
 made = model_with_reference(build, "model", variant="fp32")
 Path("model").mkdir()
 shutil.copyfile(made, "model/model.onnx")  # the benchmark's FP32 file name; no checkpoint beside it
+# the same model as a bioimage.io package (the full venv has the interop extra; the base venv only reads it)
+import subprocess
+import sys
+
+package = ["package", "model/model.onnx", "--out", "package", "--author", "base check"]
+subprocess.run([sys.executable, "-m", "semphase", *package], check=True)
 
 
 def scene(height, width, seed):
@@ -234,6 +241,13 @@ for f in sys.argv[2:]:
     assert mask.shape == (record["height"], record["width"]) and mask.max() <= 4, (f, mask.shape, mask.max())
     print(f, "ok:", record["width"], "x", record["height"], record["bit_depth"], "bit, self-check", check)
 EOF
+
+step "semphase segment with a bioimage.io package"
+# a package made by `semphase package` segments on the base install (no bioimageio library needed) and
+# gives the masks of the ONNX file inside it
+run 0 base "$SEMPHASE" segment package/model.bioimageio.zip inputs/a_8bit.png --out out-package -q
+cmp -s out-package/a_8bit_mask.png out/a_8bit_mask.png || fail "the package's mask differs from model.onnx's"
+run 0 base "$SEMPHASE" info package/model.bioimageio.zip
 
 step "semphase segment --format ome-tiff"
 # montages' pyramidal OME-TIFF outputs need nothing beyond the base install (tifffile + imagecodecs)

@@ -25,24 +25,24 @@ if [ -e "$DEMO_DIR/run" ]; then
 fi
 mkdir -p "$DEMO_DIR"
 
-step "1/11 measure this machine's training speed (a few real steps of the demo's ResNet34 U-Net)"
+step "1/12 measure this machine's training speed (a few real steps of the demo's ResNet34 U-Net)"
 grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: /CPU: /' || true
 "$PY" -m semphase.train.probe --json "$DEMO_DIR/speed.json"
 
-step "2/11 synthesize a Ni-WC-like SEM dataset ($DEMO_GROUPS base crops x 9 variants, Zenodo layout)"
+step "2/12 synthesize a Ni-WC-like SEM dataset ($DEMO_GROUPS base crops x 9 variants, Zenodo layout)"
 semphase synth "$DEMO_DIR/data" --groups "$DEMO_GROUPS" --size 512 --seed 0
 
-step "3/11 check the dataset: integrity, class frequencies, overlays, leak-free grouped split"
+step "3/12 check the dataset: integrity, class frequencies, overlays, leak-free grouped split"
 semphase data check "$DEMO_DIR/data" --json "$DEMO_DIR/data_check.json" --overlays "$DEMO_DIR/overlays" \
     --n-overlays 4 --split-out "$DEMO_DIR/split.json"
 
-step "4/11 size the rest to the ${BUDGET_MIN}-minute budget (DEMO_BUDGET_MIN) at the measured speed"
+step "4/12 size the rest to the ${BUDGET_MIN}-minute budget (DEMO_BUDGET_MIN) at the measured speed"
 plan=$("$PY" scripts/demo_plan.py plan "$DEMO_DIR/speed.json" "$DEMO_DIR/split.json" \
     --budget-min "$BUDGET_MIN" --spent "$(($(date +%s) - start))" --max-epochs "$MAX_EPOCHS" \
     ${DEMO_LARGE:+--large "$DEMO_LARGE"})
 eval "$plan"
 
-step "5/11 train the ResNet34 U-Net (no internet here: --encoder-weights none; $EPOCHS epochs at most)"
+step "5/12 train the ResNet34 U-Net (no internet here: --encoder-weights none; $EPOCHS epochs at most)"
 # --time-limit is the safety net: on a machine slower than measured, training stops in time, and best.pt
 # is still tested and reported
 semphase train "$DEMO_DIR/data" --out "$DEMO_DIR/run" --split-file "$DEMO_DIR/split.json" \
@@ -53,7 +53,7 @@ reached=$("$PY" scripts/demo_plan.py reached "$DEMO_DIR/run" --epochs-planned "$
     --epoch-seconds "$EPOCH_SECONDS")
 printf '\033[1m%s\033[0m\n' "$reached"
 
-step "6/11 export FP32, FP16 and INT8 ONNX and prove they give the same phases"
+step "6/12 export FP32, FP16 and INT8 ONNX and prove they give the same phases"
 exported=0
 semphase export "$DEMO_DIR/run/best.pt" --out "$DEMO_DIR/model" || exported=$?
 trained_epochs=$(($(wc -l <"$DEMO_DIR/run/history.csv") - 1))
@@ -68,20 +68,23 @@ elif [ "$exported" -ne 0 ]; then
 fi
 semphase info "$DEMO_DIR/model/model.int8.onnx" --verify
 
-step "7/11 synthesize a large ${LARGE} x ${LARGE} micrograph with an SEM data bar and its pixel size"
+step "7/12 package the FP32 model for other tools: bioimage.io (ilastik, deepImageJ, BiaPy) and ZEISS ZEN (CZANN)"
+semphase package "$DEMO_DIR/model/model.onnx" --out "$DEMO_DIR/package" --author "semphase demo" --czann
+
+step "8/12 synthesize a large ${LARGE} x ${LARGE} micrograph with an SEM data bar and its pixel size"
 semphase synth "$DEMO_DIR/large/large.tif" --large "$LARGE" --databar 96 --pixel-size-um 0.12 --seed 7
 mkdir -p "$DEMO_DIR/large_truth"
 mv "$DEMO_DIR/large/large_truth.png" "$DEMO_DIR/large_truth/large.png"
 
-step "8/11 segment it with the INT8 model (the torch-free runtime a microscope PC runs)"
+step "9/12 segment it with the INT8 model (the torch-free runtime a microscope PC runs)"
 semphase segment "$DEMO_DIR/model/model.int8.onnx" "$DEMO_DIR/large/large.tif" --out "$DEMO_DIR/segmented" \
     --uncertainty
 
-step "9/11 score the large segmentation against its truth (the data bar is excluded from both)"
+step "10/12 score the large segmentation against its truth (the data bar is excluded from both)"
 semphase score "$DEMO_DIR/segmented" "$DEMO_DIR/large_truth" --pred-contiguous --truth-contiguous \
     --json "$DEMO_DIR/large_score.json"
 
-step "10/11 quantify two specimens as metallographers report them (3 fields each, ASTM E562/E1245)"
+step "11/12 quantify two specimens as metallographers report them (3 fields each, ASTM E562/E1245)"
 for spec in A:11 B:21; do
     name=${spec%%:*}
     for k in 0 1 2; do
@@ -96,7 +99,7 @@ done
 semphase quantify "$DEMO_DIR/fields-segmented" --out "$DEMO_DIR/quantified" \
     --features Carbide,Reprecipitate
 
-step "11/11 benchmark every variant against the PyTorch checkpoint: same phases? how fast?"
+step "12/12 benchmark every variant against the PyTorch checkpoint: same phases? how fast?"
 semphase benchmark "$DEMO_DIR/model" --data "$DEMO_DIR/data" --split-file "$DEMO_DIR/split.json" \
     --checkpoint "$DEMO_DIR/run/best.pt" --out "$DEMO_DIR/bench" --sizes "$BENCH_SIZES" \
     --repeat "$BENCH_REPEAT" --max-images "$BENCH_MAX_IMAGES"
@@ -108,6 +111,7 @@ cat <<MSG
 Training run:      $DEMO_DIR/run    (metrics_test.json, history.csv, confusion.png, overlays/, best.pt)
 Training speed:    $DEMO_DIR/speed.json
 ONNX models:       $DEMO_DIR/model  (model.onnx, model.fp16.onnx, model.int8.onnx, export_report.json)
+Packages:          $DEMO_DIR/package  (model.bioimageio.zip, model.czann, model.package_report.json)
 Large micrograph:  $DEMO_DIR/large/large.tif
   mask:            $DEMO_DIR/segmented/large_mask.png
   overlay:         $DEMO_DIR/segmented/large_overlay.png
