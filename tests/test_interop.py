@@ -210,6 +210,29 @@ def test_segmenting_with_the_package_gives_the_masks_of_its_onnx_file(packaged, 
     assert record["model"]["path"] == str(packaged["zip"])
 
 
+def test_watch_segments_with_the_package(packaged, tmp_path, capsys):
+    from _runtime_models import micrograph
+    from semphase.imageio import write_image
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_image(inbox / "a.png", micrograph(96, 128, seed=1))
+    argv = [
+        "watch",
+        inbox,
+        "--model",
+        packaged["zip"],
+        "--out",
+        tmp_path / "out",
+        "--once",
+        "--settle",
+        "0.1",
+    ]
+    code, out, err = run_semphase(argv, capsys)
+    assert code == 0, err
+    assert "1 done, 0 failed" in out and (tmp_path / "out" / "a_mask.png").is_file()
+
+
 def test_info_and_benchmark_accept_the_package(packaged, capsys):
     code, out, _ = run_semphase(["info", packaged["zip"], "--json", "--verify"], capsys)
     assert code == 0
