@@ -79,11 +79,18 @@ def test_cli_modules_import_heavy_libraries_lazily():
     for path in _files("cli"):
         for name, line in _module_level_imports(path):
             root = name.split(".")[0]
-            assert root not in (*TORCH_NAMES, "onnx", "matplotlib", "bioimageio", "czmodel"), (
-                f"{path.relative_to(SRC)}:{line} imports {name} at module level"
-            )
-            # the interop extra is optional: `semphase --help` must work without it
-            assert not name.startswith(("semphase.train", "semphase.export", "semphase.interop")), (
+            assert root not in (
+                *TORCH_NAMES,
+                "onnx",
+                "matplotlib",
+                "bioimageio",
+                "czmodel",
+                "dask",
+                "distributed",
+            ), f"{path.relative_to(SRC)}:{line} imports {name} at module level"
+            # the interop and cluster extras are optional: `semphase --help` must work without them
+            optional = ("semphase.train", "semphase.export", "semphase.interop", "semphase.cluster")
+            assert not name.startswith(optional), (
                 f"{path.relative_to(SRC)}:{line} imports {name} at module level"
             )
 

@@ -69,6 +69,18 @@ def register(app: typer.Typer) -> None:
         verify: Verify = True,
         max_megapixels: MaxMegapixels = None,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table; errors only."),
+        cluster: str | None = typer.Option(
+            None,
+            "--cluster",
+            help="Run on Dask distributed (pip install 'semphase[cluster]'), one task per micrograph: "
+            "'local:N' starts N worker processes on this PC, each running one micrograph at a time with "
+            "cores/N onnxruntime threads (workers x threads = cores; 'local' = one worker per two cores); "
+            "'tcp://HOST:PORT' uses a running scheduler, whose workers ('dask worker ADDRESS --nthreads 1') "
+            "each use their host's cores / its worker processes (or --threads). Workers need the same "
+            "paths as this PC (a shared folder). Resumable and exactly once: DIR/segment-journal.jsonl "
+            "records each input; the same command again skips what is done and redoes what changed.",
+            show_default=False,
+        ),
     ) -> None:
         """Segment micrographs: X_mask.png, X_overlay.png and the phase table X.json per input, summary.csv.
 
@@ -85,6 +97,14 @@ def register(app: typer.Typer) -> None:
         from semphase.runtime.segment import check_inputs_are_not_outputs, segment_file
 
         options = segmentation_settings(ctx.params)  # the options above, checked once
+        if cluster is not None:
+            from semphase.cluster.spec import parse_cluster
+
+            spec = parse_cluster(cluster)  # a bad address is an option error, before anything else
+            # the model and the tiling are checked here once; each worker then loads (and self-checks) it
+            load_checked_model(model, options, provider="cpu", threads=1, verify=False)
+            _segment_on_cluster(spec, model, inputs, out, options, provider, threads, verify, quiet)
+            return
         loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
         ensure_output_folder(out)
         if not quiet and loaded.self_check is not None:
@@ -122,6 +142,78 @@ def register(app: typer.Typer) -> None:
                 f"{sum(r['status'] == 'done' for r in results)} succeeded; see the lines above"
             )
             raise typer.Exit(2)
+
+
+def _segment_on_cluster(spec, model, inputs, out, options, provider, threads, verify, quiet) -> None:
+    """``segment --cluster``: the same inputs and outputs, on Dask (:mod:`semphase.cluster.run`)."""
+    from semphase.cluster.run import JOURNAL_NAME, RUN_NAME, ClusterOptions, segment_on_cluster
+    from semphase.imageio import ensure_output_folder
+    from semphase.progress import SILENT
+    from semphase.runtime.inputs import expand_inputs, output_stems
+    from semphase.runtime.outputs import SUMMARY_NAME
+    from semphase.runtime.segment import check_inputs_are_not_outputs
+
+    ensure_output_folder(out)
+    files, problems = expand_inputs(inputs, exclude=[out])
+    stems = output_stems(files)
+    check_inputs_are_not_outputs(files, stems, out, options, extra=[SUMMARY_NAME, JOURNAL_NAME, RUN_NAME])
+    failures = [f"{spec_}: {reason}" for spec_, reason in problems]
+    for line in failures:
+        say_error(line)
+    settings = ClusterOptions(spec=spec, model=model, provider=provider, threads=threads, verify=verify)
+    with RichProgress(enabled=not quiet) as progress:
+        say = lambda line: say_error(line, progress.console)  # noqa: E731
+        shown = progress if not quiet else SILENT
+        state = segment_on_cluster(files, stems, out, options, settings, progress=shown, on_failure=say)
+    failures += state.failures
+    results = [state.results[i] for i in sorted(state.results)]
+    if not quiet:
+        if results and any(r.get("status") == "done" for r in results):
+            _print_table(results, _ModelView(results))
+        _print_workers(state)
+        console.print(
+            styled(
+                f"{state.done} segmented, {state.skipped} done by an earlier run, {state.failed} failed; "
+                f"outputs in {out}; journal {out / JOURNAL_NAME}; per-worker times in {out / RUN_NAME}"
+            ),
+            soft_wrap=True,
+        )
+    if failures:
+        say_error(
+            f"{len(failures)} input(s) failed, {state.done + state.skipped} succeeded; see the lines above"
+        )
+        raise typer.Exit(2)
+
+
+class _ModelView:
+    """What :func:`_print_table` needs of a model, from the results (the client holds no model)."""
+
+    def __init__(self, results: list[dict]) -> None:
+        model = next(r["model"] for r in results if r.get("status") == "done")
+        self.variant = model.get("variant", "?")
+        self.classes = list(model.get("classes") or [])
+
+
+def _print_workers(state) -> None:
+    from rich.table import Table
+
+    if not state.workers:
+        return
+    table = Table(title="Workers", title_justify="left")
+    for name in ("worker", "host", "tasks", "failed", "busy s", "model load s", "MP", "ort threads"):
+        table.add_column(name, justify="left" if name in ("worker", "host") else "right")
+    for w in state.workers.values():
+        table.add_row(
+            w.address,
+            w.host,
+            str(w.tasks),
+            str(w.failed),
+            f"{w.busy_seconds:.1f}",
+            f"{w.load_seconds:.1f}",
+            f"{w.megapixels:.1f}",
+            str(w.threads or "-"),
+        )
+    console.print(table)
 
 
 def _print_table(results: list[dict], model) -> None:
