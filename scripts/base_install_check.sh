@@ -4,7 +4,8 @@
 #
 #   1. a fresh venv (BASE_VENV, default .venv-base; removed and recreated) gets the project installed
 #      ALONE from a clean copy of this working tree: `pip install -c constraints.txt .`, not editable;
-#   2. torch, onnx, segmentation_models_pytorch and matplotlib must NOT be importable there, semphase must;
+#   2. torch, onnx, segmentation_models_pytorch, matplotlib and the extras (dask, bioimageio, czmodel) must NOT
+#      be importable there, semphase must;
 #   3. the FULL development venv (FULL_PY, default .venv/bin/python) makes the test data: a self-checking
 #      semphase ONNX model (tests/_runtime_models.py) and micrographs as PNG, LZW TIFF (OpenCV), Deflate
 #      TIFF and 16-bit LZW TIFF (tifffile), their truth labels and a small images/+masks/ dataset;
@@ -115,7 +116,7 @@ run 0 base "$BPY" - "$BASE_VENV" <<'EOF'
 import importlib, sys
 venv = sys.argv[1]
 bad = []
-for name in ("torch", "onnx", "segmentation_models_pytorch", "matplotlib"):
+for name in ("torch", "onnx", "segmentation_models_pytorch", "matplotlib", "distributed", "bioimageio", "czmodel"):
     try:
         importlib.import_module(name)
     except ImportError:
