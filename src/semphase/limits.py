@@ -46,11 +46,15 @@ def set_max_megapixels(megapixels: float | None) -> None:
     _limit["megapixels"] = megapixels
 
 
+class ImageTooLarge(InputError):
+    """An image declaring more pixels than the limit (an InputError: exit code 2; HTTP 413 in serve)."""
+
+
 def check_declared_size(width: int, height: int, path: str | os.PathLike) -> None:
     """Refuse an image whose declared size exceeds :func:`max_megapixels`, naming the file."""
     limit = max_megapixels()
     if width * height > limit * 1e6:
-        raise InputError(
+        raise ImageTooLarge(
             f"image declares {width} x {height} pixels ({width * height / 1e6:,.0f} MP), more than the "
             f"{limit:g} MP limit for one image; if it is genuine, raise --max-megapixels "
             f"(or {MAX_MEGAPIXELS_ENV})",

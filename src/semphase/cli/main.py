@@ -22,6 +22,7 @@ from semphase.cli import (
     quantify,
     score,
     segment,
+    serve,
     synth,
     train,
     watch,
@@ -32,7 +33,7 @@ from semphase.errors import GateFailed, InputError, OptionError, describe_os_err
 app = typer.Typer(
     name="semphase",
     help="Phase segmentation of SEM micrographs: synthesize, check, train, export, package, segment, "
-    "watch, benchmark.",
+    "watch, serve, benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -55,7 +56,20 @@ def _root(
     """semphase: train, export and run phase segmentation of SEM micrographs."""
 
 
-for _module in (synth, data, score, train, evaluate, export, package, segment, watch, quantify, benchmark):
+for _module in (
+    synth,
+    data,
+    score,
+    train,
+    evaluate,
+    export,
+    package,
+    segment,
+    watch,
+    serve,
+    quantify,
+    benchmark,
+):
     _module.register(app)
 
 
