@@ -110,7 +110,13 @@ def serve_command(
         max_upload_bytes=int(max_upload_mb * 2**20),
     )
     app = create_app(service, token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    try:
+        sock = _listen(host, port)
+    except BaseException:
+        service.close()
+        raise
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     console.print(
@@ -124,11 +130,33 @@ def serve_command(
         soft_wrap=True,
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         service.close()
-    if not server.started:
-        raise InputError(f"could not listen on {host}:{port} (in use, or not an address of this machine?)")
+
+
+def _listen(host: str, port: int):
+    """A listening socket on ``host:port``, or one line saying why not (in use, not this machine's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}; another service there?)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def register(app: typer.Typer) -> None:
