@@ -87,9 +87,17 @@ def test_cli_modules_import_heavy_libraries_lazily():
                 "czmodel",
                 "dask",
                 "distributed",
+                "fastapi",
+                "uvicorn",
             ), f"{path.relative_to(SRC)}:{line} imports {name} at module level"
-            # the interop and cluster extras are optional: `semphase --help` must work without them
-            optional = ("semphase.train", "semphase.export", "semphase.interop", "semphase.cluster")
+            # the interop, cluster and serve extras are optional: `semphase --help` must work without them
+            optional = (
+                "semphase.train",
+                "semphase.export",
+                "semphase.interop",
+                "semphase.cluster",
+                "semphase.serve",
+            )
             assert not name.startswith(optional), (
                 f"{path.relative_to(SRC)}:{line} imports {name} at module level"
             )
@@ -105,6 +113,18 @@ sys.meta_path.insert(0, _Block())
 """
 
 
+def _installed(module: str) -> bool:
+    """Whether the optional library an extra's module needs is installed here."""
+    import importlib.util
+
+    needs = {
+        "semphase.serve.app": "fastapi",
+        "semphase.cluster.run": "distributed",
+        "semphase.cluster.tasks": "distributed",
+    }
+    return importlib.util.find_spec(needs[module]) is not None
+
+
 def test_base_modules_import_with_torch_unavailable():
     modules = [
         "semphase.cli.main",
@@ -117,6 +137,13 @@ def test_base_modules_import_with_torch_unavailable():
         "semphase.data.synth",
         "semphase.runtime.model",
         "semphase.runtime.segment",
+        "semphase.model_package",
+        # the inference sides of the optional extras (imported only when installed)
+        *[
+            m
+            for m in ("semphase.serve.app", "semphase.cluster.run", "semphase.cluster.tasks")
+            if _installed(m)
+        ],
     ]
     code = BLOCKER.format(names=set(TORCH_NAMES)) + (
         "import importlib\n"
