@@ -87,17 +87,12 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from semphase.data.synth.large import write_large
+    from semphase.data.synth.large import write_series
     from semphase.machine import machine_info
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     archive = args.out / "archive"
-    archive.mkdir(parents=True, exist_ok=True)
-    for i in range(args.count):
-        tif = archive / f"micrograph_{i:04d}.tif"
-        if not tif.exists():
-            write_large(tif, (width, height), seed=1000 + i, databar_px=64, pixel_size_um=0.1)
-            (archive / f"micrograph_{i:04d}_truth.png").unlink()
+    write_series(archive, args.count, (width, height), first_seed=1000, digits=4)
     megapixels = args.count * width * (height + 64) / 1e6
     rows, digests = [], {}
     plain_wall = None

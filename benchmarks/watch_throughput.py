@@ -34,19 +34,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from semphase.benchmarks.rss import run_child
-    from semphase.data.synth.large import write_large
+    from semphase.data.synth.large import write_series
     from semphase.machine import machine_info
     from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     inbox, out = args.out / "inbox", args.out / "out"
     shutil.rmtree(out, ignore_errors=True)
-    inbox.mkdir(parents=True, exist_ok=True)
-    for i in range(args.count):
-        tif = inbox / f"micrograph_{i:03d}.tif"
-        if not tif.exists():
-            write_large(tif, (width, height), seed=100 + i, databar_px=64, pixel_size_um=0.1)
-            (inbox / f"micrograph_{i:03d}_truth.png").unlink()
+    write_series(inbox, args.count, (width, height), first_seed=100)
     argv_child = [sys.executable, "-m", "semphase", "watch", str(inbox), "--model", str(args.model)]
     argv_child += ["--out", str(out), "--once", "--quiet", "--settle", str(args.settle)]
     argv_child += ["--threads", str(args.threads)] if args.threads else []

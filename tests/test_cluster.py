@@ -281,13 +281,9 @@ def test_another_run_on_the_same_folder_is_refused(model, tmp_path, capsys):
 
 def test_segment_without_cluster_never_imports_dask(model, tmp_path):
     _inputs(tmp_path / "in", 1)
-    code = (
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('dask', 'distributed'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, _Block())\n"
+    from test_layering import BLOCKER
+
+    code = BLOCKER.format(names={"dask", "distributed"}) + (
         "from semphase.cli.main import main\n"
         f"main(['segment', {str(model)!r}, {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r}, "
         "'-q'])\n"

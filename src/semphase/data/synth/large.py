@@ -411,3 +411,29 @@ def write_large(
     if progress is not None:
         progress(total_h, total_h)
     return tif_path, truth_path
+
+
+def write_series(
+    folder: str | os.PathLike,
+    count: int,
+    size: tuple[int, int],
+    *,
+    first_seed: int = 0,
+    digits: int = 3,
+    databar_px: int = 64,
+    pixel_size_um: float | None = 0.1,
+) -> list[Path]:
+    """``count`` micrographs ``micrograph_000.tif`` ... as a microscope exports them (data bar, pixel
+    size), without their truth labels; files already there are kept (the benchmarks reuse them)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        tif = folder / f"micrograph_{i:0{digits}d}.tif"
+        if not tif.exists():
+            _, truth = write_large(
+                tif, size, seed=first_seed + i, databar_px=databar_px, pixel_size_um=pixel_size_um
+            )
+            truth.unlink()
+        paths.append(tif)
+    return paths
