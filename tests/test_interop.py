@@ -46,12 +46,13 @@ def packaged(tmp_path_factory):
     save_split(make_split([s.name for s in open_dataset(data).samples], seed=0), run / "split.json", seed=0)
     make_checkpoint(run / "best.pt", dataset=str(data))
     model_dir = root / "model"
+    # FP32 and FP16 only: INT8's gates depend on the CPU's instruction set, and packaging never needs it
     args = [
         "export",
         run / "best.pt",
         "--out",
         model_dir,
-        "--no-fp16",
+        "--no-int8",
         *SMALL_EXPORT_ARGS,
         *UNTRAINED_GATE_ARGS,
     ]
@@ -73,7 +74,7 @@ def packaged(tmp_path_factory):
     return {
         "root": root,
         "model": model_dir / "model.onnx",
-        "int8": model_dir / "model.int8.onnx",
+        "fp16": model_dir / "model.fp16.onnx",
         "out": out,
         "code": code,
         "zip": out / "model.bioimageio.zip",
@@ -342,7 +343,7 @@ def test_package_refuses_bad_requests_in_one_line(packaged, tmp_path, capsys):
 
     old = build_blur_classifier(tmp_path / "old", tile=64, overlap=16)  # no reference tiles
     cases = [
-        (["package", packaged["int8"], "--out", tmp_path / "a", "--author", "A"], "INT8 model"),
+        (["package", packaged["fp16"], "--out", tmp_path / "a", "--author", "A"], "FP16 model"),
         (["package", packaged["model"], "--out", tmp_path / "b"], "give --author"),
         (["package", old, "--out", tmp_path / "c", "--author", "A"], "--sample IMAGE"),
         (["package", packaged["zip"], "--out", tmp_path / "d", "--author", "A"], "already a package"),
