@@ -82,3 +82,13 @@ def test_data_check_prints_a_dataset_root_with_markup_as_text(tmp_path, capsys):
     code, stdout, err = run(["data", "check", root], capsys)
     assert code == 0, err + stdout
     assert f"ds{ODD}" in "".join(stdout.split())
+
+
+@pytest.mark.parametrize(
+    "command, extra", [("package", "interop"), ("serve", "serve"), ("segment", "cluster")]
+)
+def test_help_shows_the_extras_install_line_with_its_brackets(command, extra, capsys, monkeypatch):
+    """``semphase[serve]`` in a help text is rich markup unless escaped: the brackets would vanish."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run([command, "--help"], capsys)
+    assert code == 0 and f"semphase[{extra}]" in out, out

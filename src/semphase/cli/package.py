@@ -23,8 +23,8 @@ PACKAGE_HELP = (
     "The test tensors and cover come from the held-out tiles stored in the model at export (or --sample). "
     "Each package is validated after writing: the bioimage.io one with bioimageio.spec and (when installed) "
     "bioimageio.core reproducing its test output; the CZANN read back with czmodel and run on the test tile. "
-    "Needs the interop extra (pip install semphase[interop]); no torch. Exit code 1 when a package does not "
-    "validate (files kept), 2 for bad input."
+    "Needs the interop extra (pip install 'semphase\\[interop]'); no torch. Exit code 1 when a package does "
+    "not validate (files kept), 2 for bad input."
 )
 
 

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         cluster: str | None = typer.Option(
             None,
             "--cluster",
-            help="Run on Dask distributed (pip install 'semphase[cluster]'), one task per micrograph: "
+            help="Run on Dask distributed (pip install 'semphase\\[cluster]'), one task per micrograph: "
             "'local:N' starts N worker processes on this PC, each running one micrograph at a time with "
             "cores/N onnxruntime threads (workers x threads = cores; 'local' = one worker per two cores); "
             "'tcp://HOST:PORT' uses a running scheduler, whose workers ('dask worker ADDRESS --nthreads 1') "

@@ -14,7 +14,7 @@ SERVE_HELP = (
     "Serve the model on the network: POST a micrograph to /segment and get its phase table, mask and "
     "overlay (the same runtime as `semphase segment`); a page at / to drop micrographs on; OpenAPI docs "
     "at /docs; /model, /health, /metrics. Binds to 127.0.0.1 unless --host says otherwise, and any other "
-    "address needs --token-file. Needs the serve extra (pip install 'semphase[serve]'). Ctrl-C stops it."
+    "address needs --token-file. Needs the serve extra (pip install 'semphase\\[serve]'). Ctrl-C stops it."
 )
 LOOPBACK_NAMES = ("localhost",)
 
