@@ -1,6 +1,6 @@
 """Where a model's ONNX graph comes from: an ``.onnx`` file, or the weights inside a bioimage.io package.
 
-``semphase package --bioimageio`` writes a bioimage.io model package (a zip holding ``rdf.yaml``, the FP32
+``semphase package`` writes a bioimage.io model package (a zip holding ``rdf.yaml``, the FP32
 ONNX file with its semphase metadata, test tensors, a cover and documentation; see docs/interop.md). The
 runtime accepts such a zip wherever it accepts an ONNX file: :func:`resolve` finds the one ONNX file in it,
 checks that ``rdf.yaml`` names that file's sha256 (so weights swapped or damaged inside the zip are
@@ -8,18 +8,20 @@ refused), and hands back its bytes. The classes, colours, normalization and tili
 ONNX file's own ``semphase.*`` metadata, exactly as for the file on its own: a package and the ONNX file it
 contains give the same masks.
 
-Standard library only (zipfile, hashlib): this is part of the base install.
+The standard library (zipfile, hashlib) and semphase's own file hashing: part of the base install.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from semphase.errors import InputError
+from semphase.imageio import file_sha256
 
 #: Names a bioimage.io package gives its description file (``rdf.yaml`` is the older, still common one).
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -36,14 +38,20 @@ class ModelSource:
     path : the file the user named (an ``.onnx`` file or a package zip).
     data : the ONNX bytes for a package; None for a plain ONNX file (onnxruntime reads ``path``).
     member : the ONNX file's name inside the package, or None.
-    sha256 : hex digest of the ONNX graph (the member's, for a package: the same as the ``.onnx`` file it
-        was packaged from, so results name the same model either way).
     """
 
     path: Path
     data: bytes | None
     member: str | None
-    sha256: str
+    #: the member's digest, computed while resolving a package (a plain file is hashed when asked)
+    digest: str | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex digest of the ONNX graph (the member's, for a package: the same as the ``.onnx`` file it
+        was packaged from, so results name the same model either way); a plain file is read for it only
+        here, so describing a model (``info``) does not hash it."""
+        return self.digest if self.digest is not None else file_sha256(self.path)
 
     @property
     def session_source(self) -> Path | bytes:
@@ -61,10 +69,8 @@ def is_package(path: str | os.PathLike) -> bool:
     return p.is_file() and zipfile.is_zipfile(p)
 
 
-def resolve(path: str | os.PathLike, file_sha256) -> ModelSource:
+def resolve(path: str | os.PathLike) -> ModelSource:
     """The ONNX graph ``path`` names: the file itself, or the weights of a bioimage.io package.
-
-    ``file_sha256`` hashes a plain file (the caller's, so hashing stays in one place).
 
     Raises
     ------
@@ -75,7 +81,7 @@ def resolve(path: str | os.PathLike, file_sha256) -> ModelSource:
     """
     p = Path(path)
     if not is_package(p):
-        return ModelSource(p, None, None, file_sha256(p))
+        return ModelSource(p, None, None)
     if p.suffix.lower() == ".czann":
         raise InputError(
             "a ZEISS CZANN file is for ZEN and arivis; give semphase the .onnx file or the "
@@ -117,4 +123,4 @@ def resolve(path: str | os.PathLike, file_sha256) -> ModelSource:
             "or damaged; make it again with 'semphase package'",
             p,
         )
-    return ModelSource(p, data, member, digest)
+    return ModelSource(p, data, member, digest=digest)

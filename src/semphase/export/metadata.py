@@ -15,7 +15,7 @@ import onnx
 
 from semphase import __version__
 from semphase.errors import InputError
-from semphase.imageio import atomic_path, file_sha256
+from semphase.imageio import atomic_path
 from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's modules import them here)
     INPUT_NAME,
     METADATA_KEYS,
@@ -210,7 +210,7 @@ def summarize_model(path: str | os.PathLike) -> ModelSummary:
         for a missing, empty or non-ONNX file, or an ONNX model that semphase did not export.
     """
     p = Path(path)
-    source = resolve(p, file_sha256) if p.is_file() else None
+    source = resolve(p) if p.is_file() else None
     if source is not None and source.data is not None:  # a bioimage.io package: its ONNX weights
         try:
             model = onnx.load_model_from_string(source.data)

@@ -16,7 +16,6 @@ import onnxruntime as ort
 
 from semphase import model_format, model_package
 from semphase.errors import InputError, one_line
-from semphase.imageio import file_sha256
 from semphase.runtime import selfcheck
 from semphase.runtime.session import create_session
 
@@ -188,7 +187,7 @@ def summarize_file(path: str | os.PathLike) -> model_format.ModelSummary:
         naming the file: missing, empty, not ONNX, or not a semphase model.
     """
     p = _check_file(Path(path))
-    source = model_package.resolve(p, file_sha256)
+    source = model_package.resolve(p)
     try:
         session = create_session(source.session_source)
     except Exception as exc:  # onnxruntime raises its own types for corrupt or foreign files
@@ -315,7 +314,7 @@ def load_model(
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
     config = dict(session_options or {})
-    source = model_package.resolve(p, file_sha256)
+    source = model_package.resolve(p)
     key = (source.sha256, tuple(providers), threads, tuple(sorted(config.items())))
     cached = _VERDICTS.get(key) if verify else None
     # a verdict of this process already chose the session options: open the file with them, once
