@@ -44,7 +44,7 @@ from semphase.runtime.watch.notes import (
     output_paths,
     remove_stale_temporaries,
 )
-from semphase.runtime.watch.scan import FileState
+from semphase.runtime.watch.scan import FileState, file_signature
 
 JOURNAL_NAME = "segment-journal.jsonl"
 RUN_NAME = "cluster-run.json"
@@ -112,6 +112,14 @@ class RunState:
     failures: list[str] = field(default_factory=list)
     workers: dict[str, WorkerStats] = field(default_factory=dict)
 
+    def fail(self, index: int, path: Path, message: str, on_failure=None, reason: str | None = None) -> None:
+        """Input ``index`` failed: ``message`` (one line naming it) is said and kept; its summary row
+        says ``reason`` (default: the message). The caller counts it (failed or changed)."""
+        self.failures.append(message)
+        self.results[index] = {"input": str(path), "status": "failed", "reason": reason or message}
+        if on_failure:
+            on_failure(message)
+
 
 def temporary_tag(out_dir: Path) -> str:
     """The run's temporary tag: only a cluster run holding this folder's lock writes such temporaries."""
@@ -122,14 +130,6 @@ def temporary_tag(out_dir: Path) -> str:
 def _key(path: Path) -> str:
     """The journal key of an input: its absolute path, ``/``-separated."""
     return Path(os.path.abspath(path)).as_posix()
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _read_result(result_json: Path) -> dict | None:
@@ -250,18 +250,15 @@ def segment_on_cluster(
         outcomes = read_outcomes(out_dir / JOURNAL_NAME)
         todo: list[tuple[int, Path, str, tuple[int, int]]] = []
         for index, (path, stem) in enumerate(zip(files, stems, strict=True)):
-            signature = _signature(path)
+            signature = file_signature(path)
             if signature is None:
-                reason = f"{path}: cannot read (missing or unreadable)"
                 state.failed += 1
-                state.failures.append(reason)
-                state.results[index] = {"input": str(path), "status": "failed", "reason": reason}
-                if on_failure:
-                    on_failure(reason)
+                state.fail(index, path, f"{path}: cannot read (missing or unreadable)", on_failure)
                 continue
             outcome = outcomes.get(_key(path))
-            previous = _read_result(out_dir / f"{stem}.json")
-            if outcome is not None and outcome.status == DONE and outcome.matches(*signature) and previous:
+            done = outcome is not None and outcome.status == DONE and outcome.matches(*signature)
+            previous = _read_result(out_dir / f"{stem}.json") if done else None  # only done files are read
+            if previous is not None:
                 previous["status"] = "done"
                 state.results[index] = previous
                 state.skipped += 1
@@ -385,21 +382,18 @@ def _record(answer, index, path, stem, signature, out_dir, journal, state, on_fa
     worker.load_seconds += float(answer.get("load_seconds") or 0.0)
     worker.model_loads += int(bool(answer.get("loaded_model")))
     worker.threads = answer.get("threads", worker.threads)
-    status, reason = answer.get("status"), answer.get("reason")
-    result = answer.get("result") if status == "done" else None
+    reason = answer.get("reason")
+    result = answer.get("result") if answer.get("status") == "done" else None
     if result is not None:
         reason = _verified(result)
         if reason is not None:
-            status, result = "failed", None
-    after = _signature(path)
+            result = None
+    after = file_signature(path)
     if after != signature:
         # changed while it was segmented: nothing is journaled, the next run does it again
         state.changed += 1
-        state.results[index] = {"input": str(path), "status": "failed", "reason": "changed while segmented"}
         message = f"{path}: changed while it was segmented; run again to segment the new version"
-        state.failures.append(message)
-        if on_failure:
-            on_failure(message)
+        state.fail(index, path, message, on_failure, reason="changed while segmented")
         return
     line = {
         "file": _key(path),
@@ -430,11 +424,7 @@ def _record(answer, index, path, stem, signature, out_dir, journal, state, on_fa
     journal.append(line)
     state.failed += 1
     worker.failed += 1
-    said = reason if str(path) in reason else f"{path}: {reason}"
-    state.failures.append(said)
-    state.results[index] = {"input": str(path), "status": "failed", "reason": said}
-    if on_failure:
-        on_failure(said)
+    state.fail(index, path, reason if str(path) in reason else f"{path}: {reason}", on_failure)
 
 
 def _status(state: RunState, elapsed: float, total: int, finished: int) -> str:

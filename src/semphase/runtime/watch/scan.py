@@ -52,6 +52,16 @@ class FileState:
         return (self.size, self.mtime_ns)
 
 
+def file_signature(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file now (:attr:`FileState.signature`'s form), or None when it cannot be
+    stat'ed: the watcher and ``segment --cluster`` compare it before and after segmenting."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _compile(patterns: list[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{translate(p)})" for p in patterns)) if patterns else None
 

@@ -39,7 +39,7 @@ from semphase.runtime.watch.notes import (
     output_paths,
     remove_stale_temporaries,
 )
-from semphase.runtime.watch.scan import FileState, InboxScanner
+from semphase.runtime.watch.scan import FileState, InboxScanner, file_signature
 from semphase.runtime.watch.stats import WatchEvent, WatchStats
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class Watcher:
 
     def _process(self, state: FileState) -> int:
         started = self.clock()
-        before = _signature(state.path)
+        before = file_signature(state.path)
         if before != state.signature:
             return self._still_arriving(state.rel, before, started)
         out_sub = self.out_dir.joinpath(*state.rel.split("/")[:-1])
@@ -302,7 +302,7 @@ class Watcher:
         except Exception as exc:  # one bad file must not stop weeks of watching
             reason = f"segmentation failed: {exc.__class__.__name__}: {one_line(exc)}"
         finished = self.clock()
-        after = _signature(state.path)
+        after = file_signature(state.path)
         if after is None and result is not None:
             # removed (moved away by someone) after it was read whole: the outputs are its outputs, and
             # without a journal line nothing would ever account for them
@@ -420,11 +420,3 @@ class Watcher:
     def _emit(self, kind: str, rel: str | None, message: str) -> None:
         if self._on_event is not None:
             self._on_event(WatchEvent(kind, rel, message))
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
