@@ -92,9 +92,8 @@ def register(app: typer.Typer) -> None:
         """
         from semphase.errors import InputError
         from semphase.imageio import ensure_output_folder
-        from semphase.runtime.inputs import expand_inputs, output_stems
         from semphase.runtime.outputs import SUMMARY_NAME, write_summary
-        from semphase.runtime.segment import check_inputs_are_not_outputs, segment_file
+        from semphase.runtime.segment import segment_file
 
         options = segmentation_settings(ctx.params)  # the options above, checked once
         if cluster is not None:
@@ -102,19 +101,16 @@ def register(app: typer.Typer) -> None:
 
             spec = parse_cluster(cluster)  # a bad address is an option error, before anything else
             # the model and the tiling are checked here once; each worker then loads (and self-checks) it
-            load_checked_model(model, options, provider="cpu", threads=1, verify=False)
-            _segment_on_cluster(spec, model, inputs, out, options, provider, threads, verify, quiet)
+            checked = load_checked_model(model, options, provider="cpu", threads=1, verify=False)
+            table = (checked.classes, checked.variant)
+            del checked  # the client segments nothing: no session held for the run
+            _segment_on_cluster(spec, model, table, inputs, out, options, provider, threads, verify, quiet)
             return
         loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
         ensure_output_folder(out)
         if not quiet and loaded.self_check is not None:
             say_self_check(loaded.self_check)
-        files, problems = expand_inputs(inputs, exclude=[out])
-        stems = output_stems(files)
-        check_inputs_are_not_outputs(files, stems, out, options, extra=[SUMMARY_NAME])
-        failures = [f"{spec}: {reason}" for spec, reason in problems]
-        for line in failures:
-            say_error(line)
+        files, stems, failures = _inputs(inputs, out, options, [SUMMARY_NAME])
         results: list[dict] = []
         with RichProgress(enabled=not quiet) as progress:
             progress.start("micrographs", "micrographs", len(files))
@@ -131,7 +127,7 @@ def register(app: typer.Typer) -> None:
                 progress.finish("tiles")
                 progress.advance("micrographs")
         if not quiet:
-            _print_table(results, loaded)
+            _print_table(results, loaded.classes, loaded.variant)
             console.print(
                 f"outputs in {out}; one row per input in {out / SUMMARY_NAME}",
                 soft_wrap=True,
@@ -144,22 +140,31 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
 
 
-def _segment_on_cluster(spec, model, inputs, out, options, provider, threads, verify, quiet) -> None:
-    """``segment --cluster``: the same inputs and outputs, on Dask (:mod:`semphase.cluster.run`)."""
+def _inputs(inputs, out, options, outputs: list[str]) -> tuple[list, list[str], list[str]]:
+    """The input files, their output stems, and the problems of the input specs (each said already);
+    refuses inputs that are outputs of this run (``outputs``: the run's own files in ``out``)."""
+    from semphase.runtime.inputs import expand_inputs, output_stems
+    from semphase.runtime.segment import check_inputs_are_not_outputs
+
+    files, problems = expand_inputs(inputs, exclude=[out])
+    stems = output_stems(files)
+    check_inputs_are_not_outputs(files, stems, out, options, extra=outputs)
+    failures = [f"{spec}: {reason}" for spec, reason in problems]
+    for line in failures:
+        say_error(line)
+    return files, stems, failures
+
+
+def _segment_on_cluster(spec, model, table, inputs, out, options, provider, threads, verify, quiet) -> None:
+    """``segment --cluster``: the same inputs and outputs, on Dask (:mod:`semphase.cluster.run`);
+    ``table`` is the model's (classes, variant) for the phase table."""
     from semphase.cluster.run import JOURNAL_NAME, RUN_NAME, ClusterOptions, segment_on_cluster
     from semphase.imageio import ensure_output_folder
     from semphase.progress import SILENT
-    from semphase.runtime.inputs import expand_inputs, output_stems
     from semphase.runtime.outputs import SUMMARY_NAME
-    from semphase.runtime.segment import check_inputs_are_not_outputs
 
     ensure_output_folder(out)
-    files, problems = expand_inputs(inputs, exclude=[out])
-    stems = output_stems(files)
-    check_inputs_are_not_outputs(files, stems, out, options, extra=[SUMMARY_NAME, JOURNAL_NAME, RUN_NAME])
-    failures = [f"{spec_}: {reason}" for spec_, reason in problems]
-    for line in failures:
-        say_error(line)
+    files, stems, failures = _inputs(inputs, out, options, [SUMMARY_NAME, JOURNAL_NAME, RUN_NAME])
     settings = ClusterOptions(spec=spec, model=model, provider=provider, threads=threads, verify=verify)
     with RichProgress(enabled=not quiet) as progress:
         say = lambda line: say_error(line, progress.console)  # noqa: E731
@@ -169,7 +174,7 @@ def _segment_on_cluster(spec, model, inputs, out, options, provider, threads, ve
     results = [state.results[i] for i in sorted(state.results)]
     if not quiet:
         if results and any(r.get("status") == "done" for r in results):
-            _print_table(results, _ModelView(results))
+            _print_table(results, *table)
         _print_workers(state)
         console.print(
             styled(
@@ -183,15 +188,6 @@ def _segment_on_cluster(spec, model, inputs, out, options, provider, threads, ve
             f"{len(failures)} input(s) failed, {state.done + state.skipped} succeeded; see the lines above"
         )
         raise typer.Exit(2)
-
-
-class _ModelView:
-    """What :func:`_print_table` needs of a model, from the results (the client holds no model)."""
-
-    def __init__(self, results: list[dict]) -> None:
-        model = next(r["model"] for r in results if r.get("status") == "done")
-        self.variant = model.get("variant", "?")
-        self.classes = list(model.get("classes") or [])
 
 
 def _print_workers(state) -> None:
@@ -216,20 +212,19 @@ def _print_workers(state) -> None:
     console.print(table)
 
 
-def _print_table(results: list[dict], model) -> None:
+def _print_table(results: list[dict], classes: list[str], variant: str) -> None:
     from rich.table import Table
 
-    variant = model.variant
     table = Table(title=f"Phase fractions of analysed pixels ({variant} model)", title_justify="left")
     table.add_column("input", overflow="fold")  # a narrow terminal wraps names, never cuts them
-    for name in model.classes:
+    for name in classes:
         table.add_column(name, justify="right", overflow="fold")
     table.add_column("excluded", justify="right")
     table.add_column("s", justify="right")
     for r in results:
         name = display_path(Path(r["input"]).name)
         if r.get("status") != "done":
-            table.add_row(name, *["-"] * len(model.classes), "", styled(("failed", "red")))
+            table.add_row(name, *["-"] * len(classes), "", styled(("failed", "red")))
             continue
         fractions = [f"{p['fraction'] * 100:.2f}%" for p in r["phases"]]
         excluded = f"{r['excluded_pixels'] / (r['width'] * r['height']) * 100:.1f}%"
