@@ -162,20 +162,37 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> int:
     return Path(path).stat().st_size
 
 
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file (weights included), raising a one-line InputError for anything else."""
+def read_onnx_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a model file, or a one-line InputError when it is missing, not a file or empty."""
     p = Path(path)
     if not p.is_file():
         raise InputError("no such model file" if not p.exists() else "not a file", p)
     if p.stat().st_size == 0:
         raise InputError("empty file (0 bytes)", p)
+    return p.read_bytes()
+
+
+def parse_onnx(data: bytes, path: str | os.PathLike, member: str | None = None) -> onnx.ModelProto:
+    """An ONNX model from its bytes (semphase's files keep their weights inside), or a one-line
+    InputError naming ``path`` (and ``member``, the file inside a package) when it is not ONNX."""
+    what = f"{member} in the package is not" if member else "not"
     try:
-        model = onnx.load_model(os.fspath(p))
+        model = onnx.load_model_from_string(data)
     except Exception:  # protobuf raises DecodeError, onnx raises its own types; all mean "not ONNX"
-        raise InputError("not an ONNX model (cannot parse)", p) from None
+        raise InputError(f"{what} an ONNX model (cannot parse)", path) from None
     if not model.graph.node and not model.graph.input:
-        raise InputError("not an ONNX model (no graph)", p)
+        raise InputError(f"{what} an ONNX model (no graph)", path)
     return model
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (weights included), raising a one-line InputError for anything else."""
+    return parse_onnx(read_onnx_bytes(path), path)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The opset the model imports for the default (``ai.onnx``) domain; 0 when it names none."""
+    return int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0))
 
 
 def read_metadata(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> dict[str, object]:
@@ -212,15 +229,11 @@ def summarize_model(path: str | os.PathLike) -> ModelSummary:
     p = Path(path)
     source = resolve(p) if p.is_file() else None
     if source is not None and source.data is not None:  # a bioimage.io package: its ONNX weights
-        try:
-            model = onnx.load_model_from_string(source.data)
-        except Exception:  # protobuf's DecodeError and onnx's own types all mean "not ONNX"
-            reason = f"{source.member} in the package is not an ONNX model (cannot parse)"
-            raise InputError(reason, p) from None
+        model = parse_onnx(source.data, p, source.member)
     else:
         model = load_onnx(p)
     metadata = read_metadata(model, p)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     initializer_names = {t.name for t in model.graph.initializer}
     return ModelSummary(
         path=p,

@@ -34,6 +34,7 @@ from semphase.interop.source import (
     STUDY_CITATION,
     ModelToPackage,
     cover_image,
+    failed,
     held_out_metrics,
     softmax,
 )
@@ -279,7 +280,9 @@ def _channel_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-]", "_", name.strip()) or "class"
 
 
-def stage_files(model: ModelToPackage, folder: Path, info: PackageInfo, tile: np.ndarray, tile_source: str):
+def stage_files(
+    model: ModelToPackage, folder: Path, info: PackageInfo, tile: np.ndarray, tile_source: str
+) -> dict[str, str]:
     """Write the package's files into ``folder``; returns {role: file name}."""
     import tifffile
 
@@ -306,7 +309,7 @@ def stage_files(model: ModelToPackage, folder: Path, info: PackageInfo, tile: np
     if model.report is not None:
         files["report"] = "export_report.json"
         (folder / files["report"]).write_text(json.dumps(model.report, indent=2), encoding="utf-8")
-    return files, labels
+    return files
 
 
 def _problems(summary) -> tuple[list[str], list[str]]:
@@ -349,7 +352,7 @@ def write_package(
     final = out_dir / f"{stem}.bioimageio.zip"
     staging = Path(tempfile.mkdtemp(prefix=".semphase-package-", dir=out_dir))
     try:
-        files, _ = stage_files(model, staging, info, tile, tile_source)
+        files = stage_files(model, staging, info, tile, tile_source)
         rdf = build_rdf(model, info, staging, files)
         with ValidationContext(root=staging, perform_io_checks=True, file_name="rdf.yaml"):
             descr = build_description(rdf)
@@ -379,10 +382,10 @@ def write_package(
         "reproduced": None,
     }
     if errors or result["validation"] not in ("valid-format", "passed"):
-        raise _failed(result, f"{final.name} does not validate when loaded back: {'; '.join(errors)}")
+        raise failed(f"{final.name} does not validate when loaded back: {'; '.join(errors)}", result)
     result["reproduced"] = reproduce(final)
     if result["reproduced"] is not None and result["reproduced"]["status"] != "passed":
-        raise _failed(result, f"{final.name}: bioimageio.core does not reproduce the test output")
+        raise failed(f"{final.name}: bioimageio.core does not reproduce the test output", result)
     return result
 
 
@@ -390,12 +393,6 @@ def _offline(error: str) -> bool:
     """An error from a network request that could not be made (no internet on this machine)."""
     signs = ("Name or service not known", "Temporary failure in name resolution", "ConnectError", "[Errno -")
     return any(sign in error for sign in signs)
-
-
-def _failed(result: dict, message: str) -> GateFailed:
-    exc = GateFailed(message)
-    exc.result = result  # type: ignore[attr-defined]
-    return exc
 
 
 def reproduce(package: Path) -> dict | None:

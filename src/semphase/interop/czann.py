@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semphase.errors import GateFailed
-from semphase.interop.source import ModelToPackage
+from semphase.interop.source import ModelToPackage, failed, softmax
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -132,8 +131,6 @@ def verify(path: Path, model: ModelToPackage, tile_u8: np.ndarray) -> dict:
         x = (padded.astype(np.float32) / np.float32(255.0))[None, :, :, None]
         (probabilities,) = session.run(None, {session.get_inputs()[0].name: x})
     expected = model.logits(padded[None])
-    from semphase.interop.source import softmax
-
     reference = softmax(expected)[0].transpose(1, 2, 0)
     agreement = float((probabilities[0].argmax(-1) == reference.argmax(-1)).mean() * 100.0)
     diff = float(np.abs(probabilities[0] - reference).max())
@@ -157,7 +154,5 @@ def verify(path: Path, model: ModelToPackage, tile_u8: np.ndarray) -> dict:
     if not diff <= 1e-3:  # the same phases are not enough: ZEN shows (and thresholds) the probabilities
         problems.append(f"probabilities differ from the semphase model's by up to {diff:.4f}")
     if problems:
-        exc = GateFailed(f"{path.name} read back with czmodel: " + "; ".join(problems))
-        exc.result = result  # type: ignore[attr-defined]
-        raise exc
+        raise failed(f"{path.name} read back with czmodel: " + "; ".join(problems), result)
     return result

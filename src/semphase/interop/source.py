@@ -8,6 +8,7 @@ an ``export_report.json`` beside it adds the held-out FP32 parity numbers to the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from semphase import model_format
-from semphase.errors import InputError
+from semphase.errors import GateFailed, InputError
 
 #: Cited in every package: the study whose recipe semphase implements, and the dataset it trained on.
 DATASET_DOI = "10.5281/zenodo.17315241"
@@ -56,13 +57,18 @@ class ModelToPackage:
     def metrics(self) -> dict:
         return self.metadata.get("semphase.metrics") or {}
 
-    def logits(self, tiles_u8: np.ndarray) -> np.ndarray:
-        """The model's float32 logits (N, C, H, W) for uint8 (N, H, W) tiles, as the runtime computes them."""
+    @functools.cached_property
+    def session(self):
+        """One onnxruntime session on :attr:`data`, opened on first use (the test tensors, the cover and
+        the CZANN check all run the model)."""
         from semphase.runtime.session import create_session
 
-        session = create_session(self.data, threads=None)
+        return create_session(self.data, threads=None)
+
+    def logits(self, tiles_u8: np.ndarray) -> np.ndarray:
+        """The model's float32 logits (N, C, H, W) for uint8 (N, H, W) tiles, as the runtime computes them."""
         x = model_format.normalize(tiles_u8, self.contract.normalization)
-        (out,) = session.run(None, {session.get_inputs()[0].name: x})
+        (out,) = self.session.run(None, {self.session.get_inputs()[0].name: x})
         return np.asarray(out, np.float32)
 
 
@@ -75,12 +81,14 @@ def load_fp32(path: str | os.PathLike) -> ModelToPackage:
         naming the file: missing, not ONNX, not a semphase model, or not the FP32 variant (packages carry
         FP32 weights: every consumer runs them, and they are the reference the other variants are held to).
     """
-    from semphase.export.metadata import load_onnx, read_metadata
+    from semphase.export.metadata import default_opset, parse_onnx, read_metadata, read_onnx_bytes
+    from semphase.model_package import is_package
 
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in (".zip", ".czann"):
+    if is_package(p):  # a bioimage.io package or a CZANN: both are zips
         raise InputError("already a package; give 'semphase package' the model.onnx it was made from", p)
-    model = load_onnx(p)
+    data = read_onnx_bytes(p)  # read once: parsed here, packaged byte for byte
+    model = parse_onnx(data, p)
     metadata = read_metadata(model, p)
     contract = model_format.check(metadata, p)
     if contract.variant != "fp32":
@@ -89,13 +97,12 @@ def load_fp32(path: str | os.PathLike) -> ModelToPackage:
             "and it is what FP16 and INT8 are validated against)",
             p,
         )
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelToPackage(
         path=p,
-        data=p.read_bytes(),
+        data=data,
         contract=contract,
         metadata=metadata,
-        opset=int(opset),
+        opset=default_opset(model),
         report=_matching_report(p, metadata),
     )
 
@@ -149,6 +156,14 @@ def test_tile(model: ModelToPackage, sample: str | os.PathLike | None = None) ->
     y0, x0 = (image.shape[0] - side_h) // 2, (image.shape[1] - side_w) // 2
     tile = np.ascontiguousarray(image[y0 : y0 + side_h, x0 : x0 + side_w])
     return tile, f"the central {side_w} x {side_h} pixels of {Path(sample).name}"
+
+
+def failed(message: str, result: dict) -> GateFailed:
+    """A package that did not validate: ``message`` for the user, ``result`` (what was checked) for the
+    package report (``exc.result``)."""
+    exc = GateFailed(message)
+    exc.result = result  # type: ignore[attr-defined]
+    return exc
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
