@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from semphase.cluster import tasks
 from semphase.cluster.spec import ClusterSpec, threads_per_worker
 from semphase.errors import InputError, one_line
 from semphase.imageio import write_text_atomic
@@ -291,7 +292,7 @@ def _run(dask, todo, out_dir, options, cluster, tag, journal, state, progress, o
     from distributed import as_completed
 
     client = dask.client
-    identities = client.run(_identity)
+    identities = client.run(tasks.worker_identity)
     host_workers = Counter(info["host"] for info in identities.values())
     for address, info in identities.items():
         state.workers[address] = WorkerStats(address, info["host"])
@@ -315,7 +316,7 @@ def _run(dask, todo, out_dir, options, cluster, tag, journal, state, progress, o
             "host_workers": dict(host_workers),
             "tag": tag,
         }
-        future = client.submit(_segment_one, job, key=f"semphase-{run_id}-{index}", pure=False)
+        future = client.submit(tasks.segment_one, job, key=f"semphase-{run_id}-{index}", pure=False)
         futures.append(future)
         info[future.key] = (index, path, stem, signature)
     progress.start("micrographs", f"micrographs on {len(identities)} workers", len(todo))
@@ -345,18 +346,6 @@ def _write_summary(out_dir: Path, state: RunState) -> None:
     classes = _classes(ordered)
     if classes:
         write_summary(out_dir / SUMMARY_NAME, ordered, classes)
-
-
-def _identity() -> dict:
-    from semphase.cluster.tasks import worker_identity
-
-    return worker_identity()
-
-
-def _segment_one(job: dict) -> dict:
-    from semphase.cluster.tasks import segment_one
-
-    return segment_one(job)
 
 
 def _answer(future) -> dict:
@@ -441,8 +430,6 @@ def _status(state: RunState, elapsed: float, total: int, finished: int) -> str:
 def _check_workers(client, todo, out_dir: Path, cluster: ClusterOptions) -> None:
     """Every worker must see the model, the input folders and write the output folder: checked once,
     before any task, so that a node without the share fails in one line instead of file by file."""
-    from semphase.cluster.tasks import check_access
-
     folders = sorted({os.path.abspath(path.parent) for _, path, _, _ in todo})
     samples, seen = [], set()
     for _, path, _, _ in todo:
@@ -451,7 +438,11 @@ def _check_workers(client, todo, out_dir: Path, cluster: ClusterOptions) -> None
             seen.add(parent)
             samples.append(os.path.abspath(path))
     answers = client.run(
-        check_access, os.path.abspath(cluster.model), folders[:200], samples[:200], os.path.abspath(out_dir)
+        tasks.check_access,
+        os.path.abspath(cluster.model),
+        folders[:200],
+        samples[:200],
+        os.path.abspath(out_dir),
     )
     for address, problems in sorted(answers.items()):
         if problems:
