@@ -111,7 +111,7 @@ def test_every_problem_is_reported_with_its_file(tmp_path):
     rgb_reasons = [p.reason for p in report.problems if p.path == images / "rgb.png"]
     assert rgb_reasons and "RGB image (colour)" in rgb_reasons[0]
     assert any("float32" in r for r in found["float.tif"])
-    assert any("RGB image (colour)" in r for r in found["colourmask.png"])
+    assert any("is no class colour" in r for r in found["colourmask.png"])
     assert any("0 bytes" in r for r in found["empty.png"])
     assert any("cannot decode" in r for r in found["corrupt.bmp"])
     assert any("cannot decode TIFF" in r for r in found["garbage.tif"])
@@ -142,7 +142,9 @@ def test_sixteen_bit_tiff_images_are_fine(tmp_path):
 def test_custom_table_changes_what_is_unknown(tmp_path):
     _write(tmp_path / "images" / "a.png", np.ones((2, 3), np.uint8))
     _write(tmp_path / "masks" / "a.png", np.array([[0, 0, 255], [255, 255, 1]], np.uint8))
-    assert "raw ids not in the class table: 0, 255" in check_dataset(tmp_path).problems[0].reason
+    default = check_dataset(tmp_path)  # 255 is "unlabelled" there, not an unknown id
+    assert "raw ids not in the class table: 0 (" in default.problems[0].reason
+    assert (default.ignored_pixels, default.unknown_pixels) == (5, 2)
     table_path = tmp_path / "classes.toml"
     table_path.write_text('[[classes]]\nname = "Bg"\nraw_id = 0\n[[classes]]\nname = "Fg"\nraw_id = 255\n')
     report = check_dataset(tmp_path, load_class_table(table_path))

@@ -90,8 +90,10 @@ def test_too_few_groups_and_bad_fractions_raise():
         make_split([f"sem700_x0_y0_{a}.bmp" for a in AUGS] + [f"sem700_x0_y9_{a}.bmp" for a in AUGS])
     with pytest.raises(ValueError, match="sum to 1"):
         make_split(zenodo_names(), fractions=(0.7, 0.2, 0.2))
-    with pytest.raises(ValueError, match="positive"):
-        make_split(zenodo_names(), fractions=(1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="train > 0"):
+        make_split(zenodo_names(), fractions=(0.0, 0.5, 0.5))
+    with pytest.raises(ValueError, match="train > 0"):
+        make_split(zenodo_names(), fractions=(1.1, -0.05, -0.05))
 
 
 def test_find_leaks_reports_shared_groups_and_duplicate_names():

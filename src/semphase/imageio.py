@@ -393,15 +393,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def encode_image(array: np.ndarray, suffix: str) -> bytes:
-    """Encode gray (H, W) or RGB (H, W, 3) uint8/uint16 as PNG/BMP/JPEG/TIFF bytes."""
+    """Encode gray (H, W), RGB (H, W, 3) or RGBA (H, W, 4) uint8/uint16 as PNG/BMP/JPEG/TIFF bytes."""
     suffix = suffix.lower()
     if suffix in TIFF_SUFFIXES:
         import io
 
         buf = io.BytesIO()
-        tifffile.imwrite(buf, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+        rgba = array.ndim == 3 and array.shape[2] == 4
+        extra = {"extrasamples": ["unassalpha"]} if rgba else {}
+        tifffile.imwrite(buf, array, photometric="rgb" if array.ndim == 3 else "minisblack", **extra)
         return buf.getvalue()
-    arr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    if array.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        arr = cv2.cvtColor(array, code)
+    else:
+        arr = array
     params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png" else []
     ok, buf = cv2.imencode(suffix, arr, params)
     if not ok:
@@ -410,7 +416,7 @@ def encode_image(array: np.ndarray, suffix: str) -> bytes:
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an image atomically; the format follows the suffix. RGB arrays are in RGB order."""
+    """Write an image atomically; the format follows the suffix. RGB(A) arrays are in RGB(A) order."""
     write_bytes_atomic(path, encode_image(array, Path(path).suffix))
 
 

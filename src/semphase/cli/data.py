@@ -20,7 +20,10 @@ DATASET_HELP = (
     "Dataset folder: AugmentedImages/ + AugmentedMasks/ (Zenodo) or images/ + masks/ (generic), "
     "or a folder holding exactly one such dataset."
 )
-FRACTIONS_HELP = "Train, val, test fractions of the images, comma-separated, summing to 1."
+FRACTIONS_HELP = (
+    "Train, val, test fractions of the labelled pixels, comma-separated, summing to 1; val or test may be "
+    "0 (fields without a labelled pixel are left out)."
+)
 SEED_HELP = "Seed of the split; the same seed gives the same split."
 GROUP_REGEX_HELP = (
     "Regex whose first capture group (or whole match) names the crop group of a file; default: "
@@ -92,7 +95,14 @@ def check(
     """
     import json
 
-    from semphase.data.check import check_dataset, check_document, pixel_table, write_panels
+    from semphase.data.check import (
+        check_dataset,
+        check_document,
+        field_table,
+        label_warnings,
+        pixel_table,
+        write_panels,
+    )
     from semphase.data.split import make_split, save_split
     from semphase.imageio import write_text_atomic
     from semphase.phases import load_class_table
@@ -120,14 +130,26 @@ def check(
         soft_wrap=True,
     )
     print_tables([pixel_table(report)])
+    if report.sparse:
+        console.print(
+            f"Sparse labels: {100 * report.labelled_fraction:.2f}% of the pixels of {report.n_images} "
+            "fields are labelled; everything else is unlabelled and never trained on or scored.",
+            soft_wrap=True,
+        )
+        print_tables([field_table(report)])
 
     split = None
     if split_out is not None:
-        split = make_split(list(report.per_image_counts), split_fractions, seed, group_regex)
+        labelled = {name: int(c.sum()) for name, c in report.per_image_counts.items()}
+        split = make_split(list(report.per_image_counts), split_fractions, seed, group_regex, labelled)
+        report.warnings = label_warnings(report, split)
         _print_split(split, group_regex, report)
         save_split(split, split_out, seed=seed, group_regex=group_regex, fractions=split_fractions)
         left_out = len(ds.samples) - report.n_images
-        note = f" ({left_out} unreadable pairs left out)" if left_out else ""
+        unlabelled = report.n_images - sum(len(v) for v in split.values())
+        notes = [f"{left_out} unreadable pairs"] * bool(left_out)
+        notes += [f"{unlabelled} unlabelled fields"] * bool(unlabelled)
+        note = f" ({' and '.join(notes)} left out)" if notes else ""
         console.print(f"Split written to {split_out}{note}.", soft_wrap=True)
     split_info = {"path": str(split_out), "seed": seed, "group_regex": group_regex}
     document = check_document(report, split, split_info)
@@ -138,6 +160,8 @@ def check(
         write_text_atomic(json_out, json.dumps(document, indent=1) + "\n")
         console.print(f"Report written to {json_out}.", soft_wrap=True)
 
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", style="yellow", soft_wrap=True)
     if report.problems:
         console.print(f"{len(report.problems)} problems:", style="bold red")
         for problem in report.problems:
@@ -154,15 +178,22 @@ def split(
     fractions: str = typer.Option("0.7,0.15,0.15", "--fractions", help=FRACTIONS_HELP),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     group_regex: str | None = typer.Option(None, "--group-regex", help=GROUP_REGEX_HELP),
+    classes: Path | None = typer.Option(
+        None, "--classes", help="Class table (.json or .toml); default: the Zenodo Ni-WC table (raw 1..5)."
+    ),
 ) -> int:
-    """Write a grouped train/val/test split of the dataset's image/mask pairs (files are not read)."""
-    from semphase.data.layout import open_dataset
+    """Write a grouped train/val/test split of the dataset's image/mask pairs, balanced by labelled pixels
+    (only the masks are read; fields without a labelled pixel are left out)."""
+    from semphase.data.layout import labelled_pixels, open_dataset
     from semphase.data.split import make_split, save_split
+    from semphase.phases import load_class_table
 
     split_fractions = _parse_fractions(fractions)
+    table = load_class_table(classes)
     _writable_file(out)
     ds = open_dataset(dataset)
-    result = make_split([s.name for s in ds.samples], split_fractions, seed, group_regex)
+    labelled = labelled_pixels(ds.samples, table)
+    result = make_split([s.name for s in ds.samples], split_fractions, seed, group_regex, labelled)
     _print_split(result, group_regex)
     save_split(result, out, seed=seed, group_regex=group_regex, fractions=split_fractions)
     console.print(f"Split of {len(ds.samples)} pairs in {ds.root} written to {out}.", soft_wrap=True)

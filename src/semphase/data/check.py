@@ -15,6 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from semphase.data.labels import (
+    UNLABELLED_RAW,
+    as_label_array,
+    labelled_counts,
+    labels_from_colours,
+    labels_from_ids,
+    unknown_ids,
+)
 from semphase.data.layout import DATASET_SUFFIXES, Dataset, open_dataset
 from semphase.errors import InputError
 from semphase.imageio import read_raw, to_uint8, write_image
@@ -37,9 +45,12 @@ class Problem:
 class CheckReport:
     """Result of :func:`check_dataset`.
 
-    ``pixel_counts`` (int64, shape (C,)) sums the class pixels of every pair that could be read and whose
-    sizes agree; ``per_image_counts`` holds the same per sample name. ``n_images`` is the number of such
-    pairs; ``ignored_pixels`` counts their pixels with raw ids the table lacks.
+    ``pixel_counts`` (int64, shape (C,)) sums the *labelled* class pixels of every pair that could be read
+    and whose sizes agree; ``per_image_counts`` holds the same per sample name and ``per_image_pixels``
+    each such image's pixel count, so a sparsely labelled field shows how much of it is labelled.
+    ``n_images`` is the number of such pairs; ``ignored_pixels`` counts their pixels that carry no class
+    (unlabelled, and raw ids the table lacks), ``unknown_pixels`` the latter alone. ``warnings`` say what
+    is usable but worth knowing (a class with no labelled pixel, fields with none).
     """
 
     dataset: Dataset | None
@@ -49,14 +60,34 @@ class CheckReport:
     n_images: int = 0
     table: ClassTable = DEFAULT_TABLE
     ignored_pixels: int = 0
+    per_image_pixels: dict[str, int] = field(default_factory=dict)
+    unknown_pixels: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fractions(self) -> np.ndarray:
-        """Class pixel fractions, float64 shape (C,), over the known-class pixels; zeros when none."""
+        """Class pixel fractions, float64 shape (C,), over the labelled pixels; zeros when none."""
         total = int(self.pixel_counts.sum())
         if total == 0:
             return np.zeros(len(self.pixel_counts))
         return self.pixel_counts / total
+
+    @property
+    def labelled_fraction(self) -> float:
+        """Labelled pixels over all pixels of the counted pairs (1.0 for dense masks without a data bar)."""
+        total = sum(self.per_image_pixels.values())
+        return float(self.pixel_counts.sum()) / total if total else 0.0
+
+    @property
+    def sparse(self) -> bool:
+        """True when some counted field leaves pixels unlabelled (strokes rather than dense masks)."""
+        return any(
+            int(self.per_image_counts[name].sum()) < pixels for name, pixels in self.per_image_pixels.items()
+        )
+
+    def labelled_names(self) -> list[str]:
+        """Counted samples with at least one labelled pixel (the only ones a split or training can use)."""
+        return [name for name, counts in self.per_image_counts.items() if counts.sum() > 0]
 
     @property
     def ok(self) -> bool:
@@ -70,7 +101,8 @@ def _format_ids(ids: list[int], limit: int = 10) -> str:
 
 
 def _read(path: Path, role: str, problems: list[Problem]) -> np.ndarray | None:
-    """Read a file as stored and check it is single-channel 8- or 16-bit; None (with a problem) if not."""
+    """Read a micrograph as stored and check it is single-channel 8- or 16-bit; None (with a problem) if
+    not."""
     try:
         arr = read_raw(path)
     except InputError as exc:
@@ -96,6 +128,34 @@ def _read(path: Path, role: str, problems: list[Problem]) -> np.ndarray | None:
     return arr
 
 
+def _read_mask(path: Path, table: ClassTable, problems: list[Problem]) -> tuple[np.ndarray, int] | None:
+    """Class ids of an index or colour mask and its pixels with unknown raw ids; None (with a problem)
+    when it cannot be read or holds a colour that is no class."""
+    try:
+        arr = as_label_array(read_raw(path), path)
+        if arr.ndim == 3:
+            return labels_from_colours(arr, table, path), 0
+    except InputError as exc:
+        problems.append(Problem(path, exc.said_of(path)))
+        return None
+    except OSError as exc:
+        problems.append(Problem(path, f"cannot read ({exc.strerror or exc})"))
+        return None
+    unknown = unknown_ids(arr, table)
+    n_unknown = 0
+    if unknown:
+        n_unknown = int(np.isin(arr, unknown).sum())
+        problems.append(
+            Problem(
+                path,
+                f"raw ids not in the class table: {_format_ids(unknown)} "
+                f"(table: {_format_ids(table.raw_ids)}; {UNLABELLED_RAW} = unlabelled); {n_unknown} "
+                "pixels would be ignored",
+            )
+        )
+    return labels_from_ids(arr, table), n_unknown
+
+
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's own stderr lines about undecodable files: the report names them instead."""
@@ -109,35 +169,24 @@ def _quiet_opencv() -> Iterator[None]:
 
 def _check_pair(
     image_path: Path, mask_path: Path, table: ClassTable, problems: list[Problem]
-) -> tuple[np.ndarray, int] | None:
-    """Class pixel counts (int64, (C,)) of one pair and its ignored pixels, or None if not countable."""
+) -> tuple[np.ndarray, int, int] | None:
+    """Labelled pixels per class (int64, (C,)) of one pair, its pixel count and its pixels with unknown
+    raw ids, or None if not countable."""
     image = _read(image_path, "gray values", problems)
-    raw = _read(mask_path, "class ids", problems)
-    if raw is None:
+    read = _read_mask(mask_path, table, problems)
+    if read is None or image is None:
         return None
-    unknown = table.unknown_raw_ids(raw)
-    if unknown:
-        n_unknown = int(np.isin(raw, unknown).sum())
+    labels, n_unknown = read
+    if image.shape != labels.shape:
         problems.append(
             Problem(
                 mask_path,
-                f"raw ids not in the class table: {_format_ids(unknown)} "
-                f"(table: {_format_ids(table.raw_ids)}); {n_unknown} pixels would be ignored",
-            )
-        )
-    if image is None:
-        return None
-    if image.shape != raw.shape:
-        problems.append(
-            Problem(
-                mask_path,
-                f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image {image_path.name} is "
+                f"mask is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image {image_path.name} is "
                 f"{image.shape[1]}x{image.shape[0]}",
             )
         )
         return None
-    counts = np.bincount(table.remap(raw).ravel(), minlength=256)[: table.num_classes].astype(np.int64)
-    return counts, raw.size - int(counts.sum())
+    return labelled_counts(labels, table.num_classes), labels.size, n_unknown
 
 
 def check_dataset(root: str | os.PathLike, table: ClassTable = DEFAULT_TABLE) -> CheckReport:
@@ -188,17 +237,51 @@ def _check(root: str | os.PathLike, table: ClassTable) -> CheckReport:
 
     counts = empty.copy()
     per_image: dict[str, np.ndarray] = {}
-    ignored = 0
+    per_pixels: dict[str, int] = {}
+    ignored = unknown = 0
     for sample in dataset.samples:
         assert sample.mask_path is not None  # open_dataset only lists pairs
         counted = _check_pair(sample.image_path, sample.mask_path, table, problems)
         if counted is None:
             continue
-        per_image[sample.name], n_ignored = counted
-        counts += counted[0]
-        ignored += n_ignored
+        class_counts, pixels, n_unknown = counted
+        per_image[sample.name], per_pixels[sample.name] = class_counts, pixels
+        counts += class_counts
+        ignored += pixels - int(class_counts.sum())
+        unknown += n_unknown
     problems.sort(key=lambda p: str(p.path))  # stable: one file's problems stay in the order found
-    return CheckReport(dataset, problems, counts, per_image, len(per_image), table, ignored)
+    report = CheckReport(
+        dataset, problems, counts, per_image, len(per_image), table, ignored, per_pixels, unknown
+    )
+    report.warnings = label_warnings(report)
+    return report
+
+
+def label_warnings(report: CheckReport, split: dict[str, list[str]] | None = None) -> list[str]:
+    """What a training run should know about the labels: classes without a labelled pixel (in the whole
+    dataset, and in the train split when one is given) and fields with none (a split leaves them out)."""
+    warnings = []
+    names = report.table.names
+    if report.n_images:
+        missing = [names[c] for c in np.flatnonzero(report.pixel_counts == 0)]
+        if missing:
+            warnings.append(
+                f"no labelled pixel of {', '.join(missing)} in the whole dataset: a model cannot learn "
+                "what it never sees; label some strokes of it"
+            )
+    if split is not None:
+        train = split_pixel_counts(report, {"train": split.get("train", [])})["train"]
+        gone = [names[c] for c in np.flatnonzero((train == 0) & (report.pixel_counts > 0))]
+        if gone:
+            warnings.append(f"the train split has no labelled pixel of {', '.join(gone)}")
+    empty = [name for name, c in report.per_image_counts.items() if c.sum() == 0]
+    if empty:
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        warnings.append(
+            f"{len(empty)} fields have no labelled pixel ({', '.join(empty[:3])}{more}); "
+            "splits and training leave them out"
+        )
+    return warnings
 
 
 def split_pixel_counts(report: CheckReport, split: dict[str, list[str]]) -> dict[str, np.ndarray]:
@@ -266,17 +349,24 @@ def report_to_dict(report: CheckReport) -> dict:
         "pixel_counts": [int(c) for c in report.pixel_counts],
         "fractions": [float(f) for f in fractions],
         "ignored_pixels": report.ignored_pixels,
+        "unknown_id_pixels": report.unknown_pixels,
+        "unlabelled_pixels": report.ignored_pixels - report.unknown_pixels,
+        "labelled_fraction": report.labelled_fraction,
+        "sparse": report.sparse,
         "ignore_label": IGNORE,
         "problems": [{"path": str(p.path), "reason": p.reason} for p in report.problems],
+        "warnings": list(report.warnings),
         "per_image_counts": {name: [int(c) for c in c_] for name, c_ in report.per_image_counts.items()},
+        "per_image_pixels": dict(report.per_image_pixels),
     }
 
 
 def pixel_table(report: CheckReport) -> Table:
-    """The class pixel counts and fractions as a text table (a last row for unknown raw ids, if any)."""
+    """The labelled pixels per class and their fractions as a text table (last rows for unlabelled pixels
+    and unknown raw ids, if any)."""
     table = Table(
         "class_pixels",
-        "Class pixels",
+        "Labelled class pixels",
         ["id", "raw id", "class", "pixels", "fraction"],
         text_columns=("class",),
     )
@@ -291,26 +381,62 @@ def pixel_table(report: CheckReport) -> Table:
                 f"{100 * report.fractions[phase.id]:.3f}%",
             ]
         )
-    if report.ignored_pixels:
-        table.rows.append(["", "", "(unknown raw ids)", f"{report.ignored_pixels:,}", ""])
+    unlabelled = report.ignored_pixels - report.unknown_pixels
+    if unlabelled:
+        share = f"{100 * unlabelled / max(sum(report.per_image_pixels.values()), 1):.3f}% of all"
+        table.rows.append(["", str(UNLABELLED_RAW), "(unlabelled)", f"{unlabelled:,}", share])
+    if report.unknown_pixels:
+        table.rows.append(["", "", "(unknown raw ids)", f"{report.unknown_pixels:,}", ""])
+    return table
+
+
+#: ``data check`` lists at most this many fields in its per-field table (all of them go to ``--json``).
+FIELD_ROWS = 20
+
+
+def field_table(report: CheckReport, limit: int = FIELD_ROWS) -> Table:
+    """Labelled pixels per field and class, sparsest fields first (at most ``limit`` rows).
+
+    What a user labelling strokes wants to see: how much of each field is labelled and which classes
+    each field shows the model.
+    """
+    names = report.table.names
+    table = Table(
+        "field_labels",
+        "Labelled pixels per field",
+        ["field", "labelled", *names],
+        text_columns=("field",),
+    )
+    order = sorted(
+        report.per_image_counts,
+        key=lambda n: (report.per_image_counts[n].sum() / max(report.per_image_pixels[n], 1), n),
+    )
+    for name in order[:limit]:
+        counts = report.per_image_counts[name]
+        share = 100 * counts.sum() / max(report.per_image_pixels[name], 1)
+        table.rows.append([name, f"{share:.2f}%", *(f"{int(c):,}" if c else "-" for c in counts)])
+    if len(order) > limit:
+        table.rows.append([f"({len(order) - limit} more fields in --json)", "", *([""] * len(names))])
     return table
 
 
 def split_table(
     split: dict[str, list[str]], group_regex: str | None, report: CheckReport | None = None
 ) -> Table:
-    """Images and groups per split, and each split's class fractions when a check report is at hand."""
+    """Images and groups per split, and each split's labelled pixels and class fractions when a check
+    report is at hand."""
     from semphase.data.split import SPLITS, groups_of
 
     names = report.table.names if report is not None else []
-    table = Table("split", "Split", ["split", "images", "groups", *names], text_columns=("split",))
+    extra = ["labelled px"] if report is not None else []
+    table = Table("split", "Split", ["split", "images", "groups", *extra, *names], text_columns=("split",))
     class_counts = split_pixel_counts(report, split) if report is not None else None
     for side in SPLITS:
         cells = [side, str(len(split[side])), str(len(groups_of(split[side], group_regex)))]
         if class_counts is not None:
             counts = class_counts[side]
             total = int(counts.sum())
-            cells += [f"{100 * c / total:.3f}%" if total else "-" for c in counts]
+            cells += [f"{total:,}", *(f"{100 * c / total:.3f}%" if total else "-" for c in counts)]
         table.rows.append(cells)
     return table
 

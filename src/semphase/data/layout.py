@@ -20,8 +20,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from semphase.data.labels import read_labels
 from semphase.errors import InputError
-from semphase.imageio import read_gray, read_label
+from semphase.imageio import read_gray
 from semphase.phases import ClassTable
 
 #: Suffixes of dataset files (lower case). JPEG is left out: its compression alters mask ids.
@@ -37,6 +38,8 @@ _EXPECTED = (
 
 #: Zenodo file names: ``sem{mag}_x{X}_y{Y}_{augmentation}``; the group is the base crop.
 ZENODO_NAME = re.compile(r"^(sem\d+_x-?\d+_y-?\d+)_.+$", re.IGNORECASE)
+#: Regions that ``semphase suggest`` cut from a micrograph: ``{stem}__y{Y}_x{X}``; the group is the stem.
+REGION_NAME = re.compile(r"^(.+)__y\d+_x\d+$")
 
 
 @dataclass(frozen=True)
@@ -252,8 +255,8 @@ def group_key(name: str, regex: str | None = None) -> str:
 
     Returns
     -------
-    ``sem{mag}_x{X}_y{Y}`` for Zenodo names (prefixed by their subfolder, if any), else the name without
-    its suffix.
+    ``sem{mag}_x{X}_y{Y}`` for Zenodo names, the micrograph's stem for regions ``suggest`` cut from it
+    (``{stem}__y{Y}_x{X}``), else the name without its suffix (each prefixed by its subfolder, if any).
 
     Raises
     ------
@@ -272,7 +275,7 @@ def group_key(name: str, regex: str | None = None) -> str:
             raise InputError(f"group regex {regex!r} does not match this name", name)
         return key
     path = PurePosixPath(name)
-    match = ZENODO_NAME.match(path.stem)
+    match = ZENODO_NAME.match(path.stem) or REGION_NAME.match(path.stem)
     base = match.group(1) if match else path.stem
     return str(path.parent / base) if path.parent != PurePosixPath(".") else base
 
@@ -283,21 +286,41 @@ def load_pair(sample: Sample, table: ClassTable) -> tuple[np.ndarray, np.ndarray
     Returns
     -------
     image : ndarray of uint8 or uint16, shape (H, W), as stored (colour files are converted to gray).
-    labels : ndarray of uint8, shape (H, W): class ids ``0..C-1``; 255 for raw ids the table lacks.
+    labels : ndarray of uint8, shape (H, W): class ids ``0..C-1``; 255 where unlabelled (sparse labels,
+        data bar) or for raw ids the table lacks. The mask may be an index or a colour mask
+        (:mod:`semphase.data.labels`).
 
     Raises
     ------
     InputError
-        for unreadable files, a missing mask, or an image and mask of different sizes.
+        for unreadable files, a missing mask, a colour that is no class, or an image and mask of
+        different sizes.
     """
     if sample.mask_path is None:
         raise InputError("image has no mask", sample.image_path)
     image = read_gray(sample.image_path)
-    raw = read_label(sample.mask_path)
-    if raw.shape != image.shape:
+    labels = read_labels(sample.mask_path, table)
+    if labels.shape != image.shape:
         raise InputError(
-            f"mask is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image {sample.image_path.name} is "
+            f"mask is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image {sample.image_path.name} is "
             f"{image.shape[1]}x{image.shape[0]}",
             sample.mask_path,
         )
-    return image, table.remap(raw)
+    return image, labels
+
+
+def labelled_pixels(samples: list[Sample], table: ClassTable) -> dict[str, int]:
+    """Labelled pixels of each sample's mask (what a split balances; 0 for a field with none).
+
+    Raises
+    ------
+    InputError
+        naming a mask that cannot be read or holds a colour that is no class.
+    """
+    counts = {}
+    for sample in samples:
+        if sample.mask_path is None:
+            raise InputError("image has no mask", sample.image_path)
+        labels = read_labels(sample.mask_path, table)
+        counts[sample.name] = int(np.count_nonzero(labels < table.num_classes))
+    return counts

@@ -24,13 +24,16 @@ DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Validate train/val/test fractions: three positive numbers summing to 1 (within 1e-3).
+    """Validate train/val/test fractions: three numbers >= 0 summing to 1 (within 1e-3), train > 0.
 
-    Returns the fractions rescaled to sum to exactly 1. Raises ValueError otherwise.
+    A zero val or test fraction leaves that split empty (a fine-tuning run on a handful of fields may
+    train on all of them). Returns the fractions rescaled to sum to exactly 1. Raises ValueError otherwise.
     """
     values = tuple(float(f) for f in fractions)
-    if len(values) != 3 or any(not np.isfinite(f) or f <= 0 for f in values):
-        raise ValueError(f"need three positive fractions (train, val, test), got {fractions}")
+    if len(values) != 3 or any(not np.isfinite(f) or f < 0 for f in values) or values[0] <= 0:
+        raise ValueError(
+            f"need three fractions (train, val, test), train > 0 and val, test >= 0, got {fractions}"
+        )
     total = sum(values)
     if abs(total - 1.0) > 1e-3:
         raise ValueError(f"fractions must sum to 1, got {fractions} (sum {total:g})")
@@ -50,19 +53,26 @@ def make_split(
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     group_regex: str | None = None,
+    labelled: dict[str, int] | None = None,
 ) -> dict[str, list[str]]:
     """Split sample names into train/val/test by whole groups.
 
     Groups are shuffled with ``seed``, ordered largest first (the shuffle breaks ties), and each goes to
-    the split where it brings the image counts closest to ``fractions * len(names)``. When as many groups
-    are left as splits are still empty, those groups fill the empty splits, so no split is empty.
+    the split where it brings the split sizes closest to ``fractions`` of the total. When as many groups
+    are left as splits with a positive fraction are still empty, those groups fill them, so no such split
+    is empty; a split whose fraction is 0 stays empty.
 
     Parameters
     ----------
     names : sample names (duplicates are ignored).
-    fractions : (train, val, test), positive, summing to 1.
+    fractions : (train, val, test), >= 0 with train > 0, summing to 1.
     seed : the same names, fractions and seed always give the same split.
     group_regex : overrides the built-in grouping (see :func:`group_key`).
+    labelled : labelled pixels per name (sparse labels). A group's size is then its labelled pixels
+        rather than its image count, so the fractions are fractions of what can be learnt and scored, and
+        names with no labelled pixel (or absent from the mapping) are left out of every split: they
+        would train nothing and score nothing. Without it every image counts 1 (dense masks of one size
+        give the same split either way).
 
     Returns
     -------
@@ -71,33 +81,42 @@ def make_split(
     Raises
     ------
     InputError
-        for fewer than three groups, or a group regex that does not match a name.
+        for fewer groups than splits to fill, or a group regex that does not match a name.
     ValueError
         for invalid fractions.
     """
-    targets = np.array(check_fractions(fractions)) * len(set(names))
-    groups = groups_of(sorted(set(names)), group_regex)
-    if len(groups) < 3:
+    shares = np.array(check_fractions(fractions))
+    unique = sorted(set(names))
+    if labelled is not None:
+        unique = [n for n in unique if labelled.get(n, 0) > 0]
+    weight = {n: (float(labelled[n]) if labelled is not None else 1.0) for n in unique}
+    groups = groups_of(unique, group_regex)
+    sizes = {k: sum(weight[n] for n in members) for k, members in groups.items()}
+    wanted = [k for k in range(3) if shares[k] > 0]
+    if len(groups) < len(wanted):
+        what = "labelled images" if labelled is not None else "images"
         raise InputError(
-            f"a train/val/test split needs at least 3 groups of images, found {len(groups)} "
-            f"({len(set(names))} images); variants of one crop must stay together"
+            f"a split into {'/'.join(SPLITS[k] for k in wanted)} needs at least {len(wanted)} groups of "
+            f"images, found {len(groups)} ({len(unique)} {what}); variants of one crop must stay together"
         )
+    targets = shares * sum(sizes.values())
     keys = list(groups)
     order = np.random.default_rng(seed).permutation(len(keys))
     shuffled = [keys[i] for i in order]
-    shuffled.sort(key=lambda k: -len(groups[k]))  # stable: equal sizes keep the seeded order
+    shuffled.sort(key=lambda k: -sizes[k])  # stable: equal sizes keep the seeded order
 
     counts = np.zeros(3)
     assigned: list[list[str]] = [[], [], []]
     for remaining, key in zip(range(len(shuffled), 0, -1), shuffled, strict=True):
-        size = len(groups[key])
-        empty = [k for k in range(3) if not assigned[k]]
+        size = sizes[key]
+        empty = [k for k in wanted if not assigned[k]]
         if remaining <= len(empty):
             side = empty[0]
         else:
             # Reduction in total |count - target| when this group goes to each side; the largest wins,
-            # ties to the side furthest below its target.
+            # ties to the side furthest below its target. Sides with a zero fraction never take a group.
             gain = np.abs(counts - targets) - np.abs(counts + size - targets)
+            gain[shares == 0] = -np.inf
             side = int(np.lexsort((-(targets - counts), -gain))[0])
         assigned[side].extend(groups[key])
         counts[side] += size

@@ -5,6 +5,17 @@ uint8), so every pair is decoded once and kept. Training draws random ``tile`` x
 them with albumentations; each tile's randomness is derived from ``(seed, epoch, index)`` alone, so a run
 is reproducible whatever the number of loader workers and a resumed run draws the tiles the
 uninterrupted one would have.
+
+Two samplers place the crops (:data:`SAMPLERS`):
+
+- ``uniform`` (the study's): a micrograph drawn in proportion to its area, a crop anywhere in it. Right for
+  dense masks, where every crop is labelled.
+- ``labelled`` (sparse labels, strokes): every crop is anchored on a labelled pixel. Half the tiles pick
+  that pixel's class uniformly among the classes that have labels, half in proportion to their labelled
+  pixels, so a rare phase painted in a few strokes is still seen in about one tile in ``2 C``; the micrograph
+  is then drawn in proportion to its pixels of that class, and the crop is placed at random around the
+  anchor. A tile that augmentation leaves without a labelled pixel is drawn again. The crops depend on
+  the labels alone, never on the pixels of unlabelled areas.
 """
 
 from __future__ import annotations
@@ -24,6 +35,14 @@ from semphase.phases import IGNORE, ClassTable
 
 #: Validation images larger than this (either side) are scored on a centred crop of this size.
 MAX_VALIDATION_SIDE = 1024
+#: How training crops are placed (see the module docstring); ``auto`` picks by the labels' density.
+SAMPLERS = ("auto", "uniform", "labelled")
+#: ``auto`` anchors crops on labelled pixels when fewer than this share of the training pixels is labelled.
+SPARSE_BELOW = 0.9
+#: Anchor candidates kept per class and micrograph (a uniform subsample; the counts stay exact).
+ANCHORS_PER_CLASS = 4096
+#: Draws of one tile before a tile without a labelled pixel is accepted (it then adds nothing to the loss).
+MAX_DRAWS = 8
 
 
 @dataclass(frozen=True)
@@ -65,8 +84,26 @@ def check_tile_fits(micrographs: list[Micrograph], tile: int, samples: list[Samp
         )
 
 
-def build_augmentation(tile: int) -> A.Compose:
-    """Random crop plus the study's augmentations at moderate probabilities.
+def labelled_share(micrographs: list[Micrograph], num_classes: int) -> float:
+    """Labelled pixels over all pixels of the micrographs (1.0 for dense masks)."""
+    total = sum(m.labels.size for m in micrographs)
+    labelled = sum(int(np.count_nonzero(m.labels < num_classes)) for m in micrographs)
+    return labelled / total if total else 0.0
+
+
+def resolve_sampler(sampler: str, micrographs: list[Micrograph], num_classes: int) -> str:
+    """``uniform`` or ``labelled``: ``auto`` anchors crops when less than :data:`SPARSE_BELOW` of the
+    training pixels is labelled."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler != "auto":
+        return sampler
+    return "labelled" if labelled_share(micrographs, num_classes) < SPARSE_BELOW else "uniform"
+
+
+def build_augmentation(tile: int, crop: bool = True) -> A.Compose:
+    """Random crop (unless ``crop`` is False: the sampler cropped already) plus the study's augmentations
+    at moderate probabilities.
 
     Geometry (flips, 90-degree rotations, elastic or grid distortion) moves image and mask together with
     nearest-neighbour interpolation for the mask; photometry (brightness/contrast, Gaussian noise) touches
@@ -75,7 +112,7 @@ def build_augmentation(tile: int) -> A.Compose:
     reflect = cv2.BORDER_REFLECT_101
     return A.Compose(
         [
-            A.RandomCrop(tile, tile),
+            *([A.RandomCrop(tile, tile)] if crop else []),
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
             A.RandomRotate90(p=0.5),
@@ -93,6 +130,51 @@ def build_augmentation(tile: int) -> A.Compose:
     )
 
 
+class Anchors:
+    """Where labelled pixels are, per class and micrograph: exact counts and a uniform subsample of flat
+    indices (at most :data:`ANCHORS_PER_CLASS`), drawn once with ``seed``."""
+
+    def __init__(self, micrographs: list[Micrograph], num_classes: int, seed: int) -> None:
+        rng = np.random.default_rng([seed, 0xA9C])
+        self.counts = np.zeros((num_classes, len(micrographs)), np.int64)
+        self.indices: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+        for i, m in enumerate(micrographs):
+            flat = m.labels.ravel()
+            for c in range(num_classes):
+                where = np.flatnonzero(flat == c)
+                self.counts[c, i] = where.size
+                if where.size > ANCHORS_PER_CLASS:
+                    where = np.sort(rng.choice(where, ANCHORS_PER_CLASS, replace=False))
+                self.indices[c].append(where)
+        per_class = self.counts.sum(axis=1)
+        self.classes = np.flatnonzero(per_class > 0)
+        if self.classes.size == 0:
+            raise ValueError("no labelled pixel in the training micrographs")
+        self.proportional = per_class[self.classes] / per_class[self.classes].sum()
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(micrograph index, flat pixel index) of an anchor: its class uniform among the labelled classes
+        or in proportion to their pixels (half the time each)."""
+        if rng.random() < 0.5:
+            c = int(self.classes[rng.integers(self.classes.size)])
+        else:
+            c = int(self.classes[rng.choice(self.classes.size, p=self.proportional)])
+        counts = self.counts[c]
+        i = int(rng.choice(counts.size, p=counts / counts.sum()))
+        candidates = self.indices[c][i]
+        return i, int(candidates[rng.integers(candidates.size)])
+
+
+def anchored_crop(shape: tuple[int, int], flat_index: int, tile: int, rng: np.random.Generator) -> tuple:
+    """Top-left (y, x) of a ``tile`` x ``tile`` crop of an image of ``shape`` that contains the pixel at
+    ``flat_index``, its position in the crop uniformly random (clamped at the borders)."""
+    h, w = shape
+    ay, ax = divmod(int(flat_index), w)
+    y = min(max(ay - int(rng.integers(tile)), 0), h - tile)
+    x = min(max(ax - int(rng.integers(tile)), 0), w - tile)
+    return y, x
+
+
 class TileDataset(Dataset):
     """Random augmented tiles for one epoch.
 
@@ -102,19 +184,38 @@ class TileDataset(Dataset):
     tile : side of the square crops (<= the smallest image side).
     length : tiles per epoch (``steps_per_epoch * batch_size``).
     seed : run seed; call :meth:`set_epoch` before each epoch.
+    sampler : ``"uniform"`` or ``"labelled"`` (see the module docstring; resolve ``auto`` first with
+        :func:`resolve_sampler`).
+    num_classes : C, for the ``labelled`` sampler (labels >= C are unlabelled).
 
     Items are ``(image uint8 (tile, tile), labels uint8 (tile, tile))`` numpy arrays.
     """
 
-    def __init__(self, micrographs: list[Micrograph], tile: int, length: int, seed: int) -> None:
+    def __init__(
+        self,
+        micrographs: list[Micrograph],
+        tile: int,
+        length: int,
+        seed: int,
+        sampler: str = "uniform",
+        num_classes: int | None = None,
+    ) -> None:
+        if sampler not in ("uniform", "labelled"):
+            raise ValueError(f"sampler must be uniform or labelled, got {sampler!r}")
         self.micrographs = micrographs
         self.tile = int(tile)
         self.length = int(length)
         self.seed = int(seed)
         self.epoch = 0
+        self.sampler = sampler
+        self.num_classes = num_classes
         areas = np.array([m.image.size for m in micrographs], dtype=np.float64)
         self.pick_p = areas / areas.sum()  # large images yield proportionally more tiles
-        self.augment = build_augmentation(self.tile)
+        if sampler == "labelled":
+            if num_classes is None:
+                raise ValueError("the labelled sampler needs num_classes")
+            self.anchors = Anchors(micrographs, num_classes, self.seed)
+        self.augment = build_augmentation(self.tile, crop=sampler == "uniform")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -124,10 +225,26 @@ class TileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        chosen = self.micrographs[int(rng.choice(len(self.micrographs), p=self.pick_p))]
-        self.augment.set_random_seed(int(rng.integers(2**31)))
-        out = self.augment(image=chosen.image, mask=chosen.labels)
+        if self.sampler == "uniform":
+            chosen = self.micrographs[int(rng.choice(len(self.micrographs), p=self.pick_p))]
+            self.augment.set_random_seed(int(rng.integers(2**31)))
+            out = self.augment(image=chosen.image, mask=chosen.labels)
+            return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])
+        for _ in range(MAX_DRAWS):
+            image, labels = self.crop(rng)
+            self.augment.set_random_seed(int(rng.integers(2**31)))
+            out = self.augment(image=image, mask=labels)
+            if np.any(out["mask"] < self.num_classes):
+                break
         return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])
+
+    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """An un-augmented crop anchored on a labelled pixel (the ``labelled`` sampler)."""
+        i, flat = self.anchors.draw(rng)
+        m = self.micrographs[i]
+        y, x = anchored_crop(m.labels.shape, flat, self.tile, rng)
+        t = self.tile
+        return m.image[y : y + t, x : x + t], m.labels[y : y + t, x : x + t]
 
 
 def validation_view(micrograph: Micrograph) -> tuple[np.ndarray, np.ndarray]:
