@@ -157,9 +157,11 @@ def test_split_file_reuse_gives_an_identical_split(dataset, tmp_path, capsys):
 
 
 def _bad_cases(dataset, tmp_path):
-    empty_test = tmp_path / "empty_test.json"
+    no_val = tmp_path / "no_val.json"  # fine without a test split; without a val split, plateau cannot work
     names = sorted(p.name for p in (dataset / "AugmentedImages").iterdir())
-    empty_test.write_text(json.dumps({"train": names[:6], "val": names[6:], "test": []}))
+    no_val.write_text(json.dumps({"train": names[:6], "val": [], "test": names[6:]}))
+    no_train = tmp_path / "no_train.json"
+    no_train.write_text(json.dumps({"train": [], "val": names[:6], "test": names[6:]}))
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.json").write_text(json.dumps({"arch": "unet-scratch", "dataset": str(dataset)}))
@@ -168,7 +170,8 @@ def _bad_cases(dataset, tmp_path):
         ([tmp_path / "nowhere", "--out", tmp_path / "r1", *SCRATCH], "nowhere"),
         ([dataset, "--out", tmp_path / "r2", *SCRATCH, "--arch", "unet-vit"], "unet-resnet34"),
         ([dataset, "--out", tmp_path / "r3", *SCRATCH, "--tile", "128"], "smaller than --tile 128"),
-        ([dataset, "--out", tmp_path / "r4", *SCRATCH, "--split-file", empty_test], "test split is empty"),
+        ([dataset, "--out", tmp_path / "r4", *SCRATCH, "--split-file", no_val], "--schedule plateau"),
+        ([dataset, "--out", tmp_path / "r8", *SCRATCH, "--split-file", no_train], "train split is empty"),
         ([dataset, "--out", corrupt, "--resume"], "last.pt"),
         ([dataset, "--out", tmp_path / "r5", "--resume"], "not a semphase training run"),
         ([dataset, "--out", tmp_path / "r6", *SCRATCH, "--fractions", "0.5,0.5"], "three numbers"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -103,6 +104,34 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(
             False, "--resume", help="Continue the run in --out from its last.pt (same split and config)."
         ),
+        init: Path = typer.Option(
+            None,
+            "--init",
+            metavar="CHECKPOINT",
+            help="Fine-tune: start from this semphase checkpoint (every weight, its normalization) with the "
+            "fine-tuning recipe as defaults: all labelled fields train (--fractions 1,0,0), 10 epochs x 20 "
+            "steps, --lr 3e-4, encoder at --lr-finetune 1e-4, cosine schedule; each can still be given. "
+            "Its classes must be the dataset's, or be mapped with --class-map.",
+        ),
+        class_map: str = typer.Option(
+            None,
+            "--class-map",
+            metavar="NEW=OLD,...",
+            help="With --init and a dataset whose classes differ from the checkpoint's: where each class "
+            "starts from, e.g. 'Pore=Void,Oxide=-' (- = learnt from scratch); classes not named keep the "
+            "checkpoint's class of the same name.",
+        ),
+        schedule: str = typer.Option(
+            None,
+            help="Learning rate: plateau (default; halve on a val mIoU plateau, needs a val split) or cosine "
+            "(warm-up, then cosine decay over epochs x steps-per-epoch; the --init default).",
+        ),
+        sampler: str = typer.Option(
+            None,
+            help="Training crops: uniform (anywhere), labelled (anchored on labelled pixels, rare classes "
+            "not starved: for strokes) or auto (default: labelled when under 90 % of the pixels are "
+            "labelled).",
+        ),
     ) -> None:
         """Train a U-Net on DATASET: grouped split, 0.6 CE + 0.4 Dice with class weights, AdamW, frozen then
         gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU (or a time limit); the
@@ -136,9 +165,13 @@ def register(app: typer.Typer) -> None:
             "seed": seed,
             "workers": workers,
             "threads": threads,
+            "init": None if init is None else str(init),
+            "class_map": class_map,
+            "schedule": schedule,
+            "sampler": sampler,
         }
         given = {k: v for k, v in given.items() if v is not None}
-        options = resume_options(out, given) if resume else TrainOptions(out=str(out), **given).validate()
+        options = resume_options(out, given) if resume else TrainOptions.create(str(out), **given)
         try:
             with RichProgress() as progress:
                 result = train(options, progress)
@@ -150,11 +183,14 @@ def register(app: typer.Typer) -> None:
                 "finished epochs; continue with --resume"
             )
             raise typer.Exit(2) from None
-        print_tables(study_tables(result["test"]))
-        summary = result["test"].get("summary", {}).get("miou", {})
+        parts = [f"done: {result['epochs_run']} epochs ({result['stopped']})"]
+        if math.isfinite(result["best_val_miou"]):
+            parts.append(f"best val mIoU {result['best_val_miou']:.4f} at epoch {result['best_epoch']}")
+        if result["test"] is not None:
+            print_tables(study_tables(result["test"]))
+            summary = result["test"].get("summary", {}).get("miou", {})
+            parts.append(f"test mIoU {summary.get('mean', float('nan')):.4f}")
         console.print(
-            f"done: {result['epochs_run']} epochs ({result['stopped']}), best val mIoU "
-            f"{result['best_val_miou']:.4f} at epoch {result['best_epoch']}, test mIoU "
-            f"{summary.get('mean', float('nan')):.4f}; training took {result['train_seconds']:.0f} s; "
+            f"{', '.join(parts)}; training took {result['train_seconds']:.0f} s; "
             f"outputs in {result['run_dir']}"
         )

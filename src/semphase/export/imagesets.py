@@ -4,6 +4,9 @@ Default: calibrate on the checkpoint's own training split and validate on its te
 training dataset is still reachable. With ``--calib DATASET`` the calibration images come from that
 dataset; the held-out images are then the checkpoint's test split if reachable, else whole crop groups of
 the calibration dataset set aside before calibration (variants of one crop never land on both sides).
+A run without a test split (a fine-tuning run on a few fields) is validated on its val split, or on its
+training fields when it has neither: the gates compare FP16/INT8 with FP32 pixel by pixel, which needs
+micrographs, not unseen ones; the report says which set it was.
 """
 
 from __future__ import annotations
@@ -139,8 +142,13 @@ def resolve_image_sets(
     heldout_source = ""
     if training is not None:
         dataset, split = training
-        heldout_samples = dataset.select(split["test"])
-        heldout_source = f"test split of {dataset.root} ({len(heldout_samples)} images)"
+        # A fine-tuning run on a few fields may have no test (or val) split: its parity is then measured on
+        # the fields it trained on, which still shows whether FP16/INT8 give FP32's phases.
+        side = next((s for s in ("test", "val", "train") if split.get(s)), "test")
+        heldout_samples = dataset.select(split[side])
+        heldout_source = f"{side} split of {dataset.root} ({len(heldout_samples)} images)"
+        if side != "test":
+            heldout_source += "; the run has no test split"
     if calib is None:
         if training is None:
             raise InputError(

@@ -113,6 +113,8 @@ def build_metadata(
         "config_sha256": config_sha256(config),
         "semphase_version": __version__,
     }
+    if isinstance(config.get("init_from"), dict):  # fine-tuned (train --init): what it started from
+        source["init_from"] = config["init_from"]
     values = {
         "semphase.classes": table.names,
         "semphase.colors": [list(c) for c in table.colors],

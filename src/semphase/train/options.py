@@ -16,6 +16,26 @@ IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
 #: Options that only say how to run, not what to train: a resumed run may change them.
 RUNTIME_OPTIONS = ("device", "threads", "workers", "precision", "time_limit")
 
+#: Learning-rate schedules: ``plateau`` (the study's: ReduceLROnPlateau on val mIoU, needs a val split)
+#: and ``cosine`` (per optimizer step: a short linear warm-up, then a cosine decay to 1 % over the planned
+#: steps; needs no validation, the fine-tuning recipe's).
+SCHEDULES = ("plateau", "cosine")
+
+#: What ``--init`` changes in the defaults (each can still be given): the fine-tuning recipe, chosen by
+#: measurement on a shifted synthetic domain (benchmarks/few_labels.py, benchmarks/RESULTS.md): train on
+#: every labelled field (no val/test split; the cosine schedule needs none), a fixed number of steps.
+FINETUNE_RECIPE = {
+    "fractions": (1.0, 0.0, 0.0),
+    "epochs": 10,
+    "steps_per_epoch": 20,
+    "lr": 3e-4,
+    "lr_finetune": 1e-4,
+    "freeze_epochs": 0,
+    "patience": 0,
+    "schedule": "cosine",
+    "sampler": "auto",
+}
+
 
 @dataclass
 class TrainOptions:
@@ -52,6 +72,21 @@ class TrainOptions:
     workers: int = 0
     threads: int | None = None
     resume: bool = False
+    init: str | None = None
+    class_map: str | None = None
+    schedule: str = "plateau"
+    sampler: str = "auto"
+
+    @classmethod
+    def create(cls, out: str, **given) -> TrainOptions:
+        """Options of a new run from the options given (the rest default): the study's recipe, or with
+        ``init`` the fine-tuning recipe :data:`FINETUNE_RECIPE` for every option not given. Validated."""
+        base = {}
+        if given.get("init"):
+            if given.get("encoder_weights") not in (None, "none"):
+                raise OptionError("--encoder-weights and --init exclude each other (--init has all weights)")
+            base = {**FINETUNE_RECIPE, "encoder_weights": "none"}
+        return cls(out=str(out), **{**base, **given}).validate()
 
     def validate(self) -> TrainOptions:
         """Check ranges; raise OptionError (naming the option) for values no run could use."""
@@ -83,6 +118,9 @@ class TrainOptions:
             (self.precision in ("auto", "fp32", "bf16"), "--precision: auto, fp32 or bf16"),
             (self.workers >= 0, "--workers must be >= 0"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
+            (self.schedule in SCHEDULES, f"--schedule: {' or '.join(SCHEDULES)}"),
+            (self.sampler in ("auto", "uniform", "labelled"), "--sampler: auto, uniform or labelled"),
+            (self.class_map is None or self.init is not None, "--class-map needs --init CHECKPOINT"),
         ]
         for ok, message in checks:
             if not ok:
@@ -100,7 +138,13 @@ class TrainOptions:
     @property
     def pretrained(self) -> bool:
         """True when the encoder starts from pretrained weights (ResNet34 with imagenet or a file)."""
-        return self.arch == "unet-resnet34" and self.encoder_weights != "none"
+        return self.arch == "unet-resnet34" and self.encoder_weights != "none" and self.init is None
+
+    @property
+    def starts_trained(self) -> bool:
+        """True when the encoder's weights were trained before this run (pretrained, or ``--init``): it then
+        learns at ``lr_finetune``."""
+        return self.pretrained or self.init is not None
 
     def effective_freeze_epochs(self) -> int:
         if self.freeze_epochs is not None:

@@ -3,6 +3,7 @@ lines (the CLI prints them; the library never does)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -46,8 +47,29 @@ def describe(progress: Progress, run: Prepared, start_epoch: int) -> None:
             f"epoch (layer4 first) at --lr-finetune {options.lr_finetune:g}"
         )
     else:
-        rate = "--lr-finetune" if options.pretrained else "--lr"
+        rate = "--lr-finetune" if options.starts_trained else "--lr"
         progress.log(f"schedule: encoder trains from the first epoch at {rate}")
+    steps = options.epochs * options.steps_per_epoch
+    if options.schedule == "cosine":
+        encoder_lr = options.lr_finetune if options.starts_trained else options.lr
+        progress.log(
+            f"learning rate: cosine over {steps} steps ({options.epochs} epochs x "
+            f"{options.steps_per_epoch}), from --lr {options.lr:g} (encoder {encoder_lr:g})"
+        )
+    init = config.get("init_from")
+    if isinstance(init, dict):
+        mapped = {k: v for k, v in init.get("class_map", {}).items() if v != k}
+        note = f"; classes mapped: {mapped}" if mapped else ""
+        digest = str(init.get("sha256"))[:12]
+        progress.log(f"initialised from {init.get('checkpoint')} (sha256 {digest}){note}")
+    labelled = sum(int((m.labels < run.table.num_classes).sum()) for m in run.train_set)
+    total = sum(m.labels.size for m in run.train_set) or 1
+    progress.log(
+        f"labelled pixels: {100 * labelled / total:.2f}% of the training fields; crops: {options.sampler} "
+        f"sampler, {options.batch_size} x {options.tile} px"
+    )
+    if not split["val"]:
+        progress.log("no val split: nothing is validated, best.pt holds the last epoch's weights")
     weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(run.table.names, config["class_weights"], strict=True))
     progress.log(f"class weights (power {options.weight_power:g}, clip {options.weight_clip:g}): {weights}")
     if options.time_limit is not None:
@@ -61,6 +83,12 @@ def describe(progress: Progress, run: Prepared, start_epoch: int) -> None:
 
 def epoch_line(progress: Progress, row: dict, names: list[str], improved: bool) -> None:
     """One summary line per epoch: losses, val mIoU (* = new best), per-class IoU, lr, seconds."""
+    if math.isnan(row["val_miou"]) and math.isnan(row["val_loss"]):  # no val split
+        progress.log(
+            f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  lr {row['lr']:.2g}  "
+            f"{row['seconds']:.0f}s  ({row['trainable_stages']})"
+        )
+        return
     ious = " ".join(f"{n[:5]} {row[f'iou_{n}']:.3f}" for n in names)
     progress.log(
         f"epoch {row['epoch']:3d}  train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "

@@ -8,6 +8,11 @@ and early-stopping state, and (tiles being seeded by epoch) the same training ti
 
 Training ends at ``--epochs``, by early stopping, or after the epoch that reaches ``--time-limit`` minutes
 of training in this invocation; whichever it was, the best checkpoint is tested and reported the same way.
+
+A run without a val split (``--fractions 1,0,0``: every labelled field trains, the fine-tuning recipe of
+``--init``) validates nothing: each epoch's weights are the best so far, so best.pt is the last epoch's,
+and the learning rate follows the ``cosine`` schedule, which needs no score. A run without a test split
+skips the final test evaluation.
 """
 
 from __future__ import annotations
@@ -22,19 +27,34 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from semphase.errors import OptionError
 from semphase.phases import ClassTable, load_class_table
 from semphase.progress import SILENT, Progress
 from semphase.train import rundir
 from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from semphase.train.datasets import Micrograph, TileDataset, check_tile_fits, load_micrographs
+from semphase.train.datasets import (
+    Micrograph,
+    TileDataset,
+    check_tile_fits,
+    load_micrographs,
+    resolve_sampler,
+)
 from semphase.train.inference import predict_labels
-from semphase.train.loop import cpu_thread_count, resolve_device, resolve_precision, train_one_epoch, validate
+from semphase.train.init import load_initial_model
+from semphase.train.loop import (
+    Validation,
+    cpu_thread_count,
+    resolve_device,
+    resolve_precision,
+    train_one_epoch,
+    validate,
+)
 from semphase.train.losses import HybridLoss, class_weights, pixel_frequencies
 from semphase.train.models import build_model
 from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
 from semphase.train.plots import plot_training_curves
 from semphase.train.progress import describe, epoch_line, stage_text
-from semphase.train.schedule import EarlyStopping, TimeLimit, apply_freeze_schedule
+from semphase.train.schedule import EarlyStopping, TimeLimit, apply_freeze_schedule, cosine_schedule
 from semphase.train.setup import (
     RunData,
     build_config,
@@ -75,7 +95,7 @@ class Progressing:
     """The state that changes from epoch to epoch (and that last.pt stores)."""
 
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | torch.optim.lr_scheduler.LambdaLR
     early: EarlyStopping
     loss_fn: nn.Module
     time_limit: TimeLimit
@@ -101,9 +121,10 @@ def train(
 
     Returns
     -------
-    dict with ``run_dir``, ``epochs_run``, ``best_epoch``, ``best_val_miou``, ``stopped`` (why training
-    ended: ``"epochs"``, ``"early-stopping"`` or ``"time limit"``), ``train_seconds`` (this invocation's)
-    and ``test`` (the scoring result of the test split).
+    dict with ``run_dir``, ``epochs_run``, ``best_epoch``, ``best_val_miou`` (NaN without a val split),
+    ``stopped`` (why training ended: ``"epochs"``, ``"early-stopping"`` or ``"time limit"``),
+    ``train_seconds`` (this invocation's) and ``test`` (the scoring result of the test split, or None
+    without one).
 
     Raises
     ------
@@ -133,7 +154,11 @@ def train(
             f"(best {state.early.best:.4f} at epoch {state.early.best_epoch}); "
             "--resume continues the run with a fresh budget"
         )
-    test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, progress)
+    test = None
+    if run.data.samples["test"]:
+        test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, progress)
+    else:
+        progress.log("no test split: the final test evaluation is skipped (score the model with evaluate)")
     return {
         "run_dir": str(run.run_dir),
         "epochs_run": state.epoch,
@@ -161,7 +186,13 @@ def prepare(
         if options.arch == "unet-scratch":
             options.encoder_weights = "none"  # nothing pretrained to load; keep the record truthful
     torch.manual_seed(options.seed)
-    if last_state is None:
+    init_config = init_record = None
+    if last_state is None and options.init is not None:
+        table = load_class_table(options.classes)
+        model, init_config, init_record = load_initial_model(options.init, table, options.class_map)
+        options.arch = init_config["arch"]
+        weights_source = f"{options.init} (--init, its epoch {init_record['epoch']}, every layer)"
+    elif last_state is None:
         model, weights_source = create_model(options, load_class_table(options.classes).num_classes)
     else:  # the weights come from last.pt: no need to fetch pretrained ones again
         model, weights_source = build_model(last_state["config"]), stored.get("encoder_weights_file", "")
@@ -173,15 +204,24 @@ def prepare(
     train_set = load_micrographs(data.samples["train"], table, lambda: progress.advance("read"))
     val_set = load_micrographs(data.samples["val"], table, lambda: progress.advance("read"))
     check_tile_fits(train_set, options.tile, data.samples["train"])
+    if not val_set and options.schedule == "plateau":
+        raise OptionError(
+            "--schedule plateau lowers the learning rate on val mIoU, and this run has no val split; "
+            "use --schedule cosine, or give val a fraction"
+        )
     if stored is not None:
         config = {**stored, **{k: getattr(options, k) for k in (*RUNTIME_OPTIONS, "epochs")}}
     else:
         if options.steps_per_epoch is None:
             options.steps_per_epoch = default_steps_per_epoch(train_set, options.tile, options.batch_size)
         options.freeze_epochs = options.effective_freeze_epochs()
+        options.sampler = resolve_sampler(options.sampler, train_set, table.num_classes)
         frequencies = pixel_frequencies((m.labels for m in train_set), table.num_classes)
         weights = class_weights(frequencies, options.weight_power, options.weight_clip)
-        config = build_config(options, table, normalization_for(options, train_set), frequencies, weights)
+        normalization = normalization_for(options, train_set, init_config)
+        config = build_config(options, table, normalization, frequencies, weights)
+        if init_record is not None:
+            config["init_from"] = init_record
     config["encoder_weights_file"] = weights_source
     rundir.write_config(run_dir, config)
     model.to(device).to(memory_format=torch.channels_last)
@@ -206,9 +246,13 @@ def prepare(
 def restore(run: Prepared) -> Progressing:
     """Optimizer, scheduler, early stopping, history and the time limit: fresh, or as last.pt left them."""
     optimizer = torch.optim.AdamW(param_groups(run.model, run.options), weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-    )
+    if run.options.schedule == "cosine":
+        total_steps = run.options.epochs * run.options.steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps))
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+        )
     loss_fn = HybridLoss(np.asarray(run.config["class_weights"], dtype=np.float32)).to(run.device)
     early = EarlyStopping(run.options.patience)
     state = Progressing(optimizer, scheduler, early, loss_fn, TimeLimit(run.options.time_limit, run.clock))
@@ -234,7 +278,12 @@ def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
     Ctrl-C."""
     options = run.options
     tiles = TileDataset(
-        run.train_set, options.tile, options.steps_per_epoch * options.batch_size, options.seed
+        run.train_set,
+        options.tile,
+        options.steps_per_epoch * options.batch_size,
+        options.seed,
+        sampler=resolve_sampler(options.sampler, run.train_set, run.table.num_classes),
+        num_classes=run.table.num_classes,
     )
     loader = DataLoader(tiles, batch_size=options.batch_size, num_workers=options.workers, drop_last=True)
     columns = rundir.history_columns(run.table.names)
@@ -279,29 +328,42 @@ def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, progress: P
     norm = run.config["normalization"]
     progress.start("epoch", f"epoch {state.epoch + 1}/{options.epochs}", options.steps_per_epoch)
 
+    per_step = isinstance(state.scheduler, torch.optim.lr_scheduler.LambdaLR)
+    lrs = [g["lr"] for g in state.optimizer.param_groups]  # at the epoch's start
+
     def on_step(loss: float) -> None:
+        if per_step:
+            state.scheduler.step()
         progress.advance("epoch")
         progress.say(f"loss {loss:.4f}")
 
     train_loss = train_one_epoch(
         model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step
     )
-    progress.start("validate", "validating", len(run.val_set))
-    val = validate(
-        model,
-        run.val_set,
-        state.loss_fn,
-        run.device,
-        run.amp_dtype,
-        norm,
-        run.table.num_classes,
-        lambda: progress.advance("validate"),
-    )
+    if run.val_set:
+        progress.start("validate", "validating", len(run.val_set))
+        val = validate(
+            model,
+            run.val_set,
+            state.loss_fn,
+            run.device,
+            run.amp_dtype,
+            norm,
+            run.table.num_classes,
+            lambda: progress.advance("validate"),
+        )
+    else:
+        nan = float("nan")
+        val = Validation(nan, nan, [nan] * run.table.num_classes)
     state.epoch += 1
-    lrs = [g["lr"] for g in state.optimizer.param_groups]
-    score = val.miou if np.isfinite(val.miou) else -1.0
-    improved = state.early.update(score, state.epoch)
-    state.scheduler.step(score)
+    if run.val_set:
+        score = val.miou if np.isfinite(val.miou) else -1.0
+        improved = state.early.update(score, state.epoch)
+        if not per_step:
+            state.scheduler.step(score)
+    else:  # nothing to compare: the latest weights are the run's best
+        improved = True
+        state.early.best, state.early.best_epoch = float("nan"), state.epoch
     row = {
         "epoch": state.epoch,
         "train_loss": train_loss,

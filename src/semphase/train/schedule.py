@@ -80,6 +80,30 @@ def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
                         m.eval()
 
 
+#: The cosine schedule's warm-up (share of the planned steps) and its last learning rate (share of --lr).
+WARMUP_SHARE = 0.05
+FINAL_SHARE = 0.01
+
+
+def cosine_schedule(total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor after ``step`` optimizer steps of ``total_steps`` (``LambdaLR``'s lambda).
+
+    A linear warm-up over the first :data:`WARMUP_SHARE` of the steps (Adam's moment estimates settle
+    before the largest steps; it matters most when a trained network is fine-tuned on a few fields), then a
+    cosine decay from 1 to :data:`FINAL_SHARE` at ``total_steps``, held there beyond.
+    """
+    total = max(int(total_steps), 1)
+    warmup = max(1, round(WARMUP_SHARE * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 class EarlyStopping:
     """Stop when the validation metric (higher is better) has not improved for ``patience`` epochs.
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from semphase import __version__
-from semphase.data.layout import Dataset, Sample, open_dataset
+from semphase.data.layout import Dataset, Sample, labelled_pixels, open_dataset
 from semphase.data.split import SPLITS, load_split, make_split, save_split
 from semphase.errors import InputError
 from semphase.phases import ClassTable, load_class_table
@@ -71,11 +71,15 @@ def resume_options(run_dir: str | Path, overrides: dict) -> TrainOptions:
     return options.validate()
 
 
-def choose_split(options: TrainOptions, dataset: Dataset, run_dir: Path) -> dict[str, list[str]]:
-    """The run's split: RUN_DIR/split.json on resume, else ``--split-file``, else a new grouped split.
+def choose_split(
+    options: TrainOptions, dataset: Dataset, run_dir: Path, table: ClassTable | None = None
+) -> dict[str, list[str]]:
+    """The run's split: RUN_DIR/split.json on resume, else ``--split-file``, else a new grouped split
+    balanced by labelled pixels (fields without a labelled pixel are left out; ``table`` reads the masks).
 
     The split is written to RUN_DIR/split.json (a ``--split-file`` with its seed/regex/fractions record, so
-    the copy is identical); an empty train, val or test list is an error.
+    the copy is identical). An empty train split is an error; val and test may be empty (a zero fraction:
+    then no validation, or no test evaluation).
     """
     source = run_dir / rundir.SPLIT_NAME if options.resume else options.split_file
     meta = {"seed": options.seed, "group_regex": options.group_regex, "fractions": options.fractions}
@@ -84,14 +88,12 @@ def choose_split(options: TrainOptions, dataset: Dataset, run_dir: Path) -> dict
         document = json.loads(Path(source).read_text(encoding="utf-8"))
         meta = {k: document.get(k) for k in meta}
     else:
+        labelled = labelled_pixels(dataset.samples, table) if table is not None else None
         split = make_split(
-            [s.name for s in dataset.samples], options.fractions, options.seed, options.group_regex
+            [s.name for s in dataset.samples], options.fractions, options.seed, options.group_regex, labelled
         )
-    for name in SPLITS:
-        if not split[name]:
-            raise InputError(
-                f"the {name} split is empty; training needs images in train, val and test", source
-            )
+    if not split["train"]:
+        raise InputError("the train split is empty; training needs labelled images in train", source)
     if not options.resume:
         fractions = tuple(meta["fractions"]) if meta["fractions"] is not None else None
         save_split(
@@ -104,12 +106,17 @@ def choose_split(options: TrainOptions, dataset: Dataset, run_dir: Path) -> dict
     return split
 
 
-def normalization_for(options: TrainOptions, train: list[Micrograph]) -> dict:
+def normalization_for(
+    options: TrainOptions, train: list[Micrograph], init_config: dict | None = None
+) -> dict:
     """What the network sees: ``(pixel / 255 - mean) / std``.
 
-    Pretrained encoders get ImageNet's gray statistics (their weights expect them); a network trained from
-    scratch gets the training split's own mean and standard deviation, which centres its inputs.
+    A ``--init`` run keeps its checkpoint's normalization (the weights expect it); pretrained encoders get
+    ImageNet's gray statistics (their weights expect them); a network trained from scratch gets the
+    training split's own mean and standard deviation, which centres its inputs.
     """
+    if init_config is not None:
+        return {**init_config["normalization"], "source": f"--init {Path(str(options.init)).name}"}
     if options.pretrained:
         mean, std = IMAGENET_GRAY["mean"], IMAGENET_GRAY["std"]
         source = "imagenet-gray"
@@ -156,13 +163,14 @@ def create_model(options: TrainOptions, num_classes: int) -> tuple[nn.Module, st
 
 
 def param_groups(model: nn.Module, options: TrainOptions) -> list[dict]:
-    """AdamW groups: decoder + head at ``lr``; encoder at ``lr_finetune`` when pretrained, else at ``lr``."""
+    """AdamW groups: decoder + head at ``lr``; encoder at ``lr_finetune`` when it starts trained
+    (pretrained or ``--init``), else at ``lr``."""
     encoder = getattr(model, "encoder", None)
     encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     head = [p for p in model.parameters() if id(p) not in encoder_ids]
     groups = [{"params": head, "lr": options.lr, "name": "decoder"}]
     if encoder is not None:
-        lr = options.lr_finetune if options.pretrained else options.lr
+        lr = options.lr_finetune if options.starts_trained else options.lr
         groups.append({"params": list(encoder.parameters()), "lr": lr, "name": "encoder"})
     return groups
 
@@ -183,6 +191,6 @@ def open_run_data(options: TrainOptions, run_dir: Path) -> RunData:
     dataset = open_dataset(options.dataset)
     if not dataset.samples:
         raise InputError("the dataset has no image/mask pairs", dataset.root)
-    split = choose_split(options, dataset, run_dir)
+    split = choose_split(options, dataset, run_dir, table)
     samples = {name: dataset.select(split[name]) for name in SPLITS}
     return RunData(dataset, table, split, samples)
