@@ -177,7 +177,9 @@ class _CheapMicrograph:
 )
 def test_memory_stays_far_below_the_image_size(tmp_path, monkeypatch, layout):
     width = height = 4096
-    monkeypatch.setattr(large, "prepare", lambda h, w, seed, magnification: _CheapMicrograph(h, w))
+    monkeypatch.setattr(
+        large, "prepare", lambda h, w, seed, magnification, domain=None: _CheapMicrograph(h, w)
+    )
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

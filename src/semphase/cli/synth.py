@@ -84,11 +84,31 @@ def register(app: typer.Typer) -> None:
         bigtiff: bool = typer.Option(
             False, "--bigtiff", help="Large: write BigTIFF (chosen anyway when the file could pass 4 GB)."
         ),
+        domain: str = typer.Option(
+            "ni-wc",
+            "--domain",
+            help="ni-wc (the study's look) or shifted: the same five phases as another lab's micrographs "
+            "(other microstructure, secondary-electron-like rendering), to try adapting a model.",
+        ),
+        scribbles: float | None = typer.Option(
+            None,
+            "--scribbles",
+            metavar="PERCENT",
+            help="Dataset: label only simulated strokes covering PERCENT of each image's pixels (0 < "
+            "PERCENT <= 100; the rest unlabelled, 255), as a user paints them.",
+        ),
+        no_variants: bool = typer.Option(
+            False, "--no-variants", help="Dataset: one image per base crop instead of its nine variants."
+        ),
     ) -> None:
         """Write synthetic Ni-WC SEM micrographs with exact truth masks (Zenodo layout or one large TIFF)."""
         is_tiff = out.suffix.lower() in _TIFF
         if seed < 0:
             raise InputError(f"--seed must be >= 0, got {seed}", out)
+        from semphase.data.synth import DOMAINS
+
+        if domain not in DOMAINS:
+            raise InputError(f"--domain must be one of {', '.join(DOMAINS)}, got {domain!r}", out)
         if large is None:
             if is_tiff:
                 raise InputError("a .tif output is a single large micrograph: add --large SIZE", out)
@@ -106,11 +126,24 @@ def register(app: typer.Typer) -> None:
             ]
             if given:
                 raise InputError(f"{', '.join(given)} {_verb(given)} only with --large", out)
-            _write_dataset(out, 45 if groups is None else groups, 512 if size is None else size, seed)
+            if scribbles is not None and not 0 < scribbles <= 100:
+                raise InputError(f"--scribbles must be a percentage in (0, 100], got {scribbles:g}", out)
+            share = None if scribbles is None else scribbles / 100
+            groups = 45 if groups is None else groups
+            _write_dataset(out, groups, 512 if size is None else size, seed, domain, share, not no_variants)
             return
         if not is_tiff:
             raise InputError("--large writes a TIFF: name the output .tif or .tiff", out)
-        given = [n for n, v in (("--groups", groups), ("--size", size)) if v is not None]
+        given = [
+            n
+            for n, v in (
+                ("--groups", groups),
+                ("--size", size),
+                ("--scribbles", scribbles),
+                ("--no-variants", True if no_variants else None),
+            )
+            if v is not None
+        ]
         if given:
             raise InputError(f"{', '.join(given)} {_verb(given)} only to datasets, not with --large", out)
         width, height = parse_size(large, out)
@@ -130,10 +163,12 @@ def register(app: typer.Typer) -> None:
             raise InputError(
                 f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}", out
             )
-        _write_large(out, width, height, bar, pixel_size_um, mag, seed, tile, compression, bigtiff)
+        _write_large(out, width, height, bar, pixel_size_um, mag, seed, tile, compression, bigtiff, domain)
 
 
-def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
+def _write_dataset(
+    out: Path, groups: int, size: int, seed: int, domain: str, scribbles: float | None, variants: bool
+) -> None:
     if groups < 1:
         raise InputError(f"--groups must be at least 1, got {groups}", out)
     if size < 16:
@@ -143,11 +178,26 @@ def _write_dataset(out: Path, groups: int, size: int, seed: int) -> None:
 
     with RichProgress() as progress:
         images = write_dataset(
-            out, groups, size, seed, progress=count_callback(progress, "groups", "synthesizing")
+            out,
+            groups,
+            size,
+            seed,
+            progress=count_callback(progress, "groups", "synthesizing"),
+            domain=domain,
+            scribbles=scribbles,
+            variants=variants,
         )
+    layout = f"{groups} groups x 9 variants" if variants else f"{groups} crops"
+    what = "their masks (raw ids 1..5)"
+    if scribbles is not None:
+        what = (
+            f"their scribbled masks (raw ids 1..5 on strokes over {100 * scribbles:g}% of the pixels, "
+            "255 elsewhere)"
+        )
+    look = "" if domain == "ni-wc" else f", {domain} domain"
     console.print(
-        f"wrote {len(images)} images ({groups} groups x 9 variants, {size} px) to {out / IMAGES_DIR} "
-        f"and their masks (raw ids 1..5) to {out / MASKS_DIR}",
+        f"wrote {len(images)} images ({layout}, {size} px{look}) to {out / IMAGES_DIR} and {what} to "
+        f"{out / MASKS_DIR}",
         soft_wrap=True,
     )
 
@@ -163,6 +213,7 @@ def _write_large(
     tile: int | None,
     compression: str | None,
     bigtiff: bool,
+    domain: str = "ni-wc",
 ) -> None:
     if out.is_dir():
         raise InputError("is a folder; expected a .tif file name", out)
@@ -186,6 +237,7 @@ def _write_large(
             tile=tile,
             compression=compression,
             bigtiff=bigtiff,
+            domain=domain,
         )
     extra = f" + {bar_px}-row data bar" if bar_px else ""
     console.print(

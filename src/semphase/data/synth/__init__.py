@@ -27,19 +27,23 @@ from pathlib import Path
 import numpy as np
 
 from semphase.data.synth.augment import GEOMETRIC, VARIANTS, augment
+from semphase.data.synth.domains import DOMAINS, domain_named
 from semphase.data.synth.large import write_large
 from semphase.data.synth.render import prepare
+from semphase.data.synth.scribbles import scribble_labels
 from semphase.errors import InputError
 from semphase.imageio import write_image
-from semphase.phases import DEFAULT_TABLE
+from semphase.phases import DEFAULT_TABLE, IGNORE
 
 __all__ = [
+    "DOMAINS",
     "GEOMETRIC",
     "MAGNIFICATIONS",
     "VARIANTS",
     "CropSpec",
     "augment",
     "crop_specs",
+    "scribble_labels",
     "synth_micrograph",
     "write_dataset",
     "write_large",
@@ -53,7 +57,7 @@ Progress = Callable[[int, int], None]
 
 
 def synth_micrograph(
-    height: int, width: int, seed: int, magnification: int = 700
+    height: int, width: int, seed: int, magnification: int = 700, domain: str = "ni-wc"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one synthetic Ni-WC micrograph.
 
@@ -62,6 +66,7 @@ def synth_micrograph(
     height, width : int, pixels (>= 1)
     seed : int >= 0
     magnification : int > 0; feature sizes scale with ``magnification / 700``
+    domain : ``"ni-wc"`` (default) or ``"shifted"`` (another lab's look, :mod:`.domains`)
 
     Returns
     -------
@@ -69,7 +74,7 @@ def synth_micrograph(
     labels : ndarray of uint8, shape (height, width), class ids 0..4 of ``DEFAULT_TABLE``
     """
     _check_dims(height, width, seed, magnification)
-    micrograph = prepare(height, width, seed, magnification)
+    micrograph = prepare(height, width, seed, magnification, domain_named(domain))
     image = np.empty((height, width), np.uint8)
     labels = np.empty((height, width), np.uint8)
     for y0, y1 in micrograph.bands():
@@ -129,7 +134,15 @@ def crop_specs(groups: int, seed: int = 0) -> list[CropSpec]:
 
 
 def write_dataset(
-    out: str | os.PathLike, groups: int, size: int = 512, seed: int = 0, progress: Progress | None = None
+    out: str | os.PathLike,
+    groups: int,
+    size: int = 512,
+    seed: int = 0,
+    progress: Progress | None = None,
+    *,
+    domain: str = "ni-wc",
+    scribbles: float | None = None,
+    variants: bool = True,
 ) -> list[Path]:
     """Write a synthetic dataset in the Zenodo layout.
 
@@ -140,10 +153,15 @@ def write_dataset(
     Parameters
     ----------
     out : folder (created if missing)
-    groups : number of base crops (>= 1); 9 * groups images
+    groups : number of base crops (>= 1); 9 * groups images (``groups`` without ``variants``)
     size : crop side in pixels (>= 16)
     seed : int >= 0
     progress : optional callback ``(done_groups, total_groups)``
+    domain : ``"ni-wc"`` (default) or ``"shifted"`` (:mod:`semphase.data.synth.domains`)
+    scribbles : share of each image's pixels to label with simulated strokes
+        (:func:`semphase.data.synth.scribbles.scribble_labels`); the rest of the mask is unlabelled
+        (255). None: dense masks.
+    variants : False writes each base crop once (``{prefix}_base.bmp``) instead of its nine variants
 
     Returns
     -------
@@ -158,16 +176,31 @@ def write_dataset(
         raise InputError(f"--seed must be >= 0, got {seed}", root)
     if root.exists() and not root.is_dir():
         raise InputError("exists and is not a folder", root)
+    if scribbles is not None and not 0 < scribbles <= 1:
+        raise InputError(f"--scribbles must be a share of the pixels in (0, 1], got {scribbles}", root)
+    domain_named(domain)  # fails before anything is written
     written: list[Path] = []
     specs = crop_specs(groups, seed)
     for done, spec in enumerate(specs):
-        image, labels = synth_micrograph(size, size, spec.seed, spec.magnification)
-        for variant in VARIANTS:
-            img_v, lab_v = augment(image, labels, variant, spec.seed)
+        image, labels = synth_micrograph(size, size, spec.seed, spec.magnification, domain)
+        for k, variant in enumerate(VARIANTS if variants else ("base",)):
+            if variant == "base":
+                img_v, lab_v = image, labels
+            else:
+                img_v, lab_v = augment(image, labels, variant, spec.seed)
+            if scribbles is not None:
+                lab_v = scribble_labels(lab_v, scribbles, spec.seed + k, DEFAULT_TABLE.num_classes)
             name = spec.file_name(variant)
             write_image(root / IMAGES_DIR / name, img_v)
-            write_image(root / MASKS_DIR / name, DEFAULT_TABLE.to_raw(lab_v))
+            write_image(root / MASKS_DIR / name, to_raw_ids(lab_v))
             written.append(root / IMAGES_DIR / name)
         if progress is not None:
             progress(done + 1, len(specs))
     return written
+
+
+def to_raw_ids(labels: np.ndarray) -> np.ndarray:
+    """Class ids -> the raw ids dataset masks hold (``DEFAULT_TABLE``); unlabelled stays 255."""
+    raw = DEFAULT_TABLE.to_raw(labels)
+    raw[labels == IGNORE] = IGNORE
+    return raw

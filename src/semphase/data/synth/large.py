@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from semphase.data.synth.domains import domain_named
 from semphase.data.synth.render import prepare
 from semphase.errors import InputError
 from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path
@@ -311,6 +312,7 @@ def write_large(
     tile: int | None = None,
     compression: str | None = None,
     bigtiff: bool = False,
+    domain: str = "ni-wc",
 ) -> tuple[Path, Path]:
     """Write one large synthetic micrograph and its truth labels, band by band in bounded memory.
 
@@ -329,6 +331,7 @@ def write_large(
         layout) without. ``"jpeg"`` is lossy: the truth still describes the rendered scene, not the
         decoded pixels.
     bigtiff : force BigTIFF (chosen anyway when the file could exceed 4 GB)
+    domain : the synthetic domain (:mod:`semphase.data.synth.domains`): ``"ni-wc"`` or ``"shifted"``
 
     Returns
     -------
@@ -379,7 +382,7 @@ def write_large(
     if layout.plain:
         options["bigtiff"] = layout.bigtiff
 
-    micrograph = prepare(height, width, seed, magnification)
+    micrograph = prepare(height, width, seed, magnification, domain_named(domain))
     truth = PngRowWriter(truth_path, width, total_h, 1, label_image=True)
 
     def bands() -> Iterator[np.ndarray]:

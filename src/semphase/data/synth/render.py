@@ -13,11 +13,13 @@ edges are rendered with a ``MARGIN`` of real content so the blur never sees an a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
+from semphase.data.synth.domains import NI_WC, Acquisition, Domain
 from semphase.data.synth.scene import Scene, build_scene, rasterize_rows
 
 #: Rows per noise block; bands must start on a multiple of it.
@@ -52,24 +54,30 @@ class Look:
     gradient: tuple[float, float, float, float, float]  # gx, gy, quadratic, centre x, centre y (relative)
     contrast: float
     brightness: float
+    edge_halo: float = 0.0  # grey levels added along phase boundaries (0: none)
+    streak: float = 0.0  # charging trail after bright particles along the scan (0: none)
+    streak_length: float = 0.0  # pixels
 
 
-def sample_look(rng: np.random.Generator) -> Look:
-    """Draw the acquisition of one micrograph: levels jittered, noise and blur within SEM-typical ranges."""
-    base = np.array([62.0, 92.0, 205.0, 128.0, 168.0])
-    levels = base + rng.normal(0.0, 3.0, 5)
-    levels[1] = levels[0] + rng.uniform(40.0, 48.0)  # carbide: faint, yet above the noise after the blur
-    return Look(
+def sample_look(rng: np.random.Generator, acq: Acquisition = NI_WC.acquisition) -> Look:
+    """Draw the acquisition of one micrograph: levels jittered, noise and blur within the ranges of
+    ``acq`` (SEM-typical ones by default)."""
+    base = np.array(acq.levels)
+    levels = base + rng.normal(0.0, acq.level_jitter, 5)
+    if acq.carbide_above_matrix is not None:
+        # carbide: faint, yet above the noise after the blur
+        levels[1] = levels[0] + rng.uniform(*acq.carbide_above_matrix)
+    look = Look(
         levels=tuple(float(v) for v in levels),
-        fine=(9.0, 4.0, 6.0, 8.0, 6.0),
-        mottle=(4.0, 2.0, 3.0, 12.0, 5.0),
-        grain=(5.0, 0.0, 6.0, 6.0, 4.0),
-        psf_sigma=float(rng.uniform(0.7, 1.15)),
-        gain=float(rng.uniform(0.9, 1.7)),
-        read_noise=float(rng.uniform(2.0, 5.0)),
-        jitter_px=float(rng.uniform(0.08, 0.3)),
-        glitch_rate=float(rng.uniform(0.0, 0.004)),
-        row_gain=float(rng.uniform(0.003, 0.012)),
+        fine=acq.fine,
+        mottle=acq.mottle,
+        grain=acq.grain,
+        psf_sigma=float(rng.uniform(*acq.psf_sigma)),
+        gain=float(rng.uniform(*acq.gain)),
+        read_noise=float(rng.uniform(*acq.read_noise)),
+        jitter_px=float(rng.uniform(*acq.jitter_px)),
+        glitch_rate=float(rng.uniform(*acq.glitch_rate)),
+        row_gain=float(rng.uniform(*acq.row_gain)),
         gradient=(
             float(rng.uniform(-0.08, 0.08)),
             float(rng.uniform(-0.08, 0.08)),
@@ -80,6 +88,35 @@ def sample_look(rng: np.random.Generator) -> Look:
         contrast=float(rng.uniform(0.88, 1.12)),
         brightness=float(rng.uniform(-12.0, 12.0)),
     )
+    extras = {}
+    if acq.edge_halo is not None:
+        extras["edge_halo"] = float(rng.uniform(*acq.edge_halo))
+    if acq.streak is not None:
+        extras["streak"] = float(rng.uniform(*acq.streak))
+        extras["streak_length"] = float(rng.uniform(*acq.streak_length))
+    return replace(look, **extras) if extras else look
+
+
+def _edge_halo(labels: np.ndarray) -> np.ndarray:
+    """Secondary-electron edge brightening: 1 on phase boundaries, fading over about two pixels."""
+    edges = np.zeros(labels.shape, np.float32)
+    edges[:, 1:] += labels[:, 1:] != labels[:, :-1]
+    edges[:, :-1] += labels[:, 1:] != labels[:, :-1]
+    edges[1:] += labels[1:] != labels[:-1]
+    edges[:-1] += labels[1:] != labels[:-1]
+    np.minimum(edges, 1.0, out=edges)
+    return cv2.GaussianBlur(edges, (0, 0), 1.2) * np.float32(2.0)
+
+
+def _charging_streaks(bright: np.ndarray, length: float) -> np.ndarray:
+    """A trail behind bright particles along each scan line: an exponentially fading sum of the bright
+    pixels to the left (the beam scans left to right), 0..1, zero inside the particles."""
+    taps = max(2, int(3 * length))
+    kernel = np.exp(-np.arange(taps, 0, -1, dtype=np.float32) / np.float32(length))
+    kernel[-1] = 0.0  # a pixel does not trail itself
+    kernel /= kernel.sum()
+    trail = cv2.filter2D(bright, -1, kernel[None, :], anchor=(taps - 1, 0), borderType=cv2.BORDER_CONSTANT)
+    return trail * (1.0 - bright)
 
 
 def _block_rng(key: tuple[int, ...], stream: int, block: int) -> np.random.Generator:
@@ -167,6 +204,11 @@ def render_rows(
     signal += per_class(look.mottle) * _smooth_normals(key, _MOTTLE, r0, r1, wide, _MOTTLE_SIGMA)
     signal += per_class(look.grain) * _smooth_normals(key, _GRAIN, r0, r1, wide, _GRAIN_SIGMA)
     signal += _scratch_layer(scene, r0, signal.shape, m)
+    if look.edge_halo:
+        signal += np.float32(look.edge_halo) * _edge_halo(labels_ext)
+    if look.streak:
+        bright = (labels_ext == 2).astype(np.float32)  # the WC particles ("Void") charge
+        signal += np.float32(look.streak) * _charging_streaks(bright, look.streak_length)
     signal = cv2.GaussianBlur(signal, (0, 0), look.psf_sigma)
 
     rows = y1 - y0
@@ -240,9 +282,10 @@ class Micrograph:
         return render_rows(self.scene, self.look, self.key, y0, y1)
 
 
-def prepare(height: int, width: int, seed: int, magnification: int) -> Micrograph:
-    """Geometry and acquisition of one micrograph, from its arguments alone."""
-    key = (int(seed), int(height), int(width), int(magnification))
-    scene = build_scene(height, width, seed, magnification)
-    look = sample_look(np.random.default_rng(np.random.SeedSequence([*key, 0x100C])))
+def prepare(height: int, width: int, seed: int, magnification: int, domain: Domain = NI_WC) -> Micrograph:
+    """Geometry and acquisition of one micrograph of ``domain``, from its arguments alone."""
+    salt = 0 if domain is NI_WC else zlib.crc32(domain.name.encode())
+    key = (int(seed), int(height), int(width), int(magnification)) + ((salt,) if salt else ())
+    scene = build_scene(height, width, seed, magnification, domain.morphology, salt)
+    look = sample_look(np.random.default_rng(np.random.SeedSequence([*key, 0x100C])), domain.acquisition)
     return Micrograph(scene, look, key)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from semphase.data.synth.domains import NI_WC, Morphology
 from semphase.phases import DEFAULT_TABLE
 
 #: Fractional bits of the fixed-point coordinates (OpenCV ``shift``).
@@ -77,11 +78,15 @@ def _rows_of(fixed_pts: np.ndarray) -> tuple[int, int]:
 
 
 def _particle_outlines(
-    rng: np.random.Generator, cx: float, cy: float, r: float, s: float
+    rng: np.random.Generator, cx: float, cy: float, r: float, s: float, morph: Morphology = NI_WC.morphology
 ) -> tuple[np.ndarray, np.ndarray]:
     """Core outline and serrated band outline of one particle, float pixel coordinates."""
+    facet = None
+    if morph.facets is not None:  # a faceted particle: a polygon of k sides blended into the outline
+        k = int(rng.integers(int(morph.facets[0]), int(morph.facets[1]) + 1))
+        facet = (k, rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.0))
     shape_k = np.arange(2, 7)
-    shape_amp = rng.normal(0.0, 0.045, shape_k.size) / shape_k**0.7
+    shape_amp = rng.normal(0.0, morph.shape_amplitude, shape_k.size) / shape_k**0.7
     shape_ph = rng.uniform(0, 2 * np.pi, shape_k.size)
     rough_k = np.arange(8, 31)
     rough_amp = rng.normal(0.0, 0.5 * s, rough_k.size) * (8.0 / rough_k)
@@ -89,11 +94,17 @@ def _particle_outlines(
     width_k = np.arange(1, 5)
     width_amp = rng.uniform(-0.35, 0.35, width_k.size) / width_k**0.5
     width_ph = rng.uniform(0, 2 * np.pi, width_k.size)
-    w0 = rng.uniform(8.0, 14.0) * s
-    tooth = rng.uniform(3.0, 6.0) * s
+    w0 = rng.uniform(*morph.rim_width) * s
+    tooth = rng.uniform(*morph.rim_tooth) * s
 
     def core_radius(theta: np.ndarray) -> np.ndarray:
-        return r * (1.0 + _fourier(theta, shape_amp, shape_ph, shape_k)) + _fourier(
+        base = r
+        if facet is not None:
+            sides, turn, strength = facet
+            wedge = 2 * np.pi / sides
+            polygon = np.cos(np.pi / sides) / np.cos(np.mod(theta - turn, wedge) - wedge / 2)
+            base = r * ((1.0 - strength) + strength * polygon)
+        return base * (1.0 + _fourier(theta, shape_amp, shape_ph, shape_k)) + _fourier(
             theta, rough_amp, rough_ph, rough_k
         )
 
@@ -108,24 +119,26 @@ def _particle_outlines(
     theta_o = np.sort(np.arange(m) * step + rng.uniform(-0.3, 0.3, m) * step)
     width = np.clip(w0 * (1.0 + _fourier(theta_o, width_amp, width_ph, width_k)), 8.0 * s, 30.0 * s)
     teeth = np.where(np.arange(m) % 2 == 0, tooth * rng.uniform(0.5, 1.0, m), -0.3 * tooth * rng.random(m))
-    fingers = rng.random(m) < 0.05
+    fingers = rng.random(m) < morph.rim_fingers
     teeth[fingers] += tooth * rng.uniform(1.0, 2.2, int(fingers.sum()))
     ro = core_radius(theta_o) + np.maximum(width + teeth, 5.0 * s)
     band = np.stack([cx + ro * np.cos(theta_o), cy + ro * np.sin(theta_o)], axis=1)
     return core, band
 
 
-def _place_particles(rng: np.random.Generator, h: int, w: int, s: float):
+def _place_particles(
+    rng: np.random.Generator, h: int, w: int, s: float, morph: Morphology = NI_WC.morphology
+):
     """Random sequential placement of non-overlapping particles until the in-frame Void fraction is met."""
-    r_min, r_max = 60.0 * s, 200.0 * s
+    r_min, r_max = morph.radius_range[0] * s, morph.radius_range[1] * s
     ext = int(math.ceil(r_max + 45.0 * s))  # features this far outside the frame still reach into it
     q = 8  # occupancy grid cell, pixels
     gh, gw = (h + 2 * ext) // q + 2, (w + 2 * ext) // q + 2
     grid = np.zeros((gh, gw), np.uint8)
     fy0, fy1, fx0, fx1 = ext // q, (ext + h) // q + 1, ext // q, (ext + w) // q + 1
     frame_cells = (fy1 - fy0) * (fx1 - fx0)
-    target = rng.uniform(0.36, 0.47)
-    mean_area = np.pi * (105.0 * s) ** 2 * 1.15
+    target = rng.uniform(*morph.void_fraction)
+    mean_area = np.pi * (morph.radius_mean * s) ** 2 * 1.15
     expected = target * (h + 2 * ext) * (w + 2 * ext) / mean_area
     budget = int(300 + 80 * expected)
     placed: list[tuple[float, float, float]] = []
@@ -133,7 +146,9 @@ def _place_particles(rng: np.random.Generator, h: int, w: int, s: float):
     for _ in range(budget):
         if covered >= target * frame_cells:
             break
-        r = float(np.clip(np.exp(rng.normal(np.log(105.0 * s), 0.35)), r_min, r_max))
+        r = float(
+            np.clip(np.exp(rng.normal(np.log(morph.radius_mean * s), morph.radius_sigma)), r_min, r_max)
+        )
         cx = rng.uniform(-ext, w + ext)
         cy = rng.uniform(-ext, h + ext)
         gap = rng.uniform(3.0, 12.0) * s
@@ -199,7 +214,9 @@ def _positions(rng, space: _FreeSpace, h: int, w: int, pad: float, s: float, n: 
     return np.concatenate(found)[:n]
 
 
-def _blocks(rng: np.random.Generator, centres: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+def _blocks(
+    rng: np.random.Generator, centres: np.ndarray, s: float, size_mean: float = 6.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Convex, mostly four- to six-cornered precipitates: (n, 7, 2) outlines and their areas."""
     n = len(centres)
     kmax = 7
@@ -207,7 +224,11 @@ def _blocks(rng: np.random.Generator, centres: np.ndarray, s: float) -> tuple[np
     idx = np.minimum(np.arange(kmax)[None, :], k[:, None] - 1)  # pad by repeating the last corner
     step = 2 * np.pi / k[:, None]
     ang = idx * step + rng.uniform(-0.3, 0.3, (n, kmax)) * step
-    size = np.clip(np.exp(rng.normal(np.log(6.5 * s), 0.55, n)), 2.0 * s, 24.0 * s)
+    size = np.clip(
+        np.exp(rng.normal(np.log(size_mean * s), 0.55, n)),
+        2.0 * s * size_mean / 6.5,
+        24.0 * s * size_mean / 6.5,
+    )
     aspect = rng.uniform(1.0, 2.2, n)
     local = np.stack([np.cos(ang) * size[:, None] * aspect[:, None], np.sin(ang) * size[:, None]], axis=2)
     rot = rng.uniform(0, np.pi, n)
@@ -218,15 +239,17 @@ def _blocks(rng: np.random.Generator, centres: np.ndarray, s: float) -> tuple[np
     return xy + centres[:, None, :], area
 
 
-def _dendrites(rng: np.random.Generator, roots: np.ndarray, s: float):
+def _dendrites(rng: np.random.Generator, roots: np.ndarray, s: float, morph: Morphology = NI_WC.morphology):
     """Branched precipitates: a wandering trunk with side arms alternating left and right.
 
     Returns (segments (S, 2, 2) float, widths (S,) int, owner dendrite of each segment (S,), area per
     dendrite (n,)).
     """
     n, steps = len(roots), 12
-    length = np.clip(np.exp(rng.normal(np.log(28.0 * s), 0.4, n)), 10.0 * s, 80.0 * s)
-    width = np.clip(np.round(rng.uniform(2.0, 4.5, n) * s), 2, 7).astype(np.int32)
+    scale = morph.dendrite_length / 28.0
+    length = np.clip(np.exp(rng.normal(np.log(28.0 * scale * s), 0.4, n)), 10.0 * scale * s, 80.0 * scale * s)
+    thinnest = max(1, int(morph.dendrite_width[0]))
+    width = np.clip(np.round(rng.uniform(*morph.dendrite_width, n) * s), thinnest, 7).astype(np.int32)
     heading = rng.uniform(0, 2 * np.pi, n)[:, None] + np.cumsum(rng.normal(0, 0.15, (n, steps)), axis=1)
     step_len = (length / steps)[:, None]
     trunk = (
@@ -248,7 +271,7 @@ def _dendrites(rng: np.random.Generator, roots: np.ndarray, s: float):
     base = trunk[:, 1:steps]
     tip = base + np.stack([np.cos(arm_angle), np.sin(arm_angle)], 2) * arm_len[..., None]
     arm_segs = np.stack([base, tip], axis=2)
-    arm_width = np.maximum(width - 1, 2)  # thinner arms vanish under the probe blur
+    arm_width = np.maximum(width - 1, thinnest)  # thinner arms vanish under the probe blur
     keep = arm_len > 0
     segments = np.concatenate([trunk_segs.reshape(-1, 2, 2), arm_segs[keep]])
     widths = np.concatenate([np.repeat(width, steps), np.broadcast_to(arm_width[:, None], keep.shape)[keep]])
@@ -259,16 +282,28 @@ def _dendrites(rng: np.random.Generator, roots: np.ndarray, s: float):
     return segments, widths.astype(np.int32), owner, area
 
 
-def build_scene(height: int, width: int, seed: int, magnification: int) -> Scene:
-    """Generate the geometry of one micrograph of ``height`` x ``width`` pixels (deterministic)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, height, width, magnification, 0x5E1]))
+def build_scene(
+    height: int,
+    width: int,
+    seed: int,
+    magnification: int,
+    morph: Morphology = NI_WC.morphology,
+    salt: int = 0,
+) -> Scene:
+    """Generate the geometry of one micrograph of ``height`` x ``width`` pixels (deterministic).
+
+    ``morph`` gives the ranges of the microstructure (:mod:`semphase.data.synth.domains`); ``salt`` keys
+    the random streams of a domain other than the default, so its scenes are not the default's.
+    """
+    entropy = [seed, height, width, magnification, 0x5E1] + ([salt] if salt else [])
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     s = magnification / REFERENCE_MAGNIFICATION
     h, w = height, width
 
-    placed, ext = _place_particles(rng, h, w, s)
+    placed, ext = _place_particles(rng, h, w, s, morph)
     cores, bands, prow = [], [], []
     for cx, cy, r in placed:
-        core, band = _particle_outlines(rng, cx, cy, r, s)
+        core, band = _particle_outlines(rng, cx, cy, r, s, morph)
         cores.append(_fixed(core))
         bands.append(_fixed(band))
         prow.append(_rows_of(bands[-1]))
@@ -278,14 +313,18 @@ def build_scene(height: int, width: int, seed: int, magnification: int) -> Scene
     # Precipitates (Dilution): area target over the padded frame, about half blocky, half dendritic.
     pad = 48.0 * s
     padded_area = (h + 2 * pad) * (w + 2 * pad)
-    target = rng.uniform(0.10, 0.16) * padded_area
-    block_share = rng.uniform(0.45, 0.65)
-    n_blocks = max(1, int(target * block_share / (160.0 * s * s)))
-    block_xy, block_area = _blocks(rng, _positions(rng, space, h, w, pad, s, n_blocks), s)
+    target = rng.uniform(*morph.dilution_fraction) * padded_area
+    block_share = rng.uniform(*morph.block_share)
+    block_estimate = 160.0 * (morph.block_size / 6.5) ** 2  # a block's mean area at 700x, over-estimated
+    n_blocks = max(1, int(target * block_share / (block_estimate * s * s)))
+    block_xy, block_area = _blocks(rng, _positions(rng, space, h, w, pad, s, n_blocks), s, morph.block_size)
     upto = int(np.searchsorted(np.cumsum(block_area), target * block_share)) + 1
     blocks = [_fixed(p) for p in block_xy[:upto]]
-    n_dend = max(1, int(target * (1 - block_share) / (170.0 * s * s)))
-    segs, seg_w, seg_owner, dend_area = _dendrites(rng, _positions(rng, space, h, w, pad, s, n_dend), s)
+    dendrite_estimate = 170.0 * (morph.dendrite_length / 28.0) * (sum(morph.dendrite_width) / 6.5)
+    n_dend = max(1, int(target * (1 - block_share) / (dendrite_estimate * s * s)))
+    segs, seg_w, seg_owner, dend_area = _dendrites(
+        rng, _positions(rng, space, h, w, pad, s, n_dend), s, morph
+    )
     upto_d = int(np.searchsorted(np.cumsum(dend_area), target * (1 - block_share))) + 1
     keep = seg_owner < upto_d
     segs, seg_w = _fixed(segs[keep]), seg_w[keep]
@@ -294,10 +333,12 @@ def build_scene(height: int, width: int, seed: int, magnification: int) -> Scene
     ).astype(np.int64)
 
     # Carbide specks: a few tenths of a percent of the frame, in the matrix only.
-    speck_target = rng.uniform(0.004, 0.008) * padded_area
-    n_specks = int(speck_target / (np.pi * (2.4 * s) ** 2 * 0.8)) + 1
-    a = np.clip(rng.uniform(1.8, 4.2, n_specks) * s, 1.6, 5.5)
-    b = a * rng.uniform(0.6, 1.0, n_specks)
+    speck_target = rng.uniform(*morph.carbide_fraction) * padded_area
+    lo, hi = morph.carbide_size
+    speck_scale = (lo + hi) / 6.0 * (morph.carbide_aspect[0] + morph.carbide_aspect[1]) / 1.6
+    n_specks = int(speck_target / (np.pi * (2.4 * s) ** 2 * 0.8 * speck_scale)) + 1
+    a = np.clip(rng.uniform(lo, hi, n_specks) * s, 1.6 * lo / 1.8, 5.5 * hi / 4.2)
+    b = a * rng.uniform(*morph.carbide_aspect, n_specks)
     n_specks = min(a.size, int(np.searchsorted(np.cumsum(np.pi * a * b), speck_target)) + 1)
     a, b = a[:n_specks], b[:n_specks]
     centres = _positions(rng, space, h, w, pad, s, n_specks)
