@@ -137,6 +137,8 @@ def test_base_modules_import_with_torch_unavailable():
         "semphase.data.synth",
         "semphase.runtime.model",
         "semphase.runtime.segment",
+        "semphase.runtime.suggest",
+        "semphase.data.labels",
         "semphase.model_package",
         # the inference sides of the optional extras (imported only when installed)
         *[

@@ -1,0 +1,577 @@
+"""What to label next: rank micrographs and regions by the model's uncertainty, and pre-fill their labels.
+
+Active learning as MONAI Label and Cellpose 2.0 do it, on the runtime alone (onnxruntime, no torch). Every
+micrograph is segmented with the four flips of every tile (flip test-time augmentation); per pixel:
+
+- **entropy** H: the normalized entropy of the flip-averaged class probabilities (0 = certain, 1 = all
+  classes equally likely), the uncertainty ``segment --uncertainty`` writes;
+- **disagreement** D: the share of the four flips whose phase differs from the consensus (the argmax of
+  the averaged probabilities): where the model changes its mind when the micrograph is mirrored;
+- the pixel's **uncertainty** u: ``(H + D) / 2`` (``score="combined"``, the default), or H or D alone.
+
+A candidate region (``region`` x ``region`` pixels on a grid, the data bar left out) scores the mean of
+``u * (1 + rare_weight * r_c)`` over its pixels, where ``c`` is the pixel's predicted phase and ``r_c`` its
+rarity: ``f_c ** -0.5`` over the predicted phase fractions ``f`` of all the micrographs scanned, scaled to
+1 for the rarest phase. Uncertain pixels of a rare phase (the thin Reprecipitate rim, Carbide specks)
+therefore count up to ``1 + rare_weight`` times more than those of the common ones. The ``n`` best regions
+are picked greedily, at most ``per_image`` per micrograph and never overlapping, skipping regions whose
+label file already exists in the output folder (they are labelled: a second run suggests new ones).
+
+For every pick the output folder gets, in the dataset layout ``semphase train`` reads:
+
+- ``images/NAME.png``: the region as the model saw it (8-bit);
+- ``masks/NAME.png``: an editable colour label image (:mod:`semphase.data.labels`): the model's phase in
+  its class colour where it is confident (all four flips agree and H <= ``max_entropy``), transparent
+  (unlabelled) elsewhere, so the user corrects and confirms instead of painting from nothing. An existing
+  mask is never overwritten (it may hold the user's corrections);
+- ``previews/NAME.png``: the region | its pre-filled labels | their overlay;
+
+and ``worklist.csv`` (the picks, best first) and ``suggest.json`` (everything: the settings, the rarity
+weights, every micrograph's score and the picks). ``NAME`` is ``STEM__yY_xX``; :func:`semphase.data.layout.
+group_key` puts every region of one micrograph into one group, so a split never separates them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from semphase.data.labels import write_colour_labels
+from semphase.data.overlay import panel
+from semphase.errors import InputError, OptionError
+from semphase.imageio import ensure_output_folder, write_image, write_text_atomic
+from semphase.phases import IGNORE, ClassTable
+from semphase.progress import SILENT, Progress, count_callback
+from semphase.runtime.databar import resolve_databar
+from semphase.runtime.sliding import DEFAULT_BATCH, argmax_classes, iter_bands, normalized_entropy, softmax
+from semphase.runtime.source import open_micrograph
+
+SCORES = ("combined", "entropy", "disagreement")
+#: Side of the cells the region statistics are summed over; regions are multiples of it.
+CELL = 32
+IMAGES_DIR, MASKS_DIR, PREVIEWS_DIR = "images", "masks", "previews"
+WORKLIST_NAME, DOCUMENT_NAME = "worklist.csv", "suggest.json"
+#: The four flips of a tile: (axes of a (N, h, w) batch) for identity, left-right, up-down, both.
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+
+
+@dataclass(frozen=True)
+class SuggestOptions:
+    """What :func:`suggest` picks and how it segments.
+
+    Attributes
+    ----------
+    n : regions to pick (>= 1).
+    region : side of a region in pixels, a multiple of 32 (a micrograph smaller than that is one region).
+    per_image : at most this many regions of one micrograph (None: ``ceil(n / micrographs)``, so picks
+        spread over the micrographs).
+    score : ``"combined"``, ``"entropy"`` or ``"disagreement"`` (see the module docstring).
+    rare_weight : how much more an uncertain pixel of the rarest phase counts (0: phases count alike).
+    max_entropy : a pixel is pre-filled when its entropy is at most this and the flips agree.
+    tta : segment with the four flips (False: one pass, no disagreement; entropy only).
+    tile, overlap, batch, databar, normalize : as for ``segment``.
+    """
+
+    n: int = 8
+    region: int = 512
+    per_image: int | None = None
+    score: str = "combined"
+    rare_weight: float = 1.0
+    max_entropy: float = 0.3
+    tta: bool = True
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int = DEFAULT_BATCH
+    databar: str | int = "auto"
+    normalize: str = "linear"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n >= 1, f"--n must be >= 1, got {self.n}"),
+            (
+                self.region >= CELL and self.region % CELL == 0,
+                f"--region must be a positive multiple of {CELL}, got {self.region}",
+            ),
+            (self.per_image is None or self.per_image >= 1, "--per-image must be >= 1"),
+            (self.score in SCORES, f"--score must be one of {', '.join(SCORES)}, got {self.score!r}"),
+            (math.isfinite(self.rare_weight) and self.rare_weight >= 0, "--rare-weight must be >= 0"),
+            (0 <= self.max_entropy <= 1, "--max-entropy must be in 0..1"),
+            (self.tta or self.score == "entropy", "--no-tta has no flips to disagree: use --score entropy"),
+            (self.batch >= 1, "--batch must be >= 1"),
+            (self.normalize in ("linear", "percentile"), "--normalize must be linear or percentile"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OptionError(message)
+
+
+class FlipStack:
+    """A tile model whose logits are those of the four flips of each tile, stacked: (N, 4 C, h, w), each
+    flip's logits flipped back, so the sliding window blends every flip on its own."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.tile_size, self.overlap = model.tile_size, model.overlap
+        self.classes = [f"{name}/{k}" for k in range(len(FLIPS)) for name in model.classes]
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.model.size_multiple)
+
+    def logits(self, batch_u8: np.ndarray) -> np.ndarray:
+        outs = []
+        for axes in FLIPS:
+            if not axes:
+                outs.append(self.model.logits(batch_u8))
+                continue
+            flipped = np.ascontiguousarray(np.flip(batch_u8, axis=axes))
+            outs.append(np.flip(self.model.logits(flipped), axis=tuple(a + 1 for a in axes)))
+        return np.ascontiguousarray(np.concatenate(outs, axis=1))
+
+
+def pixel_uncertainty(logits: np.ndarray, classes: int, tta: bool) -> tuple[np.ndarray, ...]:
+    """Consensus phase, entropy and disagreement of blended logits.
+
+    Parameters
+    ----------
+    logits : float32 (4 C, h, w) stacked flips (``tta``) or (C, h, w).
+    classes : C.
+
+    Returns
+    -------
+    (labels uint8 (h, w), entropy float32 (h, w) in 0..1, disagreement float32 (h, w) in 0..1)
+    """
+    if not tta:
+        probs = softmax(logits.astype(np.float32, copy=True))
+        return argmax_classes(probs), normalized_entropy(probs), np.zeros(logits.shape[1:], np.float32)
+    flips = len(FLIPS)
+    per_flip = logits.reshape(flips, classes, *logits.shape[1:])
+    probs = np.stack([softmax(per_flip[f].astype(np.float32, copy=True)) for f in range(flips)])
+    mean = probs.mean(axis=0)
+    labels = argmax_classes(mean)
+    agree = sum((argmax_classes(probs[f]) == labels).astype(np.float32) for f in range(flips))
+    return labels, normalized_entropy(mean), 1.0 - agree / flips
+
+
+def combine(entropy: np.ndarray, disagreement: np.ndarray, score: str) -> np.ndarray:
+    """The per-pixel uncertainty ``score`` ranks by (float32, 0..1)."""
+    if score == "entropy":
+        return entropy
+    if score == "disagreement":
+        return disagreement
+    return (entropy + disagreement) * np.float32(0.5)
+
+
+@dataclass
+class Scan:
+    """One micrograph's uncertainty, summed over ``CELL`` x ``CELL`` cells, and where its pixels are kept
+    until the picks are written.
+
+    ``sums`` is float64 (3 + C, rows, cols): the uncertainty, the entropy, the disagreement, then the
+    uncertainty of the pixels predicted as each phase; ``counts`` int64 (C, rows, cols): pixels predicted
+    as each phase.
+    """
+
+    path: Path
+    stem: str
+    width: int
+    height: int  # analysed rows (the data bar left out)
+    sums: np.ndarray
+    counts: np.ndarray
+    arrays: Path  # folder of memory maps: labels.npy (pre-filled), predicted.npy
+    mean_entropy: float = 0.0
+    mean_disagreement: float = 0.0
+    score: float = 0.0
+
+
+def _cell_sums(values: np.ndarray, width: int) -> np.ndarray:
+    """Per-row sums over column cells: (..., h, w) -> (..., h, ceil(w / CELL))."""
+    cols = -(-width // CELL)
+    pad = cols * CELL - width
+    if pad:
+        values = np.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, pad)])
+    return values.reshape(*values.shape[:-1], cols, CELL).sum(axis=-1)
+
+
+def scan_micrograph(
+    model, path: Path, stem: str, options: SuggestOptions, work: Path, progress: Progress = SILENT
+) -> Scan:
+    """Segment one micrograph with flips and sum its uncertainty per cell; its labels go to ``work``."""
+    classes = len(model.classes)
+    source = open_micrograph(path, options.normalize)
+    try:
+        try:
+            bar_rows, _ = resolve_databar(options.databar, source.bottom(), source.info.image_height)
+        except ValueError as exc:
+            raise InputError(str(exc), path) from None
+        height, width = source.height - bar_rows, source.width
+        rows_c, cols_c = -(-height // CELL), -(-width // CELL)
+        sums = np.zeros((3 + classes, rows_c, cols_c), np.float64)
+        counts = np.zeros((classes, rows_c, cols_c), np.int64)
+        folder = work / stem
+        folder.mkdir()
+        kept = {
+            name: np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.uint8, (height, width))
+            for name in ("labels", "predicted")
+        }
+        analysed = _Rows(source, height)
+        tile_model = FlipStack(model) if options.tta else model
+        for band in iter_bands(
+            tile_model,
+            analysed,
+            tile=options.tile,
+            overlap=options.overlap,
+            batch=options.batch,
+            tta=False,
+            logits=True,
+            progress=count_callback(progress, "tiles", f"tiles of {path.name}"),
+        ):
+            labels, entropy, disagreement = pixel_uncertainty(band.logits, classes, options.tta)
+            u = combine(entropy, disagreement, options.score)
+            confident = (entropy <= options.max_entropy) & (disagreement == 0)
+            kept["predicted"][band.y0 : band.y1] = labels
+            kept["labels"][band.y0 : band.y1] = np.where(confident, labels, IGNORE)
+            one_hot = labels[None] == np.arange(classes, dtype=np.uint8)[:, None, None]
+            planes = np.concatenate([u[None], entropy[None], disagreement[None], one_hot * u[None]])
+            planes = planes.astype(np.float64)
+            row_sums = _cell_sums(planes, width)
+            row_counts = _cell_sums(one_hot.astype(np.int64), width)
+            cells = np.arange(band.y0, band.y1) // CELL
+            np.add.at(sums, (slice(None), cells), row_sums)
+            np.add.at(counts, (slice(None), cells), row_counts)
+        for array in kept.values():
+            array.flush()
+        del kept
+    finally:
+        source.close()
+    pixels = max(height * width, 1)
+    return Scan(
+        path,
+        stem,
+        width,
+        height,
+        sums,
+        counts,
+        folder,
+        float(sums[1].sum() / pixels),
+        float(sums[2].sum() / pixels),
+    )
+
+
+class _Rows:
+    """The analysed rows of an open micrograph (above its data bar), as the sliding window reads them."""
+
+    def __init__(self, source, height: int) -> None:
+        self.source = source
+        self.shape = (height, source.width)
+        self.streamed = source.streamed
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.source.rows(y0, y1)
+
+
+def rarity(scans: Sequence[Scan], classes: int) -> np.ndarray:
+    """``f_c ** -0.5`` of the predicted phase fractions over all scans, scaled to 1 for the rarest phase
+    (a phase never predicted counts as the rarest). float64 (C,)."""
+    counts = np.zeros(classes, np.float64)
+    for scan in scans:
+        counts += scan.counts.sum(axis=(1, 2))
+    total = counts.sum()
+    if total == 0:
+        return np.ones(classes)
+    freq = counts / total
+    present = freq > 0
+    weights = np.ones(classes)
+    weights[present] = freq[present] ** -0.5
+    weights[present] /= weights[present].max()
+    return weights
+
+
+def _starts(length: int, size: int) -> list[int]:
+    """Region starts along one axis: a grid of ``size``, the last one flush with the end (on the cell
+    grid), or 0 alone when the axis is shorter than ``size``."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, size))
+    last = (length - size) // CELL * CELL
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
+
+
+@dataclass
+class Candidate:
+    """A region of one scan and its score."""
+
+    scan: Scan
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.scan.stem}__y{self.y}_x{self.x}"
+
+    def mean(self, plane: int) -> float:
+        """Mean of ``scan.sums[plane]`` over the region's cells (per pixel)."""
+        c0, c1 = self.x // CELL, -(-(self.x + self.width) // CELL)
+        r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
+        return float(self.scan.sums[plane, r0:r1, c0:c1].sum() / (self.width * self.height))
+
+    def overlaps(self, other: Candidate) -> bool:
+        return (
+            self.scan is other.scan
+            and self.x < other.x + other.width
+            and other.x < self.x + self.width
+            and self.y < other.y + other.height
+            and other.y < self.y + self.height
+        )
+
+
+def _weighted(scan: Scan, weights: np.ndarray, rare_weight: float) -> np.ndarray:
+    """Per cell: the sum of ``u * (1 + rare_weight * r_c)`` (float64 (rows, cols))."""
+    return scan.sums[0] + rare_weight * np.tensordot(weights, scan.sums[3:], axes=1)
+
+
+def candidates(scan: Scan, weights: np.ndarray, options: SuggestOptions) -> list[Candidate]:
+    """Every region of the scan's grid with its score (mean weighted uncertainty per pixel)."""
+    cells = _weighted(scan, weights, options.rare_weight)
+    integral = np.zeros((cells.shape[0] + 1, cells.shape[1] + 1))
+    integral[1:, 1:] = cells.cumsum(0).cumsum(1)
+    out = []
+    rh, rw = min(options.region, scan.height), min(options.region, scan.width)
+    for y in _starts(scan.height, options.region):
+        for x in _starts(scan.width, options.region):
+            c0, c1 = x // CELL, -(-(x + rw) // CELL)
+            r0, r1 = y // CELL, -(-(y + rh) // CELL)
+            total = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+            out.append(Candidate(scan, x, y, rw, rh, float(total / (rw * rh))))
+    return out
+
+
+def pick(
+    scans: Sequence[Scan], weights: np.ndarray, options: SuggestOptions, taken: set[str]
+) -> list[Candidate]:
+    """The ``n`` best regions: highest score first, at most ``per_image`` per micrograph, none overlapping
+    another pick, none named in ``taken`` (already labelled)."""
+    per_image = options.per_image or max(1, math.ceil(options.n / max(len(scans), 1)))
+    pool = [c for scan in scans for c in candidates(scan, weights, options)]
+    pool.sort(key=lambda c: (-c.score, c.scan.stem, c.y, c.x))
+    chosen: list[Candidate] = []
+    per_scan: dict[str, int] = {}
+    for candidate in pool:
+        if len(chosen) >= options.n:
+            break
+        if candidate.name in taken or per_scan.get(candidate.scan.stem, 0) >= per_image:
+            continue
+        if any(candidate.overlaps(c) for c in chosen):
+            continue
+        chosen.append(candidate)
+        per_scan[candidate.scan.stem] = per_scan.get(candidate.scan.stem, 0) + 1
+    return chosen
+
+
+def labelled_names(out_dir: Path) -> set[str]:
+    """Names (stems) of the label files already in ``out_dir/masks``."""
+    masks = out_dir / MASKS_DIR
+    if not masks.is_dir():
+        return set()
+    return {p.stem for p in masks.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+
+@dataclass
+class Suggestion:
+    """One pick as written: its files and what the model said about it."""
+
+    rank: int
+    name: str
+    micrograph: str
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float
+    mean_entropy: float
+    disagreement: float
+    prefilled: float  # share of the region's pixels pre-filled with the model's phase
+    phases: dict[str, float] = field(default_factory=dict)  # predicted phase fractions in the region
+
+
+def _region(array_path: Path, c: Candidate) -> np.ndarray:
+    array = np.load(array_path, mmap_mode="r")
+    return np.array(array[c.y : c.y + c.height, c.x : c.x + c.width])
+
+
+def write_pick(
+    c: Candidate, rank: int, table: ClassTable, out_dir: Path, options: SuggestOptions
+) -> Suggestion:
+    """Write a pick's region, pre-filled labels and preview; return what was written."""
+    with open_micrograph(c.scan.path, options.normalize) as source:
+        crop = np.ascontiguousarray(source.rows(c.y, c.y + c.height)[:, c.x : c.x + c.width])
+    labels = _region(c.scan.arrays / "labels.npy", c)
+    predicted = _region(c.scan.arrays / "predicted.npy", c)
+    write_image(out_dir / IMAGES_DIR / f"{c.name}.png", crop)
+    mask_path = out_dir / MASKS_DIR / f"{c.name}.png"
+    if not mask_path.exists():  # never over a user's labels (labelled regions are not picked anyway)
+        write_colour_labels(mask_path, labels, table)
+    write_image(out_dir / PREVIEWS_DIR / f"{c.name}.png", panel(crop, labels, table, f"{rank}. {c.name}"))
+    counts = np.bincount(predicted.ravel(), minlength=table.num_classes)[: table.num_classes]
+    area = c.width * c.height
+    return Suggestion(
+        rank=rank,
+        name=c.name,
+        micrograph=str(c.scan.path),
+        x=c.x,
+        y=c.y,
+        width=c.width,
+        height=c.height,
+        score=c.score,
+        mean_entropy=c.mean(1),
+        disagreement=c.mean(2),
+        prefilled=float(np.count_nonzero(labels != IGNORE)) / area,
+        phases={name: float(n) / area for name, n in zip(table.names, counts, strict=True)},
+    )
+
+
+def model_table(model) -> ClassTable:
+    """The class table of a runtime model (names and colours; raw ids 1..C as the Zenodo masks)."""
+    return ClassTable.from_dict(
+        {"classes": [{"name": n, "color": list(c)} for n, c in zip(model.classes, model.colors, strict=True)]}
+    )
+
+
+def suggest(
+    model,
+    files: Sequence[Path],
+    stems: Sequence[str],
+    out_dir: str | os.PathLike,
+    options: SuggestOptions,
+    progress: Progress = SILENT,
+    on_failure=None,
+) -> dict:
+    """Rank ``files`` and their regions by uncertainty and write the ``n`` best picks to ``out_dir``.
+
+    Parameters
+    ----------
+    model : a runtime model (:func:`semphase.runtime.load_model`).
+    files, stems : the micrographs and their distinct output stems (:func:`~semphase.runtime.inputs.
+        output_stems`).
+    out_dir : the suggestion folder (created); ``images/``, ``masks/``, ``previews/``, ``worklist.csv``,
+        ``suggest.json``.
+    options : see :class:`SuggestOptions`.
+    progress : stages ``micrographs``, ``tiles`` and ``picks``.
+    on_failure : called with ``(path, InputError)`` for a micrograph that cannot be read; the others go
+        on (None: the error is raised).
+
+    Returns
+    -------
+    The document written to ``suggest.json``: ``settings``, ``rarity`` (per phase), ``micrographs`` (each
+    with its mean entropy, disagreement and score, best first), ``picks`` (see :class:`Suggestion`) and
+    ``failed`` (path, reason).
+    """
+    out = ensure_output_folder(out_dir)
+    table = model_table(model)
+    taken = labelled_names(out)
+    failed: list[dict] = []
+    work = Path(tempfile.mkdtemp(prefix=".suggest-", dir=out))
+    try:
+        scans = []
+        progress.start("micrographs", "scanning micrographs", len(files))
+        for path, stem in zip(files, stems, strict=True):
+            progress.say(str(path))
+            try:
+                scans.append(scan_micrograph(model, Path(path), stem, options, work, progress))
+            except InputError as exc:
+                if on_failure is None:
+                    raise
+                on_failure(Path(path), exc)
+                failed.append({"path": str(path), "reason": exc.said_of(path)})
+            progress.advance("micrographs")
+        weights = rarity(scans, table.num_classes)
+        for scan in scans:
+            cells = _weighted(scan, weights, options.rare_weight)
+            scan.score = float(cells.sum() / max(scan.width * scan.height, 1))
+        chosen = pick(scans, weights, options, taken)
+        progress.start("picks", "writing picks", len(chosen))
+        picks = []
+        for rank, candidate in enumerate(chosen, start=1):
+            picks.append(write_pick(candidate, rank, table, out, options))
+            progress.advance("picks")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    document = {
+        "format": "semphase-suggest/1",
+        "settings": asdict(options),
+        "classes": table.names,
+        "rarity": {name: float(w) for name, w in zip(table.names, weights, strict=True)},
+        "already_labelled": sorted(taken),
+        "micrographs": [
+            {
+                "path": str(s.path),
+                "stem": s.stem,
+                "width": s.width,
+                "analysed_height": s.height,
+                "mean_entropy": s.mean_entropy,
+                "mean_disagreement": s.mean_disagreement,
+                "score": s.score,
+            }
+            for s in sorted(scans, key=lambda s: -s.score)
+        ],
+        "picks": [asdict(p) for p in picks],
+        "failed": failed,
+    }
+    write_text_atomic(out / DOCUMENT_NAME, json.dumps(document, indent=1) + "\n")
+    write_text_atomic(out / WORKLIST_NAME, worklist_csv(picks, table.names))
+    return document
+
+
+def worklist_csv(picks: Sequence[Suggestion], names: Sequence[str]) -> str:
+    """The picks as CSV, best first: where each region is, why it was picked, what to check."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        [
+            "rank",
+            "name",
+            "micrograph",
+            "x",
+            "y",
+            "width",
+            "height",
+            "score",
+            "mean_entropy",
+            "disagreement",
+            "prefilled",
+            *(f"predicted_{n}" for n in names),
+        ]
+    )
+    for p in picks:
+        writer.writerow(
+            [
+                p.rank,
+                p.name,
+                p.micrograph,
+                p.x,
+                p.y,
+                p.width,
+                p.height,
+                f"{p.score:.5f}",
+                f"{p.mean_entropy:.5f}",
+                f"{p.disagreement:.5f}",
+                f"{p.prefilled:.4f}",
+                *(f"{p.phases[n]:.4f}" for n in names),
+            ]
+        )
+    return buf.getvalue()
