@@ -84,6 +84,21 @@ def register(app: typer.Typer) -> None:
             "then tested and reported as usual. Recorded in config.json; a --resume starts a fresh "
             "budget and has no limit unless --time-limit is given again (default: no limit).",
         ),
+        time_budget: float = typer.Option(
+            None,
+            "--time-budget",
+            metavar="MINUTES",
+            help="Train for about MINUTES, the test evaluation included, planning optimizer steps instead "
+            "of epochs: a short first epoch measures this machine's speed, then the crop size (--tile or "
+            "smaller, so that ~400 steps fit), the steps, the validations and a cosine learning rate over "
+            "them are planned, and re-planned after every epoch. Excludes --epochs, --steps-per-epoch and "
+            "--time-limit; recorded in config.json (time_budget) and history.csv.",
+        ),
+        max_steps: int = typer.Option(
+            None,
+            "--max-steps",
+            help="With --time-budget: train at most this many steps, even when more would fit.",
+        ),
         weight_power: float = typer.Option(
             None,
             help="Class weights ∝ pixel frequency^-p; 0 = unweighted, 1 = inverse frequency (default: 0.5).",
@@ -125,6 +140,11 @@ def register(app: typer.Typer) -> None:
             None,
             help="Learning rate: plateau (default; halve on a val mIoU plateau, needs a val split) or cosine "
             "(warm-up, then cosine decay over epochs x steps-per-epoch; the --init default).",
+        ),
+        augment: str = typer.Option(
+            None,
+            help="Augmentation: study (default: flips, rotations, elastic/grid warps, brightness/contrast, "
+            "noise) or light (flips, rotations, brightness/contrast).",
         ),
         sampler: str = typer.Option(
             None,
@@ -169,6 +189,9 @@ def register(app: typer.Typer) -> None:
             "class_map": class_map,
             "schedule": schedule,
             "sampler": sampler,
+            "augment": augment,
+            "time_budget": time_budget,
+            "max_steps": max_steps,
         }
         given = {k: v for k, v in given.items() if v is not None}
         options = resume_options(out, given) if resume else TrainOptions.create(str(out), **given)

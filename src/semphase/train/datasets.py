@@ -101,15 +101,32 @@ def resolve_sampler(sampler: str, micrographs: list[Micrograph], num_classes: in
     return "labelled" if labelled_share(micrographs, num_classes) < SPARSE_BELOW else "uniform"
 
 
-def build_augmentation(tile: int, crop: bool = True) -> A.Compose:
+#: Augmentation sets: ``study`` (the study's, below) and ``light`` (flips, 90-degree rotations and
+#: brightness/contrast only: no warps, no added noise).
+AUGMENTATIONS = ("study", "light")
+
+
+def build_augmentation(tile: int, crop: bool = True, strength: str = "study") -> A.Compose:
     """Random crop (unless ``crop`` is False: the sampler cropped already) plus the study's augmentations
-    at moderate probabilities.
+    at moderate probabilities (``strength="light"``: only the flips, rotations and brightness/contrast).
 
     Geometry (flips, 90-degree rotations, elastic or grid distortion) moves image and mask together with
     nearest-neighbour interpolation for the mask; photometry (brightness/contrast, Gaussian noise) touches
     the image only. Distortions reflect at the border so no fake background enters the tile.
     """
+    if strength not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {strength!r}")
     reflect = cv2.BORDER_REFLECT_101
+    if strength == "light":
+        return A.Compose(
+            [
+                *([A.RandomCrop(tile, tile)] if crop else []),
+                A.HorizontalFlip(p=0.5),
+                A.VerticalFlip(p=0.5),
+                A.RandomRotate90(p=0.5),
+                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            ]
+        )
     return A.Compose(
         [
             *([A.RandomCrop(tile, tile)] if crop else []),
@@ -187,6 +204,7 @@ class TileDataset(Dataset):
     sampler : ``"uniform"`` or ``"labelled"`` (see the module docstring; resolve ``auto`` first with
         :func:`resolve_sampler`).
     num_classes : C, for the ``labelled`` sampler (labels >= C are unlabelled).
+    augment : ``"study"`` or ``"light"`` (:data:`AUGMENTATIONS`).
 
     Items are ``(image uint8 (tile, tile), labels uint8 (tile, tile))`` numpy arrays.
     """
@@ -199,6 +217,7 @@ class TileDataset(Dataset):
         seed: int,
         sampler: str = "uniform",
         num_classes: int | None = None,
+        augment: str = "study",
     ) -> None:
         if sampler not in ("uniform", "labelled"):
             raise ValueError(f"sampler must be uniform or labelled, got {sampler!r}")
@@ -215,7 +234,7 @@ class TileDataset(Dataset):
             if num_classes is None:
                 raise ValueError("the labelled sampler needs num_classes")
             self.anchors = Anchors(micrographs, num_classes, self.seed)
-        self.augment = build_augmentation(self.tile, crop=sampler == "uniform")
+        self.augment = build_augmentation(self.tile, crop=sampler == "uniform", strength=augment)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

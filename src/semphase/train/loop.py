@@ -77,6 +77,7 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None,
     normalization: dict,
     on_step: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> float:
     """Run one epoch of optimization.
 
@@ -84,6 +85,7 @@ def train_one_epoch(
     ----------
     batches : yields ``(images uint8 (N, T, T), labels uint8 (N, T, T))`` tensors.
     on_step : called with each step's loss (progress display).
+    should_stop : asked after each step; True ends the epoch there (a time budget's deadline).
 
     Returns
     -------
@@ -108,6 +110,8 @@ def train_one_epoch(
         steps += 1
         if on_step is not None:
             on_step(value)
+        if should_stop is not None and should_stop():
+            break
     return total / steps if steps else math.nan
 
 

@@ -76,16 +76,32 @@ class TrainOptions:
     class_map: str | None = None
     schedule: str = "plateau"
     sampler: str = "auto"
+    augment: str = "study"
+    time_budget: float | None = None
+    max_steps: int | None = None
 
     @classmethod
     def create(cls, out: str, **given) -> TrainOptions:
         """Options of a new run from the options given (the rest default): the study's recipe, or with
         ``init`` the fine-tuning recipe :data:`FINETUNE_RECIPE` for every option not given. Validated."""
         base = {}
+        if given.get("time_budget") is not None:
+            from semphase.train.budget import FIRST_EPOCH_STEPS, MAX_EPOCHS
+
+            # the planner decides epochs and steps after a measuring first epoch of a few steps
+            clash = [
+                f"--{k.replace('_', '-')}" for k in ("epochs", "steps_per_epoch", "time_limit") if k in given
+            ]
+            if clash:
+                raise OptionError(f"--time-budget plans the steps itself; drop {', '.join(clash)}")
+            base = {"schedule": "cosine", "patience": 0}
+            given = {**given, "epochs": 1 + MAX_EPOCHS, "steps_per_epoch": FIRST_EPOCH_STEPS}
         if given.get("init"):
             if given.get("encoder_weights") not in (None, "none"):
                 raise OptionError("--encoder-weights and --init exclude each other (--init has all weights)")
-            base = {**FINETUNE_RECIPE, "encoder_weights": "none"}
+            base = {**base, **FINETUNE_RECIPE, "encoder_weights": "none"}
+            if given.get("time_budget") is not None:
+                base = {k: v for k, v in base.items() if k not in ("epochs", "steps_per_epoch")}
         return cls(out=str(out), **{**base, **given}).validate()
 
     def validate(self) -> TrainOptions:
@@ -120,7 +136,19 @@ class TrainOptions:
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
             (self.schedule in SCHEDULES, f"--schedule: {' or '.join(SCHEDULES)}"),
             (self.sampler in ("auto", "uniform", "labelled"), "--sampler: auto, uniform or labelled"),
+            (self.augment in ("study", "light"), "--augment: study or light"),
             (self.class_map is None or self.init is not None, "--class-map needs --init CHECKPOINT"),
+            (
+                self.time_budget is None or (math.isfinite(self.time_budget) and self.time_budget > 0),
+                f"--time-budget must be a number of minutes > 0, got {self.time_budget}",
+            ),
+            (
+                self.time_budget is None or self.time_limit is None,
+                "--time-budget and --time-limit exclude each other",
+            ),
+            (self.max_steps is None or self.time_budget is not None, "--max-steps needs --time-budget"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
+            (self.time_budget is None or self.schedule == "cosine", "--time-budget needs --schedule cosine"),
         ]
         for ok, message in checks:
             if not ok:

@@ -88,10 +88,10 @@ def measure_training_speed(
     arch: str = "unet-resnet34",
     batch_size: int = 8,
     tile: int = 256,
-    steps: int = 3,
+    steps: int = 5,
     warmup: int = 1,
     val_side: int = 512,
-    val_images: int = 2,
+    val_images: int = 5,
     threads: int | None = None,
     precision: str = "auto",
     device: str = "cpu",
@@ -221,7 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=72, help="training images (sets steps per epoch)")
     parser.add_argument("--val-images", type=int, default=18, help="validation images per epoch")
     parser.add_argument("--steps-per-epoch", type=int, help="override the steps derived from --train-images")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed training steps after one warm-up (the median is kept)"
+    )
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as semphase train")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--json", help="also write the measurement and the estimate to this JSON file")

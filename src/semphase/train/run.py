@@ -31,6 +31,8 @@ from semphase.errors import OptionError
 from semphase.phases import ClassTable, load_class_table
 from semphase.progress import SILENT, Progress
 from semphase.train import rundir
+from semphase.train.budget import FIRST_EPOCH_STEPS, TARGET_STEPS, BudgetRun
+from semphase.train.budget import describe as describe_budget
 from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from semphase.train.datasets import (
     Micrograph,
@@ -38,6 +40,7 @@ from semphase.train.datasets import (
     check_tile_fits,
     load_micrographs,
     resolve_sampler,
+    validation_view,
 )
 from semphase.train.inference import predict_labels
 from semphase.train.init import load_initial_model
@@ -99,6 +102,7 @@ class Progressing:
     early: EarlyStopping
     loss_fn: nn.Module
     time_limit: TimeLimit
+    budget: BudgetRun | None = None
     epoch: int = 0
     stopped: str | None = None
     history: list[dict] = field(default_factory=list)
@@ -159,6 +163,10 @@ def train(
         test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, progress)
     else:
         progress.log("no test split: the final test evaluation is skipped (score the model with evaluate)")
+    budget = None
+    if state.budget is not None:
+        budget = spent_budget(run, state, train_seconds)
+        progress.log(budget["line"])
     return {
         "run_dir": str(run.run_dir),
         "epochs_run": state.epoch,
@@ -167,7 +175,33 @@ def train(
         "stopped": state.stopped,
         "train_seconds": train_seconds,
         "test": test,
+        "time_budget": budget,
     }
+
+
+def spent_budget(run: Prepared, state: Progressing, train_seconds: float) -> dict:
+    """How a ``--time-budget`` run spent its budget against its plan (recorded in config.json too)."""
+    budget = state.budget
+    used = budget.seconds - budget.seconds_left()
+    test_seconds = used - train_seconds
+    trained = int(sum(row.get("steps", 0) for row in state.history))
+    spent = {
+        **budget.record(),
+        "steps_trained": trained,
+        "seconds_used": used,
+        "training_seconds": train_seconds,
+        "test_seconds": test_seconds,
+    }
+    plan = budget.plan
+    planned = f", {plan.steps + FIRST_EPOCH_STEPS} planned at {plan.tile} px" if plan is not None else ""
+    spent["line"] = (
+        f"time budget {budget.minutes:g} min ({budget.seconds:.0f} s): used {used:.0f} s "
+        f"({100 * used / budget.seconds:.0f} %): {trained} steps trained{planned} in {train_seconds:.0f} s, "
+        f"test evaluation {test_seconds:.0f} s"
+    )
+    run.config["time_budget"] = {k: v for k, v in spent.items() if k != "line"}
+    rundir.write_config(run.run_dir, run.config)
+    return spent
 
 
 def prepare(
@@ -248,6 +282,8 @@ def restore(run: Prepared) -> Progressing:
     optimizer = torch.optim.AdamW(param_groups(run.model, run.options), weight_decay=WEIGHT_DECAY)
     if run.options.schedule == "cosine":
         total_steps = run.options.epochs * run.options.steps_per_epoch
+        if run.options.time_budget is not None and not run.options.resume:  # until the plan is made
+            total_steps = min(TARGET_STEPS, run.options.max_steps or TARGET_STEPS)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps))
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -270,28 +306,66 @@ def restore(run: Prepared) -> Progressing:
             state.stopped = None  # the budget was the stopped invocation's; this one has its own
     state.history = rundir.read_history(run.run_dir, state.epoch)
     state.time_limit.earlier_seconds = rundir.training_seconds(state.history)
+    if run.options.time_budget is not None and last is None:
+        state.budget = new_budget(run)
     return state
 
 
-def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
-    """Run epochs until ``--epochs``, early stopping or the time limit; save last.pt every epoch and on
-    Ctrl-C."""
+def new_budget(run: Prepared) -> BudgetRun:
+    """The ``--time-budget`` of this run: crops between the smallest training image and ``--tile``, the
+    pixels of a validation pass and (estimated from it) of the test evaluation."""
     options = run.options
-    tiles = TileDataset(
-        run.train_set,
-        options.tile,
-        options.steps_per_epoch * options.batch_size,
-        options.seed,
-        sampler=resolve_sampler(options.sampler, run.train_set, run.table.num_classes),
-        num_classes=run.table.num_classes,
+    smallest = min(min(m.image.shape) for m in run.train_set)
+    val_pixels = sum(validation_view(m)[0].size for m in run.val_set)
+    per_image = (
+        val_pixels / len(run.val_set) if run.val_set else np.mean([m.image.size for m in run.train_set])
     )
-    loader = DataLoader(tiles, batch_size=options.batch_size, num_workers=options.workers, drop_last=True)
+    test_pixels = int(per_image * len(run.data.samples["test"]))
+    return BudgetRun(
+        minutes=options.time_budget,
+        max_tile=options.tile,
+        min_tile=min(options.tile, max(32, smallest // 32 * 32)),
+        val_pixels=val_pixels,
+        test_pixels=test_pixels,
+        max_steps=options.max_steps,
+        clock=run.clock,
+    )
+
+
+def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
+    """Run epochs until ``--epochs``, early stopping, the time limit or the end of the time budget's plan;
+    save last.pt every epoch and on Ctrl-C."""
+    options = run.options
+    sampler = resolve_sampler(options.sampler, run.train_set, run.table.num_classes)
+    tiles_by_size: dict[int, TileDataset] = {}
     columns = rundir.history_columns(run.table.names)
     state.time_limit.start()
+    if state.budget is not None:
+        state.budget.start()
     try:
         while state.stopped is None and state.epoch < options.epochs:
+            steps, tile = (
+                state.budget.next_epoch() if state.budget else (options.steps_per_epoch, options.tile)
+            )
+            if tile not in tiles_by_size:
+                tiles_by_size[tile] = TileDataset(
+                    run.train_set,
+                    tile,
+                    steps * options.batch_size,
+                    options.seed,
+                    sampler=sampler,
+                    num_classes=run.table.num_classes,
+                    augment=options.augment,
+                )
+            tiles = tiles_by_size[tile]
+            tiles.length = steps * options.batch_size
             tiles.set_epoch(state.epoch)
-            row, improved = run_epoch(run, state, loader, progress)
+            loader = DataLoader(
+                tiles, batch_size=options.batch_size, num_workers=options.workers, drop_last=True
+            )
+            row, improved = run_epoch(run, state, loader, progress, steps, tile)
+            if state.budget is not None:
+                follow_budget(run, state, row, row["steps"], progress)
             if improved:
                 save_checkpoint(
                     run.run_dir / rundir.BEST_NAME,
@@ -304,7 +378,7 @@ def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
             if state.early.should_stop:
                 state.stopped = "early-stopping"
             elif state.epoch >= options.epochs:
-                state.stopped = "epochs"
+                state.stopped = "time budget" if state.budget is not None else "epochs"
             elif state.time_limit.reached:
                 state.stopped = "time limit"
             rundir.write_history(run.run_dir, columns, state.history)
@@ -319,27 +393,60 @@ def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
         raise
 
 
-def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, progress: Progress) -> tuple[dict, bool]:
-    """Train one epoch, validate, step the scheduler and early stopping; returns (history row, improved)."""
+def follow_budget(run: Prepared, state: Progressing, row: dict, steps: int, progress: Progress) -> None:
+    """After an epoch of a ``--time-budget`` run: re-plan, move the schedule's end and the epoch count,
+    and record the plan (config.json, the history row)."""
+    budget = state.budget
+    first = budget.plan is None
+    budget.finished_epoch(row["step_times"], steps, row["val_seconds"])
+    if first:  # plan now, so that the epoch count and the schedule are known before the next epoch
+        budget.ended = None  # (the time between epochs is not measured yet: the default estimate)
+        budget.next_epoch()
+        budget.ended = budget.clock()  # the time to the next epoch is still this epoch's overhead
+    run.options.epochs = state.epoch + budget.epochs_left
+    for schedule in state.scheduler.lr_lambdas:
+        schedule.total = max(budget.planned_total(), 1)
+    row["planned_steps"] = budget.planned_total()
+    row["budget_left_seconds"] = budget.seconds_left()
+    state.history[-1].update({k: row[k] for k in ("planned_steps", "budget_left_seconds")})
+    run.config["epochs"], run.config["time_budget"] = run.options.epochs, budget.record()
+    if budget.plan is not None:
+        run.config["steps_per_epoch"], run.config["tile"] = budget.epoch_steps, budget.plan.tile
+    rundir.write_config(run.run_dir, run.config)
+    if first and budget.plan is not None:
+        progress.log(describe_budget(budget.plan, budget.minutes))
+
+
+def run_epoch(
+    run: Prepared, state: Progressing, loader: DataLoader, progress: Progress, steps: int, tile: int
+) -> tuple[dict, bool]:
+    """Train one epoch of ``steps`` steps of ``tile`` px crops, validate, step the scheduler and early
+    stopping; returns (history row, improved)."""
     options, model = run.options, run.model
     t0 = run.clock()
     stages = apply_freeze_schedule(model, state.epoch, options.freeze_epochs, gradual=options.pretrained)
     torch.manual_seed(options.seed * 100_003 + state.epoch)
     norm = run.config["normalization"]
-    progress.start("epoch", f"epoch {state.epoch + 1}/{options.epochs}", options.steps_per_epoch)
+    progress.start("epoch", f"epoch {state.epoch + 1}/{options.epochs}", steps)
 
     per_step = isinstance(state.scheduler, torch.optim.lr_scheduler.LambdaLR)
     lrs = [g["lr"] for g in state.optimizer.param_groups]  # at the epoch's start
+    marks = [run.clock()]
 
     def on_step(loss: float) -> None:
+        marks.append(run.clock())
         if per_step:
             state.scheduler.step()
         progress.advance("epoch")
         progress.say(f"loss {loss:.4f}")
 
+    deadline = state.budget.deadline() if state.budget is not None else None
+    should_stop = None if deadline is None else (lambda: run.clock() >= deadline)
     train_loss = train_one_epoch(
-        model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step
+        model, loader, state.loss_fn, state.optimizer, run.device, run.amp_dtype, norm, on_step, should_stop
     )
+    steps = len(marks) - 1  # fewer than planned when the budget's deadline came first
+    validation_start = run.clock()
     if run.val_set:
         progress.start("validate", "validating", len(run.val_set))
         val = validate(
@@ -355,6 +462,7 @@ def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, progress: P
     else:
         nan = float("nan")
         val = Validation(nan, nan, [nan] * run.table.num_classes)
+    val_seconds = run.clock() - validation_start if run.val_set else 0.0
     state.epoch += 1
     if run.val_set:
         score = val.miou if np.isfinite(val.miou) else -1.0
@@ -375,9 +483,17 @@ def run_epoch(run: Prepared, state: Progressing, loader: DataLoader, progress: P
         "trainable_stages": stage_text(stages),
         "seconds": run.clock() - t0,
         "elapsed_seconds": state.time_limit.run_seconds(),
+        "steps": steps,
+        "tile": tile,
     }
     state.history.append(row)
-    return {**row, "val_class_iou": val.class_iou}, improved
+    step_times = [b - a for a, b in zip(marks[:-1], marks[1:], strict=True)]
+    return {
+        **row,
+        "val_class_iou": val.class_iou,
+        "step_times": step_times,
+        "val_seconds": val_seconds,
+    }, improved
 
 
 def save_last(run: Prepared, state: Progressing) -> None:

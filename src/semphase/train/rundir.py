@@ -30,7 +30,17 @@ TEST_METRICS_NAME = "metrics_test.json"
 
 #: Fixed history columns; ``iou_<class>`` columns go between ``val_miou`` and ``lr``.
 HISTORY_HEAD = ("epoch", "train_loss", "val_loss", "val_miou")
-HISTORY_TAIL = ("lr", "lr_encoder", "trainable_stages", "seconds", "elapsed_seconds")
+HISTORY_TAIL = (
+    "lr",
+    "lr_encoder",
+    "trainable_stages",
+    "seconds",
+    "elapsed_seconds",
+    "steps",
+    "tile",
+    "planned_steps",  # --time-budget runs: the steps of the whole run as planned after this epoch
+    "budget_left_seconds",
+)
 
 
 def history_columns(class_names: list[str]) -> list[str]:

@@ -85,23 +85,29 @@ WARMUP_SHARE = 0.05
 FINAL_SHARE = 0.01
 
 
-def cosine_schedule(total_steps: int) -> Callable[[int], float]:
-    """The learning-rate factor after ``step`` optimizer steps of ``total_steps`` (``LambdaLR``'s lambda).
+class CosineSchedule:
+    """The learning-rate factor after ``step`` optimizer steps of ``total`` (``LambdaLR``'s lambda).
 
     A linear warm-up over the first :data:`WARMUP_SHARE` of the steps (Adam's moment estimates settle
     before the largest steps; it matters most when a trained network is fine-tuned on a few fields), then a
-    cosine decay from 1 to :data:`FINAL_SHARE` at ``total_steps``, held there beyond.
+    cosine decay from 1 to :data:`FINAL_SHARE` at ``total``, held there beyond. ``total`` may be changed
+    while training (a time-budgeted run re-plans its steps): the curve then ends at the new total.
     """
-    total = max(int(total_steps), 1)
-    warmup = max(1, round(WARMUP_SHARE * total))
 
-    def factor(step: int) -> float:
+    def __init__(self, total_steps: int) -> None:
+        self.total = max(int(total_steps), 1)
+
+    def __call__(self, step: int) -> float:
+        warmup = max(1, round(WARMUP_SHARE * self.total))
         if step < warmup:
             return (step + 1) / warmup
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        progress = min((step - warmup) / max(self.total - warmup, 1), 1.0)
         return FINAL_SHARE + (1.0 - FINAL_SHARE) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return factor
+
+def cosine_schedule(total_steps: int) -> CosineSchedule:
+    """The cosine schedule over ``total_steps`` (see :class:`CosineSchedule`)."""
+    return CosineSchedule(total_steps)
 
 
 class EarlyStopping:
