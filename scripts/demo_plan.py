@@ -1,14 +1,18 @@
-"""Size `make demo` to this machine: how many epochs fit its time budget, and how large the later steps are.
+"""Size `make demo` to this machine: the training time budget, and how large the later steps are.
 
-Called twice by scripts/demo.sh:
+Called three times by scripts/demo.sh:
 
-``plan SPEED_JSON SPLIT_JSON --budget-min B --spent S``
-    reads the training speed measured by ``python -m semphase.train.probe --json`` and the demo's split,
-    prints the plan (to stderr) and the shell assignments demo.sh evaluates (to stdout): ``EPOCHS``,
-    ``TIME_LIMIT`` (minutes, the safety net passed to ``semphase train --time-limit``), ``LARGE``,
-    ``BENCH_SIZES``, ``BENCH_REPEAT``, ``BENCH_MAX_IMAGES``.
-``reached RUN_DIR --epochs-fit N --max-epochs M ...``
-    after training, says what a run cut short by the budget reached (test mIoU) and why.
+``plan SPEED_JSON SPLIT_JSON --budget-min B --spent S --out PLAN_JSON``
+    reads the speed measured by ``python -m semphase.train.probe --json`` and the demo's split, estimates
+    what the steps after training will take, gives training the rest (``semphase train --time-budget``,
+    which plans its optimizer steps, crop size and schedule from the speed it measures itself), prints the
+    plan (to stderr) and the shell assignments demo.sh evaluates (to stdout): ``TRAIN_MINUTES``,
+    ``MAX_STEPS``, ``LARGE``, ``BENCH_SIZES``, ``BENCH_REPEAT``, ``BENCH_MAX_IMAGES``, ``PACKAGE``.
+``reached RUN_DIR --budget-min B``
+    after training, says what the run reached (test mIoU, steps, crops) and, when the budget cut it short
+    of the demo's full training, what budget would fit it.
+``spent PLAN_JSON TIMINGS --budget-min B``
+    at the end, how the budget was spent against the plan, phase by phase.
 
 Only the standard library: this runs before and after torch, in the demo's venv or any Python 3.10+.
 """
@@ -16,45 +20,54 @@ Only the standard library: this runs before and after torch, in the demo's venv 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: The demo's full settings: what a fast 2-core machine runs in about 8 minutes (test mIoU 0.90).
-FULL_LARGE = 4096
-FULL_BENCH_SIZES = (1024, 2048)
-FULL_BENCH_REPEAT = 3
+#: What the demo trains on a fast machine: 14 epochs x 36 steps of 8 x 256 px (test mIoU ~0.90). With a
+#: budget, training stops here even when more would fit.
+MAX_STEPS = 504
 
-#: A slow machine's settings: a 2048 px micrograph (a quarter of the pixels, still 4 x 4 tiles with the
-#: data bar and its blending seams), one end-to-end size, one timed repeat and 6 of the held-out images in
-#: the benchmark. The report keeps every section (agreement, accuracy, latency, end-to-end) with less
-#: statistics; what the demo is for, a trained model carried to the torch-free runtime, stays whole.
-REDUCED_LARGE = 2048
-REDUCED_BENCH_SIZES = (1024,)
-REDUCED_BENCH_REPEAT = 1
-REDUCED_BENCH_MAX_IMAGES = 6
+
+@dataclass(frozen=True)
+class Tier:
+    """How large the steps after training are."""
+
+    name: str
+    large: int  # side of the large synthetic micrograph segmented with INT8
+    bench_sizes: tuple[int, ...]  # end-to-end sizes of the benchmark
+    bench_repeat: int
+    bench_max_images: int | None  # held-out images the benchmark scores (None: all)
+    package: bool  # bioimage.io + CZANN packaging (step 7)
+
+
+#: Largest first. ``reduced``: a quarter of the large micrograph's pixels, one end-to-end size, one timed
+#: repeat, 6 held-out images; ``minimal`` (a budget of a few minutes): a 1024 px micrograph, the benchmark
+#: on 512 px and 3 images, no packaging. Every tier keeps what the demo is for: a trained model exported,
+#: verified and run by the torch-free runtime.
+TIERS = (
+    Tier("full", 4096, (1024, 2048), 3, None, True),
+    Tier("reduced", 2048, (1024,), 1, 6, True),
+    Tier("minimal", 1024, (512,), 1, 3, False),
+)
 
 #: The steps after training, in seconds per second of the probe's fp32 forward pass of a 512 px image
 #: (``fp32_image_seconds``): they are mostly fp32 and INT8 inference (ONNX export and its validation,
 #: segmenting, benchmarking), which the training step predicts badly (bf16 on AMX, and backward passes,
-#: speed up differently from machine to machine). Measured: ~680 such passes after training on a quiet
-#: 2-core Xeon with AMX (0.235 s each: 15 s train extras, 53 s export, 13 s large micrograph, 78 s
-#: benchmark) and ~670 on the README's 2-core AVX-512 EPYC (0.173 s each, ~115 s); set ~15 % above.
-#: The reduced benchmark measured 35 % of the full one on the Xeon.
-#: ``train_extra``: semphase train outside its time limit (start-up, reading images, test evaluation,
-#: figures); ``export``; ``large`` per 4096 x 4096 px (synth + segment + score); ``bench_fixed`` (loading
-#: every variant, latency at --repeat 1), ``bench_repeat`` per further repeat, ``bench_image`` per held-out
-#: image, ``bench_size`` per end-to-end size (a fresh process per variant), ``bench_mpix`` per megapixel
-#: segmented end to end by every variant. ``package``: semphase package --czann of the ResNet34 (20.5 s
-#: on the 2-core EPYC, 2026-12-02: writing, validating, bioimageio.core's test runs, the CZANN check).
+#: speed up differently from machine to machine). ``train_extra``: semphase train outside its budget
+#: (start-up, reading the images); ``export``; ``package`` (semphase package --czann); ``large`` per 4096 x
+#: 4096 px (synth + segment + score); ``quantify`` (six 768 px fields segmented and quantified);
+#: ``bench_fixed`` (loading every variant, latency at --repeat 1), ``bench_repeat`` per further repeat,
+#: ``bench_image`` per held-out image, ``bench_size`` per end-to-end size (a fresh process per variant),
+#: ``bench_mpix`` per megapixel segmented end to end by every variant. Measured on the 2-core AMD EPYC of
+#: 2026-12-04 (benchmarks/RESULTS.md, "The demo within its budget"), with about 10 % to spare.
 COST = {
-    "train_extra": 75.0,
+    "train_extra": 40.0,
     "export": 260.0,
     "package": 115.0,
     "large": 65.0,
+    "quantify": 35.0,
     "bench_fixed": 41.0,
     "bench_repeat": 10.0,
     "bench_image": 6.2,
@@ -62,189 +75,208 @@ COST = {
     "bench_mpix": 30.0,
 }
 
-#: semphase train's default --patience, which the demo keeps: a run this many epochs past its best one
-#: was ended by early stopping.
-DEMO_PATIENCE = 8
-
-#: Later steps may take at most this share of the budget at full size before they are reduced: beyond
-#: it, the training they would crowd out costs more accuracy than their extra statistics are worth.
+#: Later steps may take at most this share of the budget before a smaller tier is tried, unless the demo's
+#: full training fits beside them anyway.
 MAX_AFTER_SHARE = 0.3
+#: Training gets at least this long, even when the estimate says the budget is spent (the demo then runs
+#: over and says so).
+MIN_TRAIN_SECONDS = 45.0
 
 
 @dataclass
 class Plan:
     """How the demo runs on this machine (seconds unless named otherwise)."""
 
-    epochs: int
-    epochs_fit: int
-    time_limit_min: float
-    epoch_seconds: float
-    train_budget: float
+    budget_seconds: float
+    spent_seconds: float
+    train_seconds: float
+    full_training_seconds: float
     after_seconds: float
-    large: int
-    bench_sizes: tuple[int, ...]
-    bench_repeat: int
-    bench_max_images: int
-    reduced: bool
+    after_estimates: dict
+    tier: Tier
+    over_budget: bool
+
+    @property
+    def train_minutes(self) -> float:
+        return self.train_seconds / 60
 
 
-def after_training_seconds(
-    fp32_image_seconds: float, large: int, sizes: tuple[int, ...], repeat: int, bench_images: int
+def after_training_estimates(fp32_image_seconds: float, tier: Tier, test_images: int) -> dict[str, float]:
+    """Estimated seconds of each step after training at ``tier`` (see :data:`COST`)."""
+    images = test_images if tier.bench_max_images is None else min(tier.bench_max_images, test_images)
+    mpix = sum(s * s for s in tier.bench_sizes) / 1e6
+    units = {
+        "train_extra": COST["train_extra"],
+        "export": COST["export"],
+        "package": COST["package"] if tier.package else 0.0,
+        "large": COST["large"] * (tier.large / 4096) ** 2,
+        "quantify": COST["quantify"],
+        "benchmark": COST["bench_fixed"]
+        + COST["bench_repeat"] * (tier.bench_repeat - 1)
+        + COST["bench_image"] * images
+        + COST["bench_size"] * len(tier.bench_sizes)
+        + COST["bench_mpix"] * mpix,
+    }
+    return {name: value * fp32_image_seconds for name, value in units.items()}
+
+
+def full_training_seconds(
+    speed: dict, val_images: int, test_images: int, max_steps: int = MAX_STEPS
 ) -> float:
-    """Estimated seconds of everything after the time-limited epochs (see :data:`COST`)."""
-    mpix = sum(s * s for s in sizes) / 1e6
-    units = (
-        COST["train_extra"]
-        + COST["export"]
-        + COST["package"]
-        + COST["large"] * (large / 4096) ** 2
-        + COST["bench_fixed"]
-        + COST["bench_repeat"] * (repeat - 1)
-        + COST["bench_image"] * bench_images
-        + COST["bench_size"] * len(sizes)
-        + COST["bench_mpix"] * mpix
-    )
-    return units * fp32_image_seconds
+    """What the demo's full training takes here: its steps, ten validations and the test evaluation."""
+    per_image = speed["val_image_seconds"]
+    return max_steps * speed["step_seconds"] + (10 * val_images + test_images) * per_image
 
 
 def make_plan(
     speed: dict,
-    train_images: int,
     val_images: int,
     test_images: int,
     budget_seconds: float,
     spent_seconds: float,
-    max_epochs: int,
     large: int | None = None,
+    max_steps: int = MAX_STEPS,
 ) -> Plan:
-    """Fit the epochs into what the budget leaves after the steps done and the steps to come.
+    """Give training what the budget leaves after the steps done and (estimated) the steps to come.
 
     Parameters
     ----------
-    speed : the probe's JSON (``step_seconds``, ``val_image_seconds``, ``fp32_image_seconds``, ``tile``,
-        ``batch_size``, ``val_side``).
-    train_images, val_images, test_images : the split's sizes (images of ``val_side`` px).
+    speed : the probe's JSON (``step_seconds``, ``val_image_seconds``, ``fp32_image_seconds``).
+    val_images, test_images : the split's sizes.
     budget_seconds : the whole demo's budget; ``spent_seconds`` of it are gone (probe, synth, check).
-    max_epochs : the demo's epochs on a fast machine.
-    large : a fixed large-micrograph side (DEMO_LARGE), or None to choose.
+    large : a fixed large-micrograph side (DEMO_LARGE), or None to follow the tier.
+    max_steps : the demo's full training.
     """
-    side, tile, batch = speed["val_side"], speed["tile"], speed["batch_size"]
-    steps = max(1, math.ceil(train_images * side * side / (tile * tile * batch)))
-    epoch = steps * speed["step_seconds"] + val_images * speed["val_image_seconds"]
     left = budget_seconds - spent_seconds
-
-    def after(reduced: bool) -> float:
-        return after_training_seconds(
-            speed["fp32_image_seconds"],
-            large or (REDUCED_LARGE if reduced else FULL_LARGE),
-            REDUCED_BENCH_SIZES if reduced else FULL_BENCH_SIZES,
-            REDUCED_BENCH_REPEAT if reduced else FULL_BENCH_REPEAT,
-            min(REDUCED_BENCH_MAX_IMAGES, test_images) if reduced else test_images,
-        )
-
-    # reduce the later steps only when they would take a large share of the budget and cost epochs
-    reduced = after(False) > MAX_AFTER_SHARE * budget_seconds and (left - after(False)) < max_epochs * epoch
-    after_seconds = after(reduced)
-    train_budget = left - after_seconds
-    epochs_fit = max(0, int(train_budget // epoch))
-    epochs = max(1, min(max_epochs, epochs_fit))
-    # The run stops after the epoch that reaches the limit, so the limit leaves room for one more epoch:
-    # an epoch slower than measured (a busy machine) ends the training before the budget, not one epoch
-    # after it.
-    limit_min = max(train_budget - epoch, 0.5 * epoch) / 60
+    full = full_training_seconds(speed, val_images, test_images, max_steps)
+    chosen = None
+    for tier in TIERS:
+        if large is not None:
+            tier = Tier(
+                tier.name, large, tier.bench_sizes, tier.bench_repeat, tier.bench_max_images, tier.package
+            )
+        estimates = after_training_estimates(speed["fp32_image_seconds"], tier, test_images)
+        after = sum(estimates.values())
+        chosen = (tier, estimates, after)
+        if after <= MAX_AFTER_SHARE * budget_seconds or left - after >= full:
+            break
+    tier, estimates, after = chosen
+    train = left - after
     return Plan(
-        epochs=epochs,
-        epochs_fit=epochs_fit,
-        time_limit_min=limit_min,
-        epoch_seconds=epoch,
-        train_budget=train_budget,
-        after_seconds=after_seconds,
-        large=large or (REDUCED_LARGE if reduced else FULL_LARGE),
-        bench_sizes=REDUCED_BENCH_SIZES if reduced else FULL_BENCH_SIZES,
-        bench_repeat=REDUCED_BENCH_REPEAT if reduced else FULL_BENCH_REPEAT,
-        bench_max_images=min(REDUCED_BENCH_MAX_IMAGES, test_images) if reduced else test_images,
-        reduced=reduced,
+        budget_seconds=budget_seconds,
+        spent_seconds=spent_seconds,
+        train_seconds=max(train, MIN_TRAIN_SECONDS),
+        full_training_seconds=full,
+        after_seconds=after,
+        after_estimates=estimates,
+        tier=tier,
+        over_budget=train < MIN_TRAIN_SECONDS,
     )
 
 
 def _plan(args: argparse.Namespace) -> int:
     speed = json.loads(Path(args.speed).read_text(encoding="utf-8"))
     split = json.loads(Path(args.split).read_text(encoding="utf-8"))
-    budget = args.budget_min * 60
     plan = make_plan(
         speed,
-        len(split["train"]),
         len(split["val"]),
         len(split["test"]),
-        budget,
+        args.budget_min * 60,
         args.spent,
-        args.max_epochs,
         args.large,
+        args.max_steps,
     )
     say = lambda text: print(text, file=sys.stderr)  # noqa: E731
     say(
-        f"one epoch here ~ {plan.epoch_seconds:.0f} s ({len(split['train'])} train images, "
-        f"{speed['step_seconds']:.2f} s per step; {len(split['val'])} validation images); "
-        f"budget {args.budget_min:g} min, {args.spent:.0f} s spent, about {plan.after_seconds / 60:.1f} min "
-        f"needed after training -> {plan.train_budget / 60:.1f} min for training"
+        f"budget {args.budget_min:g} min: {args.spent:.0f} s spent, about {plan.after_seconds:.0f} s needed "
+        f"after training ({plan.tier.name} later steps) -> {plan.train_seconds:.0f} s for training "
+        f"(semphase train --time-budget {plan.train_minutes:.2f}); the demo's full training "
+        f"({args.max_steps} steps) would take about {plan.full_training_seconds:.0f} s here "
+        f"({speed['step_seconds']:.2f} s per step, {speed['val_image_seconds']:.2f} s per validation image)"
     )
-    if plan.reduced:
+    if plan.tier.name != "full":
         say(
-            f"slow machine: the later steps are reduced to fit (large micrograph {plan.large} px, benchmark "
-            f"sizes {','.join(map(str, plan.bench_sizes))}, --repeat {plan.bench_repeat}, "
-            f"{plan.bench_max_images} held-out images)"
+            f"the later steps are made smaller to leave training more of the budget: large micrograph "
+            f"{plan.tier.large} px, benchmark sizes {','.join(map(str, plan.tier.bench_sizes))}, --repeat "
+            f"{plan.tier.bench_repeat}, {plan.tier.bench_max_images} held-out images"
+            + ("" if plan.tier.package else ", packaging skipped")
         )
-    if plan.epochs_fit >= args.max_epochs:
-        say(f"all {args.max_epochs} epochs fit (--time-limit {plan.time_limit_min:.1f} min as a safety net)")
-    elif plan.epochs_fit == 0:
+    if plan.over_budget:
         say(
-            f"not even one of {args.max_epochs} epochs fits the budget at this speed: training one anyway, "
-            "the demo will run over; set DEMO_BUDGET_MIN higher"
+            f"the budget is spent before training: training {MIN_TRAIN_SECONDS:.0f} s anyway, "
+            "the demo will run over"
         )
-    else:
-        say(
-            f"only {plan.epochs} of {args.max_epochs} epochs fit the budget at this speed "
-            f"(--time-limit {plan.time_limit_min:.1f} min); set DEMO_BUDGET_MIN higher to train them all"
-        )
-    print(f"EPOCHS={plan.epochs}")
-    print(f"EPOCHS_FIT={plan.epochs_fit}")
-    print(f"EPOCH_SECONDS={plan.epoch_seconds:.0f}")
-    print(f"TIME_LIMIT={plan.time_limit_min:.2f}")
-    print(f"LARGE={plan.large}")
-    print(f"BENCH_SIZES={','.join(map(str, plan.bench_sizes))}")
-    print(f"BENCH_REPEAT={plan.bench_repeat}")
-    print(f"BENCH_MAX_IMAGES={plan.bench_max_images}")
+    if args.out:
+        document = {**asdict(plan), "train_minutes": plan.train_minutes, "max_steps": args.max_steps}
+        Path(args.out).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    bench_images = plan.tier.bench_max_images or len(split["test"])
+    print(f"TRAIN_MINUTES={plan.train_minutes:.2f}")
+    print(f"MAX_STEPS={args.max_steps}")
+    print(f"LARGE={plan.tier.large}")
+    print(f"BENCH_SIZES={','.join(map(str, plan.tier.bench_sizes))}")
+    print(f"BENCH_REPEAT={plan.tier.bench_repeat}")
+    print(f"BENCH_MAX_IMAGES={min(bench_images, len(split['test']))}")
+    print(f"PACKAGE={int(plan.tier.package)}")
     return 0
+
+
+def reached_text(config: dict, test_miou: float, max_steps: int, budget_min: float) -> str:
+    """What a budgeted run reached and, when it trained less than the demo's full training, why."""
+    budget = config.get("time_budget") or {}
+    steps = int(budget.get("steps_trained", 0))
+    plan = budget.get("plan") or {}
+    tile = plan.get("tile", config.get("tile"))
+    used = budget.get("seconds_used", 0.0)
+    text = (
+        f"reached test mIoU {test_miou:.4f} after {steps} steps of {tile} px crops in {used:.0f} s "
+        f"(--time-budget {budget.get('minutes', 0):.2f} min)"
+    )
+    if steps >= max_steps:
+        return text + f": the demo's full training ({max_steps} steps)."
+    pace = plan.get("step_seconds") or 0.0
+    more = (max_steps - steps) * pace * (256 / tile) ** 2 if tile else 0.0
+    return text + (
+        f"; the demo trains {max_steps} steps of 256 px crops on a fast machine (test mIoU about 0.90): "
+        f"DEMO_BUDGET_MIN={int(budget_min + more / 60) + 1} would fit them here."
+    )
 
 
 def _reached(args: argparse.Namespace) -> int:
     run = Path(args.run)
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     miou = json.loads((run / "metrics_test.json").read_text(encoding="utf-8"))["summary"]["miou"]["mean"]
-    with open(run / "history.csv", newline="", encoding="utf-8") as fh:
-        val_miou = [float(row["val_miou"] or "nan") for row in csv.DictReader(fh)]
-    trained = len(val_miou)
-    if trained >= args.max_epochs:
-        print(f"trained all {args.max_epochs} epochs: test mIoU {miou:.4f}")
-        return 0
-    best_epoch = 1 + max(range(trained), key=lambda i: val_miou[i] if math.isfinite(val_miou[i]) else -1.0)
-    if trained - best_epoch >= DEMO_PATIENCE:
-        why = f"early stopping ended training (no better val mIoU for {DEMO_PATIENCE} epochs)"
-    elif trained < args.epochs_planned:
-        why = (
-            f"{trained} of the {args.epochs_planned} planned epochs ran before --time-limit stopped training "
-            "(the machine was slower than measured, perhaps busy)"
-        )
-    else:
-        fit = f"only {args.epochs_fit}" if args.epochs_fit else "not even one"
-        why = (
-            f"{fit} of {args.max_epochs} epochs fit the {args.budget_min:g}-min budget at the measured "
-            f"{args.epoch_seconds:.0f} s per epoch"
-        )
-    enough = math.ceil(args.budget_min + (args.max_epochs - trained) * args.epoch_seconds / 60)
-    print(
-        f"reached test mIoU {miou:.4f} after {trained} of {args.max_epochs} epochs: {why}. A machine that "
-        f"fits all {args.max_epochs} reaches about 0.90; DEMO_BUDGET_MIN={enough} would fit them here."
-    )
+    print(reached_text(config, miou, args.max_steps, args.budget_min))
+    return 0
+
+
+def spent_table(plan: dict, timings: dict[str, float], budget_min: float) -> list[str]:
+    """Lines of a table: each phase's planned and actual seconds, and the whole against the budget."""
+    estimates = dict(plan["after_estimates"])
+    # semphase train's start-up and reading of the images happen in the training phase, outside its budget
+    planned = {"before training": plan["spent_seconds"]}
+    planned["training"] = plan["train_seconds"] + estimates.pop("train_extra", 0.0)
+    planned.update({f"after: {name}": value for name, value in estimates.items() if value})
+    lines = [f"{'phase':<24}{'planned s':>10}{'actual s':>10}"]
+    for name in dict.fromkeys([*planned, *timings]):
+        want = planned.get(name)
+        have = timings.get(name)
+        want_text = "" if want is None else f"{want:.0f}"
+        have_text = "" if have is None else f"{have:.0f}"
+        lines.append(f"{name:<24}{want_text:>10}{have_text:>10}")
+    total = sum(timings.values())
+    budget = 60 * budget_min
+    lines.append(f"{'total':<24}{budget:>10.0f}{total:>10.0f}  ({100 * total / budget:.0f} % of the budget)")
+    return lines
+
+
+def _spent(args: argparse.Namespace) -> int:
+    plan = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+    timings: dict[str, float] = {}
+    for line in Path(args.timings).read_text(encoding="utf-8").splitlines():
+        name, _, seconds = line.rpartition(" ")
+        if name:
+            timings[name] = timings.get(name, 0.0) + float(seconds)
+    print("\n".join(spent_table(plan, timings, args.budget_min)))
     return 0
 
 
@@ -256,17 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("split", help="the demo's split.json")
     plan.add_argument("--budget-min", type=float, required=True, help="the whole demo's budget in minutes")
     plan.add_argument("--spent", type=float, default=0.0, help="seconds of the budget already spent")
-    plan.add_argument("--max-epochs", type=int, default=14, help="epochs on a fast machine")
-    plan.add_argument("--large", type=int, help="fixed side of the large micrograph (default: chosen)")
-    reached = commands.add_parser("reached", help="say what a run cut short by the budget reached")
+    plan.add_argument("--max-steps", type=int, default=MAX_STEPS, help="the demo's full training, in steps")
+    plan.add_argument("--large", type=int, help="fixed side of the large micrograph (default: by tier)")
+    plan.add_argument("--out", help="also write the plan to this JSON file (for 'spent')")
+    reached = commands.add_parser("reached", help="say what a budgeted training run reached")
     reached.add_argument("run", help="the training run folder")
-    reached.add_argument("--epochs-planned", type=int, required=True, help="--epochs given to the run")
-    reached.add_argument("--epochs-fit", type=int, required=True, help="epochs the plan found room for")
-    reached.add_argument("--max-epochs", type=int, default=14)
     reached.add_argument("--budget-min", type=float, required=True)
-    reached.add_argument("--epoch-seconds", type=float, required=True)
+    reached.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    spent = commands.add_parser("spent", help="how the budget was spent against the plan")
+    spent.add_argument("plan", help="the JSON 'plan --out' wrote")
+    spent.add_argument("timings", help="lines 'PHASE SECONDS' written by demo.sh")
+    spent.add_argument("--budget-min", type=float, required=True)
     args = parser.parse_args(argv)
-    return _plan(args) if args.command == "plan" else _reached(args)
+    return {"plan": _plan, "reached": _reached, "spent": _spent}[args.command](args)
 
 
 if __name__ == "__main__":
