@@ -82,8 +82,10 @@ def test_run_writes_the_run_folder_and_scores_the_best_checkpoint(dataset, tmp_p
     names = ["Matrix", "Carbide", "Void", "Reprecipitate", "Dilution"]
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_miou", *[f"iou_{n}" for n in names],
                              "lr", "lr_encoder", "trainable_stages", "seconds",
-                             "elapsed_seconds"]  # fmt: skip
+                             "elapsed_seconds", "steps", "tile", "planned_steps",
+                             "budget_left_seconds"]  # fmt: skip
     assert rows[0]["trainable_stages"] == "all (no encoder)"
+    assert (rows[0]["steps"], rows[0]["tile"], rows[0]["planned_steps"]) == ("2", "32", "")
     assert out.count("epoch   ") >= 2 and "no pretrained encoder to freeze" in out
     config = json.loads((run / "config.json").read_text())
     assert config["arch"] == "unet-scratch" and config["tile"] == 32 and config["num_classes"] == 5
