@@ -202,3 +202,15 @@ def test_the_resnet34_u_nets_segmentation_head_is_mapped_too(tmp_path):
     assert new.out_channels == 2
     assert torch.equal(new.weight[0], old.weight[2]) and torch.equal(new.bias[0], old.bias[2])
     assert torch.equal(mapped.encoder.conv1.weight, model.encoder.conv1.weight)
+
+
+def test_a_run_without_test_split_is_exported_against_its_training_fields(base, tmp_path, capsys):
+    from semphase.export.imagesets import resolve_image_sets
+
+    data, checkpoint = base
+    out = tmp_path / "tuned"
+    assert run([data, "--out", out, "--init", checkpoint, "--epochs", "1", *FAST], capsys)[0] == 0
+    config = read_checkpoint(out / "best.pt")["config"]
+    sets = resolve_image_sets(out / "best.pt", config, None, DEFAULT_TABLE)
+    assert sets.heldout_source.startswith("train split of") and "no test split" in sets.heldout_source
+    assert len(sets.heldout) == 12 and len(sets.calibration) == 12
