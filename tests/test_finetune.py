@@ -16,26 +16,8 @@ from semphase.train.init import load_initial_model, parse_class_map, resolve_cla
 from semphase.train.options import FINETUNE_RECIPE, TrainOptions
 from semphase.train.schedule import FINAL_SHARE, cosine_schedule
 from test_train_fixtures import make_dataset
-
-FAST = [
-    "--tile",
-    "32",
-    "--batch-size",
-    "2",
-    "--steps-per-epoch",
-    "2",
-    "--threads",
-    "1",
-    "--precision",
-    "fp32",
-]
-
-
-def run(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(["train", *map(str, args)])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from test_train_run import FAST
+from test_train_run import run_cli as run
 
 
 @pytest.fixture(scope="module")
