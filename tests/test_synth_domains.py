@@ -77,3 +77,17 @@ def test_synth_cli_writes_a_sparse_shifted_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["synth", str(tmp_path / "x"), "--groups", "1", "--scribbles", "0"])
     assert info.value.code == 2 and "--scribbles" in capsys.readouterr().err
+
+
+def test_corrective_scribbles_spend_their_share_where_the_prediction_is_wrong():
+    _, truth = synth_micrograph(384, 512, 2, 700)
+    prediction = truth.copy()
+    prediction[:, :128] = 0  # a model that calls the left quarter Matrix
+    wrong = prediction != truth
+    strokes = scribble_labels(truth, 0.02, seed=1, num_classes=C, prediction=prediction, corrective_share=0.5)
+    labelled = strokes != IGNORE
+    assert np.array_equal(strokes[labelled], truth[labelled])
+    on_errors = np.count_nonzero(labelled & wrong) / np.count_nonzero(labelled)
+    assert on_errors >= 0.45 > wrong.mean()  # half the budget corrects errors, far above their share
+    plain = scribble_labels(truth, 0.02, seed=1, num_classes=C)
+    assert np.count_nonzero((plain != IGNORE) & wrong) / np.count_nonzero(plain != IGNORE) < 0.45

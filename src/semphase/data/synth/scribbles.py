@@ -3,9 +3,11 @@
 What ilastik, QuPath's pixel classifier and semphase's sparse labels expect from a user is a few strokes
 per phase, painted inside the phase's regions and away from their boundaries (where a human hesitates).
 :func:`scribble_labels` makes such strokes from a truth label image, so the few-label workflow can be
-tested and measured without a human: every stroke lies on pixels of its class (never a wrong label), the
-phases share the pixel budget equally as far as each has room, and a phase too thin to hold a stroke of
-the brush width (carbide specks, dendrite arms) gets dots on its own pixels instead.
+tested and measured without a human: every stroke lies on pixels of its class (never a wrong label), and
+the phases share the pixel budget equally as far as each has room. Within a phase the budget follows
+where the phase is: its wide parts get brush strokes (``brush`` px, kept a brush radius from the
+boundary), its thin parts (dendrite arms, needles, rims narrower than the brush) one-pixel pencil lines
+along them, as docs/adapt.md tells a user to paint them, in proportion to their share of the phase.
 
 Deterministic: the same truth, budget and seed give the same strokes.
 """
@@ -22,6 +24,8 @@ BRUSH_PX = 5
 STEP_PX = 6
 #: Steps of one stroke at most (a stroke also ends where it would leave its phase).
 MAX_STEPS = 60
+#: Pixels of one pencil line along a thin part of a phase, at most.
+PENCIL_PX = 40
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -34,6 +38,8 @@ def scribble_labels(
     seed: int,
     num_classes: int,
     brush: int = BRUSH_PX,
+    prediction: np.ndarray | None = None,
+    corrective_share: float = 0.5,
 ) -> np.ndarray:
     """Strokes covering about ``fraction`` of the pixels of ``truth``, each on pixels of its own class.
 
@@ -44,17 +50,23 @@ def scribble_labels(
     seed : strokes are random but reproducible.
     num_classes : C.
     brush : stroke width in pixels (odd, >= 1).
+    prediction : uint8 (H, W), a model's phases for the micrograph: the user then paints, with
+        ``corrective_share`` of the budget, where the prediction is wrong (correcting the overlay, as
+        docs/adapt.md asks), each phase in proportion to its wrong pixels; the rest as without it.
+    corrective_share : see ``prediction``.
 
     Returns
     -------
-    uint8 (H, W): the class id on stroke pixels, 255 elsewhere. The budget is shared equally among the
-    classes present; a class with less room than its share is labelled as far as its room goes (its
-    whole interior at most), the rest of its share going to no other class.
+    uint8 (H, W): the class id on stroke pixels, 255 elsewhere. The (rest of the) budget is shared
+    equally among the classes present; a class with less room than its share is labelled as far as its
+    room goes, the rest of its share going to no other class.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if brush < 1 or brush % 2 == 0:
         raise ValueError(f"brush must be an odd number of pixels >= 1, got {brush}")
+    if not 0 <= corrective_share <= 1:
+        raise ValueError(f"corrective_share must be in 0..1, got {corrective_share}")
     if fraction == 1:
         return truth.copy()
     rng = np.random.default_rng([int(seed), 0x5C21])
@@ -62,18 +74,42 @@ def scribble_labels(
     present = [c for c in range(num_classes) if np.any(truth == c)]
     if not present:
         return out
-    budget = fraction * truth.size / len(present)
-    radius = brush // 2
+    total = fraction * truth.size
+    if prediction is not None and corrective_share > 0:
+        wrong = (prediction != truth) & (truth != IGNORE)
+        counts = np.array([np.count_nonzero(wrong & (truth == c)) for c in present], np.float64)
+        if counts.sum() > 0:
+            for c, n in zip(present, counts, strict=True):
+                if n:
+                    region = (wrong & (truth == c)).astype(np.uint8)
+                    share = corrective_share * total * n / counts.sum()
+                    out[_paint(region, share, brush, rng)] = c
+            total -= float(np.count_nonzero(out != IGNORE))
+    budget = max(total, 0.0) / len(present)
     for c in present:
-        region = (truth == c).astype(np.uint8)
-        # Strokes keep away from the phase's boundary by a brush radius plus one pixel.
-        interior = cv2.erode(region, _disk(radius + 1), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        if interior.any():
-            painted = _strokes(interior, region, budget, brush, rng)
-        else:  # too thin for the brush: dots on the phase's own pixels
-            painted = _dots(region, budget, rng)
-        out[painted] = c
+        region = ((truth == c) & (out == IGNORE)).astype(np.uint8)
+        out[_paint(region, budget, brush, rng)] = c
     return out
+
+
+def _paint(region: np.ndarray, budget: float, brush: int, rng) -> np.ndarray:
+    """Pixels of ``region`` (uint8 0/1) a user paints with ``budget`` pixels: brush strokes in its wide
+    parts (a brush radius from its edge), one-pixel pencil lines along its thin parts, each in proportion
+    to its share of the region."""
+    radius = brush // 2
+    interior = cv2.erode(region, _disk(radius + 1), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    reach = cv2.dilate(interior, _disk(radius + 1)) & region  # what a brush can cover
+    thin = region.astype(bool) & ~reach.astype(bool)
+    area = float(region.sum())
+    painted = np.zeros(region.shape, bool)
+    if area == 0 or budget <= 0:
+        return painted
+    thin_share = float(thin.sum()) / area
+    if interior.any():
+        painted |= _strokes(interior, region, budget * (1.0 - thin_share), brush, rng)
+    if thin.any():
+        painted |= _pencil(thin, budget - int(painted.sum()), rng)
+    return painted
 
 
 def _strokes(interior: np.ndarray, region: np.ndarray, budget: float, brush: int, rng) -> np.ndarray:
@@ -110,10 +146,40 @@ def _strokes(interior: np.ndarray, region: np.ndarray, budget: float, brush: int
     return canvas.astype(bool)
 
 
-def _dots(region: np.ndarray, budget: float, rng) -> np.ndarray:
-    """Single pixels of a thin phase, up to ``budget`` of them."""
-    where = np.flatnonzero(region)
-    take = min(where.size, max(1, int(budget)))
-    mask = np.zeros(region.size, bool)
-    mask[rng.choice(where, take, replace=False)] = True
-    return mask.reshape(region.shape)
+def _pencil(thin: np.ndarray, budget: float, rng) -> np.ndarray:
+    """One-pixel lines along the thin parts of a phase: short walks from random pixels to unvisited
+    8-neighbours within ``thin`` (straight on when it can), until ``budget`` pixels are labelled."""
+    h, w = thin.shape
+    painted = np.zeros(thin.shape, bool)
+    seeds = np.flatnonzero(thin)
+    steps = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+    count = 0
+    for _ in range(10_000):
+        if count >= budget or count >= seeds.size:
+            break
+        y, x = divmod(int(seeds[rng.integers(seeds.size)]), w)
+        if painted[y, x]:
+            continue
+        direction = None
+        for _ in range(PENCIL_PX):
+            painted[y, x] = True
+            count += 1
+            if count >= budget:
+                break
+            options = [
+                (dy, dx)
+                for dy, dx in steps
+                if 0 <= y + dy < h
+                and 0 <= x + dx < w
+                and thin[y + dy, x + dx]
+                and not painted[y + dy, x + dx]
+            ]
+            if not options:
+                break
+            if direction in options:
+                dy, dx = direction
+            else:
+                dy, dx = options[int(rng.integers(len(options)))]
+            direction = (dy, dx)
+            y, x = y + dy, x + dx
+    return painted
