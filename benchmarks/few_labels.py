@@ -1,0 +1,538 @@
+"""How few labels make a model right on another lab's micrographs? The learning curve, measured.
+
+The protocol (benchmarks/RESULTS.md, "Few labels"):
+
+- **Source domain**: a ResNet34 U-Net pretrained from random weights on ``semphase synth`` data (the
+  ``ni-wc`` domain), given with ``--pretrained``. It never sees the target domain.
+- **Target domain**: ``semphase synth --domain shifted`` (other microstructure, other rendering; see
+  ``semphase.data.synth.domains``), 1024 x 768 fields at 600-1000x, in three disjoint sets of seeds:
+  ``pool`` (16 fields the simulated user labels; seeds 1000..), ``dev`` (8 fields with dense truth that
+  chose the fine-tuning recipe; seeds 2000..) and ``test`` (12 fields with dense truth that every number
+  of the curve is measured on; seeds 3000..). The generator's shifted domain was written before any of
+  these runs and not changed after them.
+- **The user**: :func:`semphase.data.synth.scribbles.scribble_labels` paints strokes (5 px brush, inside
+  each phase, the budget shared by the phases) over a share of each field's pixels; "dense" labels every
+  pixel.
+- **Conditions**: ``synthetic-only`` (the pretrained model as is), ``pretrained+sparse`` (``train --init``
+  with the recipe), ``scratch+sparse`` (the same data, steps and schedule from random weights, at the
+  scratch learning rate 1e-3), ``pretrained+dense``; and ``suggest`` against ``random`` picks: K regions
+  from 8 unlabelled pool fields, picked by ``semphase suggest`` (with the pretrained model's FP32 ONNX) or
+  at random (one per field at most, as suggest's default), each then scribbled at the same share.
+- Each configuration runs with several seeds (which pool fields, where the strokes fall, the training
+  seed); the report gives mean and standard deviation over them and the wall time of each fine-tuning.
+
+Stages (each resumable: finished runs are read back from ``WORK/results.jsonl``)::
+
+    python benchmarks/few_labels.py prepare --work fl
+    python benchmarks/few_labels.py recipe --work fl --pretrained pre/best.pt
+    python benchmarks/few_labels.py curve --work fl --pretrained pre/best.pt --seeds 3
+    python benchmarks/few_labels.py suggest --work fl --pretrained pre/best.pt --seeds 3
+    python benchmarks/few_labels.py report --work fl --out benchmarks/few_labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FIELD = (768, 1024)  # height, width of a target-domain field
+MAGNIFICATIONS = (600, 700, 800, 1000)
+SETS = {"pool": (1000, 16), "dev": (2000, 8), "test": (3000, 12)}
+SCRATCH_LR = 1e-3
+#: The simulated user of the curve: ``corrective`` (half the strokes where the pretrained model's overlay is
+#: wrong, half inside the phases) or ``interior`` (inside the phases only).
+USER = "corrective"
+#: Recipe candidates (measured on dev, 4 fields at 2 %): option overrides of the fine-tuning recipe.
+RECIPES = {
+    "recipe": {},
+    "lr 1e-3 / enc 3e-4": {"lr": 1e-3, "lr_finetune": 3e-4},
+    "lr 1e-4 / enc 3e-5": {"lr": 1e-4, "lr_finetune": 3e-5},
+    "encoder frozen": {"freeze_epochs": 100},
+    "100 steps": {"epochs": 5},
+    "400 steps": {"epochs": 20},
+    "light augmentation": {"augment": "light"},
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Printing:
+    """A :class:`semphase.progress.Progress` that prints the run's log lines."""
+
+    def start(self, key, description, total):
+        pass
+
+    def advance(self, key, steps=1):
+        pass
+
+    def say(self, message):
+        pass
+
+    def log(self, message):
+        print(f"    {message}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def prepare(work: Path) -> None:
+    """Render the target-domain fields with their dense truth (raw ids), once."""
+    from semphase.data.synth import synth_micrograph, to_raw_ids
+    from semphase.imageio import write_image
+
+    for name, (first, count) in SETS.items():
+        folder = work / "domain" / name
+        for i in range(count):
+            seed = first + i
+            image_path = folder / "images" / f"field{seed}.png"
+            if image_path.exists():
+                continue
+            image, labels = synth_micrograph(*FIELD, seed, MAGNIFICATIONS[i % 4], "shifted")
+            write_image(folder / "masks" / f"field{seed}.png", to_raw_ids(labels))
+            write_image(image_path, image)
+        log(f"{name}: {count} fields in {folder}")
+
+
+def fields(work: Path, name: str) -> list[tuple[Path, Path]]:
+    folder = work / "domain" / name
+    return [(p, folder / "masks" / p.name) for p in sorted((folder / "images").iterdir())]
+
+
+def read_truth(path: Path) -> np.ndarray:
+    from semphase.data.labels import read_labels
+    from semphase.phases import DEFAULT_TABLE
+
+    return read_labels(path, DEFAULT_TABLE)
+
+
+def write_training_set(root: Path, items: list[tuple[np.ndarray, np.ndarray, str]]) -> int:
+    """images/ + masks/ (raw ids, 255 unlabelled); returns the labelled pixels."""
+    from semphase.data.synth import to_raw_ids
+    from semphase.imageio import write_image
+
+    labelled = 0
+    for image, labels, name in items:
+        write_image(root / "images" / f"{name}.png", image)
+        write_image(root / "masks" / f"{name}.png", to_raw_ids(labels))
+        labelled += int(np.count_nonzero(labels != 255))
+    return labelled
+
+
+#: With the ``corrective`` user: the share of the strokes painted where the model's overlay is wrong.
+CORRECTIVE_SHARE = 0.5
+
+
+def scribbled(truth: np.ndarray, share: float, seed: int, prediction: np.ndarray | None = None) -> np.ndarray:
+    from semphase.data.synth.scribbles import scribble_labels
+
+    return scribble_labels(truth, share, seed, 5, prediction=prediction, corrective_share=CORRECTIVE_SHARE)
+
+
+def pretrained_prediction(work: Path, pretrained: Path, image_path: Path) -> np.ndarray:
+    """The pretrained model's phases for a pool field (what the user sees on the overlay), cached."""
+    from semphase.imageio import read_gray, write_image
+
+    cached = work / "domain" / "pool" / "pretrained-prediction" / image_path.name
+    if cached.exists():
+        return read_gray(cached)
+    from semphase.train.checkpoint import load_checkpoint
+    from semphase.train.inference import predict_labels
+
+    model, config, _ = load_checkpoint(pretrained, "cpu")
+    labels = predict_labels(model, config, read_gray(image_path), "cpu")
+    write_image(cached, labels)
+    return labels
+
+
+# ----------------------------------------------------------------------------------------- runs
+
+
+def key_of(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def done_runs(work: Path) -> dict[str, dict]:
+    path = work / "results.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {key_of(r["config"]): r for r in rows}
+
+
+def record(work: Path, row: dict) -> None:
+    with open(work / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def evaluate(checkpoint: Path, eval_set: list[tuple[Path, Path]]) -> dict:
+    """mIoU (per-image mean), per-class IoU (dataset level) and pixel accuracy of a checkpoint."""
+    from semphase.data.layout import Sample
+    from semphase.evaluation import run_evaluation
+    from semphase.phases import DEFAULT_TABLE
+    from semphase.train.checkpoint import load_checkpoint
+    from semphase.train.inference import predict_labels
+
+    model, config, _ = load_checkpoint(checkpoint, "cpu")
+    samples = [Sample(image.name, image, mask) for image, mask in eval_set]
+    result = run_evaluation(lambda im: predict_labels(model, config, im, "cpu"), samples, DEFAULT_TABLE, None)
+    return {
+        "miou": result["summary"]["miou"]["mean"],
+        "class_iou": dict(zip(DEFAULT_TABLE.names, result["per_class"]["iou"], strict=True)),
+        "pixel_accuracy": result["pixel_accuracy"],
+    }
+
+
+def fine_tune(run_dir: Path, data: Path, init: Path | None, overrides: dict, seed: int) -> dict:
+    """Train on ``data`` (all fields train, cosine schedule); returns the training result."""
+    from semphase.train.options import TrainOptions
+    from semphase.train.run import train
+
+    given = {"dataset": str(data), "seed": seed, "threads": os.cpu_count()}
+    if init is not None:
+        given["init"] = str(init)
+    else:  # scratch: the recipe's data, steps and schedule, the random-init learning rate
+        from semphase.train.options import FINETUNE_RECIPE
+
+        given.update({k: v for k, v in FINETUNE_RECIPE.items() if k not in ("lr", "lr_finetune")})
+        given.update({"arch": "unet-resnet34", "encoder_weights": "none", "lr": SCRATCH_LR})
+    given.update(overrides)
+    options = TrainOptions.create(str(run_dir / "run"), **given)
+    return train(options, Printing())
+
+
+def run_one(work: Path, config: dict, items, eval_name: str, pretrained: Path) -> dict:
+    """Train one configuration (or evaluate the pretrained model for ``synthetic-only``) and record it."""
+    done = done_runs(work)
+    if key_of(config) in done:
+        return done[key_of(config)]
+    log(f"run {config}")
+    eval_set = fields(work, eval_name)
+    t0 = time.perf_counter()
+    labelled = 0
+    train_seconds = 0.0
+    if config["condition"] == "synthetic-only":
+        checkpoint = pretrained
+    else:
+        run_dir = work / "runs" / str(abs(hash(key_of(config))))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        labelled = write_training_set(run_dir / "data", items)
+        init = None if config["condition"].startswith("scratch") else pretrained
+        result = fine_tune(run_dir, run_dir / "data", init, config.get("overrides", {}), config["seed"])
+        train_seconds = result["train_seconds"]
+        checkpoint = run_dir / "run" / "best.pt"
+    t1 = time.perf_counter()
+    scores = evaluate(checkpoint, eval_set)
+    row = {
+        "config": config,
+        **scores,
+        "labelled_pixels": labelled,
+        "train_seconds": train_seconds,
+        "run_seconds": t1 - t0,
+        "eval_seconds": time.perf_counter() - t1,
+        "eval_set": eval_name,
+        "cpu": machine_line(),
+    }
+    if config["condition"] != "synthetic-only":
+        for name in ("best.pt", "last.pt"):  # 100 MB each; the run folder keeps config and history
+            (checkpoint.parent / name).unlink(missing_ok=True)
+    record(work, row)
+    log(f"  -> mIoU {row['miou']:.4f} (Reprecipitate {row['class_iou']['Reprecipitate']:.3f}), "
+        f"training {train_seconds:.0f} s, run {row['run_seconds']:.0f} s")  # fmt: skip
+    return row
+
+
+def field_items(
+    work: Path, n: int, share: float, seed: int, user: str = USER, pretrained: Path | None = None
+) -> list:
+    """``n`` pool fields chosen by ``seed``, their labels scribbled at ``share`` (1: dense) by the simulated
+    ``user``: ``corrective`` paints half of the budget where the pretrained model is wrong (needs
+    ``pretrained``), ``interior`` only inside the phases."""
+    from semphase.imageio import read_gray
+
+    pool = fields(work, "pool")
+    order = np.random.default_rng([seed, 7]).permutation(len(pool))[:n]
+    items = []
+    for k in order:
+        image_path, mask_path = pool[k]
+        truth = read_truth(mask_path)
+        if share >= 1:
+            labels = truth
+        else:
+            prediction = pretrained_prediction(work, pretrained, image_path) if user == "corrective" else None
+            labels = scribbled(truth, share, seed * 1000 + int(k), prediction)
+        items.append((read_gray(image_path), labels, image_path.stem))
+    return items
+
+
+def machine_line() -> str:
+    from semphase.machine import cpu_summary, isa_text
+
+    info = cpu_summary()
+    return f"{info['cpu']} ({isa_text(info['instruction_sets'])}), {os.cpu_count()} cores"
+
+
+# ----------------------------------------------------------------------------------------- stages
+
+
+def stage_recipe(work: Path, pretrained: Path) -> None:
+    baseline = {"stage": "recipe", "condition": "synthetic-only", "recipe": "none", "seed": 0}
+    run_one(work, baseline, [], "dev", pretrained)
+    for name, overrides in RECIPES.items():
+        config = {"stage": "recipe", "condition": "pretrained+sparse", "recipe": name, "overrides": overrides,
+                  "fields": 4, "share": 0.02, "seed": 0}  # fmt: skip
+        run_one(work, config, field_items(work, 4, 0.02, 0), "dev", pretrained)
+
+
+CURVE = [(n, 0.02) for n in (1, 2, 4, 8)] + [(4, s) for s in (0.001, 0.005)]
+#: The point of the issue's criteria (at most 4 fields, at most 2 % of their pixels): every seed runs it.
+KEY_POINT = (4, 0.02)
+
+
+def stage_curve(work: Path, pretrained: Path, seeds: int, conditions: list[str]) -> None:
+    """The learning curve: the key point first (all conditions, seed 0), then the other points at seed 0,
+    then the key point again for the other seeds, so that a run cut short still answers the criteria."""
+    run_one(work, {"stage": "curve", "condition": "synthetic-only", "seed": 0}, [], "test", pretrained)
+    order = (
+        [(KEY_POINT, 0)]
+        + [(p, 0) for p in CURVE if p != KEY_POINT]
+        + [(KEY_POINT, s) for s in range(1, seeds)]
+    )
+    for (n, share), seed in order:
+        for condition in conditions:
+            if condition == "pretrained+dense":
+                if share != 0.02:
+                    continue
+                share_used = 1.0
+            else:
+                share_used = share
+            config = {
+                "stage": "curve",
+                "condition": condition,
+                "fields": n,
+                "share": share_used,
+                "seed": seed,
+            }
+            if share_used < 1:
+                config["user"] = USER
+            items = field_items(work, n, share_used, seed, USER, pretrained)
+            run_one(work, config, items, "test", pretrained)
+
+
+def export_fp32(work: Path, pretrained: Path) -> Path:
+    out = work / "pretrained-onnx"
+    if not (out / "model.onnx").exists():
+        exe = Path(sys.executable).with_name("semphase")
+        subprocess.run(
+            [str(exe), "export", str(pretrained), "--out", str(out), "--no-fp16", "--no-int8"], check=True
+        )
+    return out / "model.onnx"
+
+
+def suggested_regions(work: Path, onnx_path: Path, k: int, region: int) -> list[tuple[str, int, int]]:
+    from semphase.runtime import load_model
+    from semphase.runtime.suggest import SuggestOptions, suggest
+
+    out = work / f"suggest-k{k}-r{region}"
+    document_path = out / "suggest.json"
+    if not document_path.exists():
+        model = load_model(onnx_path)
+        pool = [p for p, _ in fields(work, "pool")][8:]
+        suggest(model, pool, [p.stem for p in pool], out, SuggestOptions(n=k, region=region))
+    document = json.loads(document_path.read_text())
+    return [(Path(p["micrograph"]).stem, p["y"], p["x"]) for p in document["picks"]]
+
+
+def random_regions(work: Path, k: int, region: int, seed: int) -> list[tuple[str, int, int]]:
+    pool = [p for p, _ in fields(work, "pool")][8:]
+    rng = np.random.default_rng([seed, 31])
+    chosen = rng.permutation(len(pool))[:k]
+    h, w = FIELD
+    return [
+        (
+            pool[i].stem,
+            int(rng.integers(0, (h - region) // 32 + 1)) * 32,
+            int(rng.integers(0, (w - region) // 32 + 1)) * 32,
+        )
+        for i in chosen
+    ]
+
+
+def region_items(work: Path, regions, region: int, share: float, seed: int, pretrained: Path) -> list:
+    """The regions' micrograph crops, scribbled at ``share`` of their pixels by the simulated :data:`USER`."""
+    from semphase.imageio import read_gray
+
+    folder = work / "domain" / "pool"
+    items = []
+    for j, (stem, y, x) in enumerate(regions):
+        window = (slice(y, y + region), slice(x, x + region))
+        image = read_gray(folder / "images" / f"{stem}.png")[window]
+        truth = read_truth(folder / "masks" / f"{stem}.png")[window]
+        prediction = None
+        if USER == "corrective":
+            prediction = pretrained_prediction(work, pretrained, folder / "images" / f"{stem}.png")[window]
+        items.append((image, scribbled(truth, share, seed * 100 + j, prediction), f"{stem}__y{y}_x{x}"))
+    return items
+
+
+def stage_suggest(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
+    onnx_path = export_fp32(work, pretrained)
+    picks = suggested_regions(work, onnx_path, k, region)
+    log(f"suggest picked {picks}")
+    for seed in range(seeds):
+        for arm in ("suggest", "random"):
+            regions = picks if arm == "suggest" else random_regions(work, k, region, seed)
+            config = {"stage": "suggest", "condition": f"{arm} picks", "regions": k, "region": region,
+                      "share": share, "seed": seed, "user": USER}  # fmt: skip
+            run_one(
+                work, config, region_items(work, regions, region, share, seed, pretrained), "test", pretrained
+            )
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def stats(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def report(work: Path, out: Path) -> str:
+    rows = list(done_runs(work).values())
+    lines = []
+    recipe = [r for r in rows if r["config"]["stage"] == "recipe"]
+    if recipe:
+        head = "| recipe (dev set, 4 fields, 2 % strokes, seed 0) | mIoU | Reprecipitate IoU | training s |"
+        lines += [head, "|:--|--:|--:|--:|"]
+        for r in recipe:
+            repre = r["class_iou"]["Reprecipitate"]
+            lines.append(
+                f"| {r['config']['recipe']} | {r['miou']:.3f} | {repre:.3f} | {r['train_seconds']:.0f} |"
+            )
+        lines.append("")
+    curve = [r for r in rows if r["config"]["stage"] == "curve"]
+    if curve:
+        head = "| condition | fields | labelled | runs | test mIoU | Reprecip. IoU | training s (median) |"
+        lines += [head, "|:--|--:|--:|--:|--:|--:|--:|"]
+        groups: dict[tuple, list[dict]] = {}
+        for r in curve:
+            c = r["config"]
+            groups.setdefault((c["condition"], c.get("fields", 0), c.get("share", 0)), []).append(r)
+        for (condition, n, share), rs in sorted(groups.items()):
+            share_text = "dense" if share >= 1 else (f"{100 * share:g} %" if share else "-")
+            lines.append(
+                f"| {condition} | {n or '-'} | {share_text} | {len(rs)} | {stats([r['miou'] for r in rs])} | "
+                f"{stats([r['class_iou']['Reprecipitate'] for r in rs])} | "
+                f"{np.median([r['train_seconds'] for r in rs]):.0f} |"
+            )
+        lines.append("")
+    picks = [r for r in rows if r["config"]["stage"] == "suggest"]
+    if picks:
+        lines += [
+            "| picks | regions | labelled share | runs | test mIoU | Reprecipitate IoU |",
+            "|:--|--:|--:|--:|--:|--:|",
+        ]
+        groups = {}
+        for r in picks:
+            groups.setdefault(r["config"]["condition"], []).append(r)
+        for condition, rs in sorted(groups.items()):
+            c = rs[0]["config"]
+            lines.append(
+                f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
+                f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
+            )
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "few_labels.md").write_text(text)
+    (out / "few_labels.json").write_text(json.dumps(rows, indent=1))
+    plot(curve, out / "few_labels.png")
+    return text
+
+
+def plot(curve: list[dict], path: Path) -> None:
+    if not curve:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
+    styles = {"pretrained+sparse": "o-", "scratch+sparse": "s--", "pretrained+dense": "^-"}
+    for condition, style in styles.items():
+        for ax, vary, fixed in ((axes[0], "fields", ("share", 0.02)), (axes[1], "share", ("fields", 4))):
+            rs = [r for r in curve if r["config"]["condition"] == condition]
+            if condition == "pretrained+dense":
+                rs = [r for r in rs if vary == "fields"]
+            else:
+                rs = [r for r in rs if r["config"].get(fixed[0]) == fixed[1]]
+            xs = sorted({r["config"][vary] for r in rs})
+            if not xs:
+                continue
+            means = [np.mean([r["miou"] for r in rs if r["config"][vary] == x]) for x in xs]
+            sds = [np.std([r["miou"] for r in rs if r["config"][vary] == x]) for x in xs]
+            plotted = [100 * x for x in xs] if vary == "share" else xs
+            ax.errorbar(plotted, means, yerr=sds, fmt=style, label=condition, capsize=3)
+    for ax, title, xlabel in ((axes[0], "strokes over 2 % of each field", "labelled fields"),
+                              (axes[1], "4 fields", "labelled share of the pixels (%)")):  # fmt: skip
+        if base:
+            ax.axhline(base[0], color="grey", linestyle=":", label="synthetic-only")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out mIoU (shifted domain)")
+        ax.grid(alpha=0.3)
+    axes[1].set_xscale("log")
+    axes[0].set_xscale("log", base=2)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("stage", choices=("prepare", "recipe", "curve", "suggest", "report"))
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--pretrained", type=Path)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--conditions", default="pretrained+sparse,scratch+sparse,pretrained+dense")
+    parser.add_argument("--regions", type=int, default=4)
+    parser.add_argument("--region", type=int, default=384)
+    parser.add_argument(
+        "--share", type=float, default=0.05, help="suggest stage: scribbled share of a region"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/few_labels"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.stage == "prepare":
+        prepare(args.work)
+    elif args.stage == "report":
+        print(report(args.work, args.out))
+    else:
+        if args.pretrained is None:
+            parser.error("--pretrained CHECKPOINT is needed")
+        prepare(args.work)
+        if args.stage == "recipe":
+            stage_recipe(args.work, args.pretrained)
+        elif args.stage == "curve":
+            stage_curve(args.work, args.pretrained, args.seeds, args.conditions.split(","))
+        else:
+            stage_suggest(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
+
+
+if __name__ == "__main__":
+    main()
