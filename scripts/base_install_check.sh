@@ -10,8 +10,8 @@
 #      semphase ONNX model (tests/_runtime_models.py) and micrographs as PNG, LZW TIFF (OpenCV), Deflate
 #      TIFF and 16-bit LZW TIFF (tifffile), their truth labels and a small images/+masks/ dataset;
 #   4. the base venv's `semphase` alone runs info, info --verify, segment (also with the model as a
-#      bioimage.io package, made by the full venv's `semphase package`), watch --once, score and benchmark
-#      (no checkpoint), and every exit code and output is checked;
+#      bioimage.io package, made by the full venv's `semphase package`), suggest, watch --once, score and
+#      benchmark (no checkpoint), and every exit code and output is checked;
 #   5. the installed size of the base venv is printed (site-packages total and the biggest packages).
 #
 # Usage: scripts/base_install_check.sh [BASE_VENV]
@@ -249,6 +249,22 @@ step "semphase segment with a bioimage.io package"
 run 0 base "$SEMPHASE" segment package/model.bioimageio.zip inputs/a_8bit.png --out out-package -q
 cmp -s out-package/a_8bit_mask.png out/a_8bit_mask.png || fail "the package's mask differs from model.onnx's"
 run 0 base "$SEMPHASE" info package/model.bioimageio.zip
+
+step "semphase suggest"
+# what to label next, on the base install: regions with pre-filled colour labels a paint program edits
+run 0 base "$SEMPHASE" suggest model/model.onnx inputs --out suggested --n 2 --region 128
+run 0 base "$BPY" - <<'EOF'
+import json
+from pathlib import Path
+import cv2
+document = json.loads(Path("suggested/suggest.json").read_text())
+assert len(document["picks"]) == 2, document["picks"]
+for pick in document["picks"]:
+    mask = cv2.imread(f"suggested/masks/{pick['name']}.png", cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (128, 128, 4), mask.shape  # RGBA: class colours, transparent = unlabelled
+    assert Path(f"suggested/images/{pick['name']}.png").is_file()
+print("ok:", [p["name"] for p in document["picks"]])
+EOF
 
 step "semphase segment --format ome-tiff"
 # montages' pyramidal OME-TIFF outputs need nothing beyond the base install (tifffile + imagecodecs)
