@@ -411,6 +411,45 @@ def stats(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def paired(rows: list[dict], a: dict, b: dict) -> list[tuple[float, float]]:
+    """(mIoU of ``a``, mIoU of ``b``) for every seed both configurations ran: conditions compared on the same
+    fields and strokes."""
+
+    def by_seed(match: dict) -> dict[int, float]:
+        return {
+            r["config"]["seed"]: r["miou"]
+            for r in rows
+            if all(r["config"].get(k) == v for k, v in match.items())
+        }
+
+    first, second = by_seed(a), by_seed(b)
+    return [(first[s], second[s]) for s in sorted(first) if s in second]
+
+
+def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
+    """The issue's criteria at the key point, each as a paired comparison over seeds."""
+    n, share = KEY_POINT
+    sparse = {"condition": "pretrained+sparse", "fields": n, "share": share}
+    base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
+    lines = []
+    rows = [r for r in curve if all(r["config"].get(k) == v for k, v in sparse.items())]
+    if base and rows:
+        gains = [r["miou"] - base[0] for r in rows]
+        lines.append(f"- gain over synthetic-only ({n} fields, {100 * share:g} %): {stats(gains)} mIoU")
+    dense = paired(curve, sparse, {"condition": "pretrained+dense", "fields": n})
+    if dense:
+        lines.append(f"- sparse / dense of the same fields: {stats([a / b for a, b in dense])} (per seed)")
+    scratch = paired(curve, sparse, {"condition": "scratch+sparse", "fields": n, "share": share})
+    if scratch:
+        lines.append(f"- pretrained - scratch at the same strokes: {stats([a - b for a, b in scratch])} mIoU")
+    if rows:
+        lines.append(f"- fine-tuning wall time: at most {max(r['train_seconds'] for r in rows):.0f} s")
+    arms = paired(picks, {"condition": "suggest picks"}, {"condition": "random picks"})
+    if arms:
+        lines.append(f"- suggest - random picks at the same budget: {stats([a - b for a, b in arms])} mIoU")
+    return lines + ([""] if lines else [])
+
+
 def report(work: Path, out: Path) -> str:
     rows = list(done_runs(work).values())
     lines = []
@@ -426,8 +465,11 @@ def report(work: Path, out: Path) -> str:
         lines.append("")
     curve = [r for r in rows if r["config"]["stage"] == "curve"]
     if curve:
-        head = "| condition | fields | labelled | runs | test mIoU | Reprecip. IoU | training s (median) |"
-        lines += [head, "|:--|--:|--:|--:|--:|--:|--:|"]
+        head = (
+            "| condition | fields | labelled | labelled pixels | runs | test mIoU | Reprecip. IoU "
+            "| training s (median) |"
+        )
+        lines += [head, "|:--|--:|--:|--:|--:|--:|--:|--:|"]
         groups: dict[tuple, list[dict]] = {}
         for r in curve:
             c = r["config"]
@@ -435,11 +477,14 @@ def report(work: Path, out: Path) -> str:
         for (condition, n, share), rs in sorted(groups.items()):
             share_text = "dense" if share >= 1 else (f"{100 * share:g} %" if share else "-")
             lines.append(
-                f"| {condition} | {n or '-'} | {share_text} | {len(rs)} | {stats([r['miou'] for r in rs])} | "
+                f"| {condition} | {n or '-'} | {share_text} | "
+                f"{np.mean([r['labelled_pixels'] for r in rs]):.0f} | {len(rs)} | "
+                f"{stats([r['miou'] for r in rs])} | "
                 f"{stats([r['class_iou']['Reprecipitate'] for r in rs])} | "
                 f"{np.median([r['train_seconds'] for r in rs]):.0f} |"
             )
         lines.append("")
+    lines += criteria_lines(curve, [r for r in rows if r["config"]["stage"] == "suggest"])
     picks = [r for r in rows if r["config"]["stage"] == "suggest"]
     if picks:
         lines += [
@@ -532,9 +577,7 @@ def main() -> None:
         if args.stage == "recipe":
             stage_recipe(args.work, args.pretrained)
         elif args.stage == "curve":
-            stage_curve(
-                args.work, args.pretrained, args.seeds, args.conditions.split(","), args.key_only
-            )
+            stage_curve(args.work, args.pretrained, args.seeds, args.conditions.split(","), args.key_only)
         else:
             stage_suggest(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
 
