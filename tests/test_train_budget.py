@@ -73,6 +73,27 @@ class FakeClock:
         return self.now
 
 
+def test_a_run_on_large_images_may_fall_back_to_the_smallest_crops():
+    # the demo's data: 512 px images, --tile 256; a slow machine must be allowed 128 px crops (min_tile
+    # was once the smaller of --tile and the smallest image, which left 256 px as the only crop)
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from semphase.train.run import new_budget
+
+    image = SimpleNamespace(image=np.zeros((512, 512), np.uint8), labels=np.zeros((512, 512), np.uint8))
+    run = SimpleNamespace(
+        options=SimpleNamespace(time_budget=1.2, tile=256, max_steps=504),
+        train_set=[image] * 4, val_set=[image], data=SimpleNamespace(samples={"test": [0, 1]}), clock=None,
+    )  # fmt: skip
+    budget = new_budget(run)
+    assert (budget.max_tile, budget.min_tile) == (256, 128)
+    # 60 s left at 1.2 s per 256 px step: only 128 px crops give the most steps
+    plan = plan_steps(60, 256, 1.2, 3.3, 12, budget.max_tile, budget.min_tile, 498)
+    assert plan.tile == 128 and plan.steps > 60 / 1.2
+
+
 def test_budget_run_plans_after_the_first_epoch_and_follows_a_machine_that_slows_down():
     clock = FakeClock()
     budget = BudgetRun(10, max_tile=256, min_tile=128, val_pixels=10, test_pixels=10, clock=clock)

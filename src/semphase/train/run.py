@@ -31,7 +31,7 @@ from semphase.errors import OptionError
 from semphase.phases import ClassTable, load_class_table
 from semphase.progress import SILENT, Progress
 from semphase.train import rundir
-from semphase.train.budget import FIRST_EPOCH_STEPS, TARGET_STEPS, BudgetRun
+from semphase.train.budget import CROP_SIZES, FIRST_EPOCH_STEPS, TARGET_STEPS, BudgetRun
 from semphase.train.budget import describe as describe_budget
 from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from semphase.train.datasets import (
@@ -312,10 +312,10 @@ def restore(run: Prepared) -> Progressing:
 
 
 def new_budget(run: Prepared) -> BudgetRun:
-    """The ``--time-budget`` of this run: crops between the smallest training image and ``--tile``, the
-    pixels of a validation pass and (estimated from it) of the test evaluation."""
+    """The ``--time-budget`` of this run: crops from ``--tile`` down to the planner's smallest (128 px, or
+    ``--tile`` when that is smaller), the pixels of a validation pass and (estimated from it) of the test
+    evaluation."""
     options = run.options
-    smallest = min(min(m.image.shape) for m in run.train_set)
     val_pixels = sum(validation_view(m)[0].size for m in run.val_set)
     per_image = (
         val_pixels / len(run.val_set) if run.val_set else np.mean([m.image.size for m in run.train_set])
@@ -324,7 +324,7 @@ def new_budget(run: Prepared) -> BudgetRun:
     return BudgetRun(
         minutes=options.time_budget,
         max_tile=options.tile,
-        min_tile=min(options.tile, max(32, smallest // 32 * 32)),
+        min_tile=min(CROP_SIZES[-1], options.tile),
         val_pixels=val_pixels,
         test_pixels=test_pixels,
         max_steps=options.max_steps,
