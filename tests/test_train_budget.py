@@ -94,6 +94,26 @@ def test_a_run_on_large_images_may_fall_back_to_the_smallest_crops():
     assert plan.tile == 128 and plan.steps > 60 / 1.2
 
 
+def test_a_plan_at_smaller_crops_is_not_cut_by_the_pace_of_the_larger_first_epoch():
+    # the demo at 4 minutes: the first epoch runs 256 px crops at 1.2 s per step, the plan picks 128 px
+    # (~0.39 s); asked again before any 128 px step ran (as train does), the plan must keep its steps and
+    # its deadline, not re-plan them at the 256 px pace (which once trained 56 of 162 planned steps)
+    clock = FakeClock()
+    budget = BudgetRun(1.5, max_tile=256, min_tile=128, val_pixels=10, test_pixels=10, clock=clock)
+    budget.start()
+    budget.next_epoch()
+    clock.now += FIRST_EPOCH_STEPS * 1.2 + 3
+    budget.finished_epoch([1.2] * FIRST_EPOCH_STEPS, FIRST_EPOCH_STEPS, 3.0)
+    steps, tile = budget.next_epoch()
+    assert tile == 128 and steps == budget.plan.steps_per_epoch and budget.plan.steps > 100
+    assert budget.next_epoch() == (steps, 128) and not budget.replans
+    assert budget.plan_pace() == pytest.approx(step_seconds_at(128, 256, 1.2))
+    assert budget.deadline() == pytest.approx(
+        90 - budget.plan.reserve_seconds - budget.plan.epochs * (3 + budget.overhead)
+        - (budget.plan.epochs - 1) * steps * budget.plan_pace()
+    )  # fmt: skip
+
+
 def test_budget_run_plans_after_the_first_epoch_and_follows_a_machine_that_slows_down():
     clock = FakeClock()
     budget = BudgetRun(10, max_tile=256, min_tile=128, val_pixels=10, test_pixels=10, clock=clock)

@@ -221,7 +221,9 @@ class BudgetRun:
     epochs_left: int = 1
     epoch_steps: int = FIRST_EPOCH_STEPS
     steps_done: int = 0
-    pace: float = 0.0  # seconds per step at the plan's crop, as last measured
+    pace: float = 0.0  # seconds per step, as last measured (at crop ``pace_tile``)
+    pace_tile: int = 0
+    epoch_tile: int = 0  # the crop of the epoch under way
     val_seconds: float = 0.0
     overhead: float = EPOCH_OVERHEAD_SECONDS  # seconds between a validation's end and the next epoch
     ended: float | None = None
@@ -245,6 +247,7 @@ class BudgetRun:
             self.ended = None
         if self.steps_done == 0:
             first = FIRST_EPOCH_STEPS if self.max_steps is None else min(FIRST_EPOCH_STEPS, self.max_steps)
+            self.epoch_tile = self.max_tile
             return first, self.max_tile
         cap = None if self.max_steps is None else max(self.max_steps - self.steps_done, 0)
         if self.plan is None:
@@ -266,26 +269,36 @@ class BudgetRun:
                 overhead=self.overhead,
             )
             self.epochs_left, self.epoch_steps = self.plan.epochs, self.plan.steps_per_epoch
+            self.epoch_tile = self.plan.tile
             return self.epoch_steps, self.plan.tile
         if self.epochs_left <= 0:
             return 0, self.plan.tile
         steps_each = replan_epoch_steps(
-            self.seconds_left(), self.epochs_left, self.pace, self.val_seconds, self.plan.reserve_seconds,
-            self.overhead,
+            self.seconds_left(), self.epochs_left, self.plan_pace(), self.val_seconds,
+            self.plan.reserve_seconds, self.overhead,
         )  # fmt: skip
         if cap is not None:
             steps_each = max(1, min(steps_each, cap // self.epochs_left))
         if steps_each != self.epoch_steps:
             self.replans.append(
-                {"after_steps": self.steps_done, "step_seconds": self.pace, "steps_per_epoch": steps_each}
+                {"after_steps": self.steps_done, "step_seconds": self.plan_pace(), "steps_per_epoch": steps_each}
             )
         self.epoch_steps = steps_each
+        self.epoch_tile = self.plan.tile
         return self.epoch_steps, self.plan.tile
+
+    def plan_pace(self) -> float:
+        """Seconds per step at the plan's crop: as measured when an epoch ran at it, else the measured
+        pace scaled from the crop it was measured at (right after planning, the first epoch's crop)."""
+        if self.plan is None or self.pace_tile in (0, self.plan.tile):
+            return self.pace
+        return step_seconds_at(self.plan.tile, self.pace_tile, self.pace)
 
     def finished_epoch(self, step_times: list[float], steps: int, val_seconds: float) -> None:
         """Record an epoch of ``steps`` steps (their times) and its validation."""
         self.steps_done += steps
         self.pace = robust_step_seconds(step_times)
+        self.pace_tile = self.epoch_tile
         self.val_seconds = val_seconds
         if self.plan is not None:
             self.epochs_left -= 1
@@ -297,7 +310,7 @@ class BudgetRun:
         slows down mid-epoch (None for the measuring first epoch)."""
         if self.plan is None:
             return None
-        later = (self.epochs_left - 1) * self.epoch_steps * self.pace
+        later = (self.epochs_left - 1) * self.epoch_steps * self.plan_pace()
         rest = self.plan.reserve_seconds + self.epochs_left * (self.val_seconds + self.overhead) + later
         return self.started + self.seconds - rest
 
