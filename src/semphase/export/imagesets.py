@@ -50,25 +50,33 @@ class ImageSets:
 def calibration_tiles(
     paths: list[Path], *, tile: int, count: int, normalization: dict, seed: int = 0
 ) -> list[np.ndarray]:
-    """Normalized calibration tiles: one random ``tile`` x ``tile`` crop from each of ``count`` images.
+    """Normalized calibration tiles: ``count`` random ``tile`` x ``tile`` crops, one from each of ``count``
+    images, or, when there are fewer images (a model fine-tuned on a handful of fields), several from each
+    (spread as evenly as the count allows), so that calibration always sees about ``count`` tiles.
 
-    Images are drawn without replacement with ``seed``; an image smaller than ``tile`` is used whole,
-    reflect-padded to a multiple of 32.
+    Images are drawn without replacement with ``seed``; an image no larger than ``tile`` is used whole,
+    reflect-padded to a multiple of 32, and only once.
 
     Returns
     -------
     list of float32 arrays (1, 1, h, w), h and w multiples of 32, at most ``tile``.
     """
     rng = np.random.default_rng(seed)
-    chosen = [paths[i] for i in sorted(rng.permutation(len(paths))[:count])]
+    order = rng.permutation(len(paths))
+    if count <= len(paths):
+        crops = {int(i): 1 for i in order[:count]}
+    else:
+        each, extra = divmod(count, len(paths))
+        crops = {int(i): each + (k < extra) for k, i in enumerate(order)}
     tiles = []
-    for path in chosen:
-        image = to_uint8(read_gray(path))
+    for index in sorted(crops):
+        image = to_uint8(read_gray(paths[index]))
         h, w = image.shape
-        y = int(rng.integers(0, h - tile + 1)) if h > tile else 0
-        x = int(rng.integers(0, w - tile + 1)) if w > tile else 0
-        crop = pad_to_multiple(image[y : y + tile, x : x + tile])
-        tiles.append(normalize(crop[None], normalization))
+        for _ in range(crops[index] if h > tile or w > tile else 1):
+            y = int(rng.integers(0, h - tile + 1)) if h > tile else 0
+            x = int(rng.integers(0, w - tile + 1)) if w > tile else 0
+            crop = pad_to_multiple(image[y : y + tile, x : x + tile])
+            tiles.append(normalize(crop[None], normalization))
     return tiles
 
 
