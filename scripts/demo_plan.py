@@ -52,32 +52,41 @@ TIERS = (
     Tier("minimal", 1024, (512,), 1, 3, False),
 )
 
-#: The steps after training, in seconds per second of the probe's fp32 forward pass of a 512 px image
-#: (``fp32_image_seconds``): they are mostly fp32 and INT8 inference (ONNX export and its validation,
-#: segmenting, benchmarking), which the training step predicts badly (bf16 on AMX, and backward passes,
-#: speed up differently from machine to machine). ``train_extra``: semphase train outside its budget
-#: (start-up, reading the images); ``export``; ``package`` (semphase package --czann); ``large`` per 4096 x
-#: 4096 px (synth + segment + score); ``quantify`` (six 768 px fields segmented and quantified);
-#: ``bench_fixed`` (loading every variant, latency at --repeat 1), ``bench_repeat`` per further repeat,
-#: ``bench_image`` per held-out image, ``bench_size`` per end-to-end size (a fresh process per variant),
-#: ``bench_mpix`` per megapixel segmented end to end by every variant. Measured on the 2-core AMD EPYC of
-#: 2026-12-04 (benchmarks/RESULTS.md, "The demo within its budget"), with about 10 % to spare.
+#: The steps after training: ``FIXED`` seconds (starting Python, importing torch and onnxruntime, reading
+#: files: about the same on a fast and a slow machine) plus ``COST`` seconds per second of the probe's fp32
+#: forward pass of a 512 px image (``fp32_image_seconds``): the work is mostly fp32 and INT8 inference
+#: (ONNX export and its validation, segmenting, benchmarking), which the training step predicts badly
+#: (bf16 on AMX, and backward passes, speed up differently from machine to machine). ``train_extra``:
+#: semphase train outside its budget (start-up, reading the images); ``export``; ``package`` (semphase
+#: package --czann); ``large`` per 4096 x 4096 px (synth + segment + score); ``quantify`` (six 768 px
+#: fields segmented and quantified); ``bench_fixed`` (loading every variant, latency at --repeat 1),
+#: ``bench_repeat`` per further repeat, ``bench_image`` per held-out image, ``bench_size`` per end-to-end
+#: size (a fresh process per variant), ``bench_mpix`` per megapixel segmented end to end by every variant.
+#: Fitted to the demos of 2026-12-05 on the 2-core AMD EPYC, idle (fp32 0.31-0.34 s) and with training
+#: pinned to one core beside a busy loop (1.27 s) (benchmarks/RESULTS.md, "The demo within its budget"),
+#: with about 10 % to spare: a single proportional cost overestimated the slow machine's later steps by
+#: 75 % and left a quarter of its budget unused.
+FIXED = {
+    "train_extra": 8.0,
+    "export": 20.0,
+    "package": 5.0,
+    "large": 0.0,
+    "quantify": 6.0,
+    "benchmark": 15.0,
+}
 COST = {
-    "train_extra": 40.0,
-    "export": 260.0,
-    "package": 115.0,
+    "train_extra": 8.0,
+    "export": 160.0,
+    "package": 50.0,
     "large": 65.0,
-    "quantify": 35.0,
-    "bench_fixed": 41.0,
+    "quantify": 9.0,
+    "bench_fixed": 20.0,
     "bench_repeat": 10.0,
     "bench_image": 6.2,
     "bench_size": 25.0,
     "bench_mpix": 30.0,
 }
 
-#: Later steps may take at most this share of the budget before a smaller tier is tried, unless the demo's
-#: full training fits beside them anyway.
-MAX_AFTER_SHARE = 0.3
 #: Training gets at least this long, even when the estimate says the budget is spent (the demo then runs
 #: over and says so).
 MIN_TRAIN_SECONDS = 45.0
@@ -102,7 +111,8 @@ class Plan:
 
 
 def after_training_estimates(fp32_image_seconds: float, tier: Tier, test_images: int) -> dict[str, float]:
-    """Estimated seconds of each step after training at ``tier`` (see :data:`COST`)."""
+    """Estimated seconds of each step after training at ``tier`` (see :data:`FIXED` and :data:`COST`); a
+    step the tier leaves out costs nothing."""
     images = test_images if tier.bench_max_images is None else min(tier.bench_max_images, test_images)
     mpix = sum(s * s for s in tier.bench_sizes) / 1e6
     units = {
@@ -117,7 +127,9 @@ def after_training_estimates(fp32_image_seconds: float, tier: Tier, test_images:
         + COST["bench_size"] * len(tier.bench_sizes)
         + COST["bench_mpix"] * mpix,
     }
-    return {name: value * fp32_image_seconds for name, value in units.items()}
+    return {
+        name: (FIXED[name] if value else 0.0) + value * fp32_image_seconds for name, value in units.items()
+    }
 
 
 def full_training_seconds(
@@ -158,7 +170,7 @@ def make_plan(
         estimates = after_training_estimates(speed["fp32_image_seconds"], tier, test_images)
         after = sum(estimates.values())
         chosen = (tier, estimates, after)
-        if after <= MAX_AFTER_SHARE * budget_seconds or left - after >= full:
+        if left - after >= full:  # the model first: the largest later steps beside the full training
             break
     tier, estimates, after = chosen
     train = left - after

@@ -44,7 +44,6 @@ def test_a_slow_machine_shrinks_the_later_steps_and_trains_in_what_is_left():
     # about the busy 2-core EPYC of issue 28: 4.5 s per step, 0.9 s per fp32 image
     plan = demo_plan.make_plan(speed(4.5, 1.1, 0.9), **SPLIT, budget_seconds=BUDGET, spent_seconds=90)
     assert plan.tier.name != "full" and plan.tier.large < 4096
-    assert plan.after_seconds <= demo_plan.MAX_AFTER_SHARE * BUDGET or plan.tier.name == "minimal"
     assert 90 + plan.train_seconds + plan.after_seconds == pytest.approx(BUDGET)
     assert plan.tier.name == "minimal" and plan.train_seconds >= 0.45 * BUDGET
 
