@@ -20,9 +20,13 @@ from semphase.phases import IGNORE
 from semphase.runtime import load_model, segment_array
 from semphase.runtime.suggest import (
     CELL,
+    PHOTOMETRIC,
+    PLANES,
     Candidate,
+    PassStack,
     Scan,
     SuggestOptions,
+    combine,
     model_table,
     pick,
     pixel_uncertainty,
@@ -61,20 +65,58 @@ def test_pixel_uncertainty_of_agreeing_and_disagreeing_flips():
         logits[2 * f : 2 * f + 2, 0, 0] = sure
         logits[2 * f : 2 * f + 2, 0, 1] = torn
         logits[2 * f : 2 * f + 2, 0, 2] = flips[f]
-    labels, entropy, disagreement = pixel_uncertainty(logits, 2, tta=True)
+    labels, entropy, disagreement, photometric = pixel_uncertainty(logits, 2, tta=True)
     assert labels.tolist() == [[0, 0, 0]]
     assert entropy[0, 0] < 0.01 and entropy[0, 1] == pytest.approx(1.0)
-    assert disagreement.tolist() == [[0.0, 0.0, 0.25]]
+    assert disagreement.tolist() == [[0.0, 0.0, 0.25]] and not photometric.any()
     plain = pixel_uncertainty(logits[:2], 2, tta=False)
     assert plain[2].tolist() == [[0.0, 0.0, 0.0]] and plain[1][0, 1] == pytest.approx(1.0)
+
+
+def test_photometric_disagreement_sees_a_confident_answer_that_hangs_on_the_grey_levels():
+    # pixel 0: every flip and every photometric variant says class 0; pixel 1: the flips say 0 with
+    # certainty (entropy ~0, no flip disagrees) but three of the four brightness variants say 1
+    logits = np.zeros((8 * 2, 1, 2), np.float32)
+    for p in range(8):
+        logits[2 * p, 0, :] = 20.0  # class 0 everywhere ...
+    for p in (4, 5, 7):
+        logits[2 * p : 2 * p + 2, 0, 1] = [0.0, 20.0]  # ... except pixel 1 in three variants
+    labels, entropy, disagreement, photometric = pixel_uncertainty(logits, 2, tta=True, photometric=True)
+    assert labels.tolist() == [[0, 0]] and entropy.max() < 1e-6 and not disagreement.any()
+    assert photometric.tolist() == [[0.0, 0.75]]
+    assert combine(entropy, disagreement, photometric, "photometric").tolist() == [[0.0, 0.75]]
+    assert combine(entropy, disagreement, photometric, "combined").max() < 1e-6  # blind to it
+
+
+def test_the_pass_stack_runs_each_photometric_variant_on_the_tile_unflipped():
+    class Recorder:
+        tile_size, overlap, classes = 64, 16, ["a", "b"]
+        size_multiple = 32
+
+        def __init__(self):
+            self.seen = []
+
+        def logits(self, batch):
+            self.seen.append(batch.copy())
+            return np.zeros((batch.shape[0], 2, *batch.shape[1:]), np.float32)
+
+    tile = np.arange(64, dtype=np.uint8).reshape(1, 8, 8) * 3
+    model = Recorder()
+    out = PassStack(model, flips=True, photometric=True).logits(tile)
+    assert out.shape == (1, 16, 8, 8) and len(model.seen) == 8
+    for seen, (_, table) in zip(model.seen[4:], PHOTOMETRIC, strict=True):
+        assert np.array_equal(seen, table[tile])
+    darker, brighter = PHOTOMETRIC[1][1], PHOTOMETRIC[0][1]  # gamma 1.4 darkens, 0.7 brightens
+    assert darker[128] < 128 < brighter[128] and darker[0] == 0 and brighter[255] == 255
+    assert PassStack(model, flips=False, photometric=False).logits(tile).shape == (1, 2, 8, 8)
 
 
 def _scan(stem: str, u: np.ndarray, predicted: int, classes: int = 2) -> Scan:
     """A scan whose cells all hold uncertainty ``u`` (per pixel) and predict one class."""
     rows, cols = u.shape
-    sums = np.zeros((3 + classes, rows, cols))
+    sums = np.zeros((PLANES + classes, rows, cols))
     sums[0] = u * CELL * CELL
-    sums[3 + predicted] = sums[0]
+    sums[PLANES + predicted] = sums[0]
     counts = np.zeros((classes, rows, cols), np.int64)
     counts[predicted] = CELL * CELL
     return Scan(Path(f"{stem}.png"), stem, cols * CELL, rows * CELL, sums, counts, Path("."))
@@ -167,7 +209,8 @@ def test_bad_options_and_inputs_are_one_line(model_path, fields, tmp_path, capsy
     for args, expected in (
         (["--region", "100"], "--region"),
         (["--n", "0"], "--n"),
-        (["--no-tta"], "--score entropy"),
+        (["--no-tta", "--score", "combined"], "--score combined needs them"),
+        (["--no-photometric"], "--no-photometric"),
         (["--score", "luck"], "--score"),
     ):
         code, _, err = run([model_path, fields, "--out", tmp_path / "o", *args], capsys)

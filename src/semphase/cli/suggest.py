@@ -60,10 +60,12 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         score: str = typer.Option(
-            "combined",
+            "photometric",
             "--score",
-            help="Pixel uncertainty to rank by: entropy (of the flip-averaged probabilities), disagreement "
-            "(share of the four flips that change the phase) or combined (their mean).",
+            help="Pixel uncertainty to rank by: photometric (share of four brightness/contrast variants "
+            "that change the phase: sees where the model is confidently wrong on micrographs unlike its "
+            "training data), entropy (of the flip-averaged probabilities), disagreement (share of the four "
+            "flips that change the phase) or combined (entropy and disagreement, their mean).",
         ),
         rare_weight: float = typer.Option(
             1.0,
@@ -74,11 +76,17 @@ def register(app: typer.Typer) -> None:
         max_entropy: float = typer.Option(
             0.3,
             "--max-entropy",
-            help="Pre-fill a pixel with the model's phase only when all four flips agree and its "
-            "normalized entropy is at most this; other pixels stay unlabelled (transparent).",
+            help="Pre-fill a pixel with the model's phase only when every pass (flips, photometric "
+            "variants) agrees and its normalized entropy is at most this; other pixels stay unlabelled "
+            "(transparent).",
         ),
         tta: bool = typer.Option(
-            True, "--tta/--no-tta", help="Segment with the four flips of every tile (4x the compute)."
+            True, "--tta/--no-tta", help="Segment with the four flips of every tile (4 passes)."
+        ),
+        photometric: bool = typer.Option(
+            True,
+            "--photometric/--no-photometric",
+            help="Also segment four brightness/contrast variants of every tile (4 more passes).",
         ),
         tile: Tile = None,
         overlap: Overlap = None,
@@ -111,6 +119,7 @@ def register(app: typer.Typer) -> None:
             rare_weight=rare_weight,
             max_entropy=max_entropy,
             tta=tta,
+            photometric=photometric,
             tile=tile,
             overlap=overlap,
             batch=batch,
@@ -150,7 +159,8 @@ def _print_picks(document: dict) -> None:
     from rich.table import Table
 
     table = Table(title="Label next (best first)", title_justify="left")
-    for name in ("rank", "region", "micrograph", "score", "entropy", "flips disagree", "pre-filled"):
+    columns = ("rank", "region", "micrograph", "score", "entropy", "flips differ", "photometric differ")
+    for name in (*columns, "pre-filled"):
         table.add_column(
             name, justify="left" if name in ("region", "micrograph") else "right", overflow="fold"
         )
@@ -162,6 +172,7 @@ def _print_picks(document: dict) -> None:
             f"{p['score']:.3f}",
             f"{p['mean_entropy']:.3f}",
             f"{100 * p['disagreement']:.1f}%",
+            f"{100 * p['photometric']:.1f}%",
             f"{100 * p['prefilled']:.0f}%",
         )
     console.print(table)
