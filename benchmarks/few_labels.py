@@ -330,6 +330,77 @@ def stage_curve(
             run_one(work, config, items, "test", pretrained)
 
 
+#: suggest's default ranking; other scores are reported as "suggest picks (SCORE)".
+DEFAULT_SCORE = "photometric"
+
+
+def suggest_condition(score: str) -> str:
+    return "suggest picks" if score == DEFAULT_SCORE else f"suggest picks ({score})"
+
+
+def stage_signals(work: Path, pretrained: Path, cell: int = 256, k: int = 4) -> dict:
+    """Which per-pixel signal of ``suggest`` points at the pretrained model's errors on the target domain?
+
+    Every dev and pool field is segmented with suggest's passes (:class:`~semphase.runtime.suggest.
+    PassStack`: four flips, four photometric variants); per ``cell`` x ``cell`` region: the share of wrong
+    pixels against the truth and the mean of each signal. Reported: the Spearman rank correlation of each
+    signal with the error over all regions, and the mean error of the ``k`` regions a signal ranks highest
+    (one per field, of the set's first 8 fields, as suggest picks) against the mean over all regions
+    (random picks). Writes ``signals.json`` in ``work``.
+    """
+    from semphase.imageio import read_gray
+    from semphase.runtime import load_model
+    from semphase.runtime.suggest import PassStack, combine, pixel_uncertainty
+
+    model = load_model(export_fp32(work, pretrained))
+    stack = PassStack(model, flips=True, photometric=True)
+    signals = ("entropy", "disagreement", "combined", "photometric")
+    result = {}
+    for name in ("dev", "pool"):
+        rows = []
+        for image_path, mask_path in fields(work, name):
+            image, truth = read_gray(image_path), read_truth(mask_path)
+            logits = stack.logits(image[None])[0]  # a whole field in one pass (size multiple of 32)
+            labels, entropy, disagreement, photometric = pixel_uncertainty(
+                logits, model.num_classes, True, True
+            )
+            wrong = (labels != truth) & (truth != 255)
+            planes = {s: combine(entropy, disagreement, photometric, s) for s in signals}
+            h, w = image.shape
+            for y in range(0, h - cell + 1, cell):
+                for x in range(0, w - cell + 1, cell):
+                    window = (slice(y, y + cell), slice(x, x + cell))
+                    row = {"field": image_path.stem, "y": y, "x": x, "error": float(wrong[window].mean())}
+                    row.update({s: float(planes[s][window].mean()) for s in signals})
+                    rows.append(row)
+        error = np.array([r["error"] for r in rows])
+        first = sorted({r["field"] for r in rows})[:8]
+        summary = {"regions": len(rows), "random_error": float(error.mean()), "signals": {}}
+        for s in signals:
+            value = np.array([r[s] for r in rows])
+            rho = float(np.corrcoef(_ranks(value), _ranks(error))[0, 1])
+            best: dict[str, dict] = {}
+            for r in rows:
+                if r["field"] in first and (r["field"] not in best or r[s] > best[r["field"]][s]):
+                    best[r["field"]] = r
+            top = sorted(best.values(), key=lambda r: -r[s])[:k]
+            summary["signals"][s] = {"spearman": rho, "top_error": float(np.mean([r["error"] for r in top]))}
+            log(
+                f"{name}: {s:12s} spearman {rho:+.3f}  error of the top {k} "
+                f"{summary['signals'][s]['top_error']:.3f}"
+                f"  (random {error.mean():.3f})"
+            )
+        result[name] = {"summary": summary, "rows": rows}
+    (work / "signals.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return ranks
+
+
 def export_fp32(work: Path, pretrained: Path) -> Path:
     out = work / "pretrained-onnx"
     if not (out / "model.onnx").exists():
@@ -340,16 +411,18 @@ def export_fp32(work: Path, pretrained: Path) -> Path:
     return out / "model.onnx"
 
 
-def suggested_regions(work: Path, onnx_path: Path, k: int, region: int) -> list[tuple[str, int, int]]:
+def suggested_regions(
+    work: Path, onnx_path: Path, k: int, region: int, score: str = DEFAULT_SCORE
+) -> list[tuple[str, int, int]]:
     from semphase.runtime import load_model
     from semphase.runtime.suggest import SuggestOptions, suggest
 
-    out = work / f"suggest-k{k}-r{region}"
+    out = work / (f"suggest-k{k}-r{region}" + ("" if score == DEFAULT_SCORE else f"-{score}"))
     document_path = out / "suggest.json"
     if not document_path.exists():
         model = load_model(onnx_path)
         pool = [p for p, _ in fields(work, "pool")][8:]
-        suggest(model, pool, [p.stem for p in pool], out, SuggestOptions(n=k, region=region))
+        suggest(model, pool, [p.stem for p in pool], out, SuggestOptions(n=k, region=region, score=score))
     document = json.loads(document_path.read_text())
     return [(Path(p["micrograph"]).stem, p["y"], p["x"]) for p in document["picks"]]
 
@@ -386,14 +459,19 @@ def region_items(work: Path, regions, region: int, share: float, seed: int, pret
     return items
 
 
-def stage_suggest(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
+def stage_suggest(
+    work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float, scores: list[str]
+) -> None:
+    """``suggest`` (with each of ``scores``; ``--score`` of suggest) against random picks, per seed."""
     onnx_path = export_fp32(work, pretrained)
-    picks = suggested_regions(work, onnx_path, k, region)
-    log(f"suggest picked {picks}")
+    picks = {score: suggested_regions(work, onnx_path, k, region, score) for score in scores}
+    for score, regions in picks.items():
+        log(f"suggest --score {score} picked {regions}")
+    arms = [(suggest_condition(score), picks[score]) for score in scores] + [("random picks", None)]
     for seed in range(seeds):
-        for arm in ("suggest", "random"):
-            regions = picks if arm == "suggest" else random_regions(work, k, region, seed)
-            config = {"stage": "suggest", "condition": f"{arm} picks", "regions": k, "region": region,
+        for condition, chosen in arms:
+            regions = chosen if chosen is not None else random_regions(work, k, region, seed)
+            config = {"stage": "suggest", "condition": condition, "regions": k, "region": region,
                       "share": share, "seed": seed, "user": USER}  # fmt: skip
             run_one(
                 work, config, region_items(work, regions, region, share, seed, pretrained), "test", pretrained
@@ -552,7 +630,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=("prepare", "recipe", "curve", "suggest", "report"))
+    parser.add_argument("stage", choices=("prepare", "recipe", "curve", "signals", "suggest", "report"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--pretrained", type=Path)
     parser.add_argument("--seeds", type=int, default=3)
@@ -562,6 +640,11 @@ def main() -> None:
     parser.add_argument("--region", type=int, default=384)
     parser.add_argument(
         "--share", type=float, default=0.05, help="suggest stage: scribbled share of a region"
+    )
+    parser.add_argument(
+        "--scores",
+        default=DEFAULT_SCORE,
+        help="suggest stage: suggest's --score values to compare, comma-separated",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/few_labels"))
     args = parser.parse_args()
@@ -578,8 +661,13 @@ def main() -> None:
             stage_recipe(args.work, args.pretrained)
         elif args.stage == "curve":
             stage_curve(args.work, args.pretrained, args.seeds, args.conditions.split(","), args.key_only)
+        elif args.stage == "signals":
+            stage_signals(args.work, args.pretrained)
         else:
-            stage_suggest(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
+            stage_suggest(
+                args.work, args.pretrained, args.seeds, args.regions, args.region, args.share,
+                args.scores.split(","),
+            )  # fmt: skip
 
 
 if __name__ == "__main__":
