@@ -522,9 +522,12 @@ def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
         lines.append(f"- pretrained - scratch at the same strokes: {stats([a - b for a, b in scratch])} mIoU")
     if rows:
         lines.append(f"- fine-tuning wall time: at most {max(r['train_seconds'] for r in rows):.0f} s")
-    arms = paired(picks, {"condition": "suggest picks"}, {"condition": "random picks"})
-    if arms:
-        lines.append(f"- suggest - random picks at the same budget: {stats([a - b for a, b in arms])} mIoU")
+    for condition in sorted({r["config"]["condition"] for r in picks} - {"random picks"}):
+        arms = paired(picks, {"condition": condition}, {"condition": "random picks"})
+        if arms:
+            name = condition.replace(" picks", "")
+            differences = [a - b for a, b in arms]
+            lines.append(f"- {name} - random picks at the same budget: {stats(differences)} mIoU")
     return lines + ([""] if lines else [])
 
 
