@@ -281,7 +281,11 @@ class BudgetRun:
             steps_each = max(1, min(steps_each, cap // self.epochs_left))
         if steps_each != self.epoch_steps:
             self.replans.append(
-                {"after_steps": self.steps_done, "step_seconds": self.plan_pace(), "steps_per_epoch": steps_each}
+                {
+                    "after_steps": self.steps_done,
+                    "step_seconds": self.plan_pace(),
+                    "steps_per_epoch": steps_each,
+                }
             )
         self.epoch_steps = steps_each
         self.epoch_tile = self.plan.tile
