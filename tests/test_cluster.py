@@ -24,6 +24,7 @@ from _cli import run_semphase
 from _runtime_models import micrograph, model_with_reference
 from semphase.errors import InputError, OptionError
 from semphase.imageio import write_image
+from semphase.progress import SILENT
 
 pytest.importorskip("distributed", reason="the cluster extra is not installed")
 
@@ -218,9 +219,12 @@ def test_a_scheduler_and_a_worker_started_as_separate_processes(model, tmp_path,
     worker = None
     try:
         deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
+        address = None
+        while address is None and time.monotonic() < deadline:  # dask writes the file in place: wait
+            with contextlib.suppress(OSError, ValueError, KeyError):  # until it is whole
+                address = json.loads(scheduler_file.read_text())["address"]
             time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
+        assert address, f"the scheduler wrote no address into {scheduler_file} within 60 s"
         worker = subprocess.Popen(
             [bindir / "dask", "worker", address, "--nthreads", "1", "--no-dashboard"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -262,13 +266,15 @@ def test_a_worker_that_cannot_see_the_inputs_is_named_before_any_task(tmp_path):
                 "tcp://10.0.0.8:4000": [],
             }
 
-    todo = [(0, tmp_path / "a.png", "a", (1, 1))]
+    from semphase.runtime.run import Job
+
+    todo = [Job(0, tmp_path / "a.png", "a", (1, 1))]
     with pytest.raises(InputError, match=r"worker tcp://10\.0\.0\.7:4000: cannot see the input folder"):
         _check_workers(FakeClient(), todo, tmp_path, ClusterOptions(parse_cluster("local:1"), model))
 
 
 def test_another_run_on_the_same_folder_is_refused(model, tmp_path, capsys):
-    from semphase.runtime.watch.lock import OutputFolderLock
+    from semphase.runtime.ledger.lock import OutputFolderLock
 
     _inputs(tmp_path / "in", 1)
     out = tmp_path / "out"
@@ -295,8 +301,9 @@ def test_segment_without_cluster_never_imports_dask(model, tmp_path):
 
 def test_a_done_answer_whose_outputs_are_not_on_disk_is_journaled_failed(tmp_path):
     """The client trusts the disk, not the worker's word: a file is done only when its outputs are there."""
-    from semphase.cluster.run import RunState, _record
-    from semphase.runtime.watch.journal import Journal
+    from semphase.runtime.ledger import Ledger
+    from semphase.runtime.run import InProcess, Job, _BatchRun
+    from semphase.runtime.segment import SegmentOptions
 
     source = tmp_path / "a.png"
     write_image(source, micrograph(64, 64))
@@ -309,9 +316,11 @@ def test_a_done_answer_whose_outputs_are_not_on_disk_is_journaled_failed(tmp_pat
         "height": 64,
     }
     answer = {"status": "done", "result": result, "worker": "tcp://w:1", "host": "h", "seconds": 0.1}
-    state = RunState(files=1)
-    with Journal(tmp_path / "out" / JOURNAL) as journal:
-        _record(answer, 0, source, "a", (st.st_size, st.st_mtime_ns), tmp_path / "out", journal, state, None)
+    run = _BatchRun(tmp_path / "out", SegmentOptions(), InProcess(None), SILENT)
+    with Ledger(tmp_path / "out", JOURNAL, "cluster") as ledger:
+        run.ledger = ledger
+        run._record(Job(0, source, "a", (st.st_size, st.st_mtime_ns)), answer)
     (line,) = _journal(tmp_path / "out")
-    assert line["status"] == "failed" and "missing" in line["reason"] and state.done == 0
+    assert line["status"] == "failed" and "missing" in line["reason"] and run.batch.done == 0
+    assert run.batch.failed == 1 and run.batch.workers["tcp://w:1"].failed == 1
     assert (tmp_path / "out" / "failed" / "a.png.txt").is_file()
