@@ -31,7 +31,7 @@ base-check: $(STAMP)
 demo: $(STAMP)
 	PY=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
-# Mutation testing of the core (metrics, tiling/sliding, export gates, watch journal) with mutmut, from the
+# Mutation testing of the core (metrics, tiling/sliding, export gates, the ledger's journal) with mutmut, from the
 # `mutation` extra: about 4 minutes on 2 cores, so not part of `make test`. It fails on a surviving mutant
 # not triaged in scripts/mutation_accepted.txt; scores and survivors: benchmarks/RESULTS.md.
 mutation: $(STAMP)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from semphase.benchmarks.rss import run_child
     from semphase.data.synth.large import write_series
     from semphase.machine import machine_info
-    from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
+    from semphase.runtime.ledger.journal import WATCH_JOURNAL, iter_lines
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     inbox, out = args.out / "inbox", args.out / "out"
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"watch failed: {done.stderr.strip()[-500:]}")
-    lines = [r for r in iter_lines(out / JOURNAL_NAME) if r["status"] == "done"]
+    lines = [r for r in iter_lines(out / WATCH_JOURNAL) if r["status"] == "done"]
     busy = sum(r["seconds"] for r in lines)
     megapixels = len(lines) * width * (height + 64) / 1e6
     report = {

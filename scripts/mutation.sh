@@ -2,7 +2,7 @@
 # `make mutation`: mutation testing of the core with mutmut (pinned in pyproject's `mutation` extra).
 #
 # What is mutated and which tests run is [tool.mutmut] in pyproject.toml: metrics, metrics_boundary,
-# runtime/tiling, runtime/sliding, gates and runtime/watch/journal, against their fast in-process tests.
+# runtime/tiling, runtime/sliding, gates and runtime/ledger/journal, against their fast in-process tests.
 # mutmut first records which of those tests reach each function, then runs every mutant against only
 # the tests that reach its function. Each run starts from scratch (mutants/ is removed), so the score
 # is that of the code and tests as they are. Then scripts/mutation_report.py prints the per-module

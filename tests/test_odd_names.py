@@ -19,7 +19,8 @@ from semphase.cli import common
 from semphase.cli.main import main
 from semphase.errors import InputError, display_path
 from semphase.imageio import write_image
-from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
+from semphase.runtime.ledger.journal import WATCH_JOURNAL as JOURNAL_NAME
+from semphase.runtime.ledger.journal import iter_lines
 
 LATIN1 = os.fsdecode(b"caf\xe9.png")  # 'caf\udce9.png': not valid UTF-8, legal on Linux
 needs_bytes_names = pytest.mark.skipif(

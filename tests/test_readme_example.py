@@ -31,6 +31,9 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(_example(), "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert out.count(" %\n") == 5 and "(120, 150)" in out
+    assert out.count(" %\n") == 5 and "(120, 150)" in out and "2 done []" in out
     assert (tmp_path / "results" / "sample_01_mask.png").is_file()
     assert (tmp_path / "results" / "sample_01_uncertainty.png").is_file()
+    assert (tmp_path / "batch" / "summary.csv").read_text().count("\n") == 3
+    assert (tmp_path / "watched" / "sample_02_mask.png").is_file()
+    assert (tmp_path / "watched" / "watch-journal.jsonl").read_text().count('"done"') == 2

@@ -18,7 +18,8 @@ import pytest
 from _watch_models import build_tiny_model
 from semphase.cli.main import main
 from semphase.imageio import read_gray, read_raw, write_image
-from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
+from semphase.runtime.ledger.journal import WATCH_JOURNAL as JOURNAL_NAME
+from semphase.runtime.ledger.journal import iter_lines
 
 FAST = ["--settle", "0.1", "--poll", "0.05", "--fail-after", "0.5"]
 OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", ".json")

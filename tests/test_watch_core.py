@@ -18,9 +18,21 @@ import pytest
 
 from semphase.errors import InputError
 from semphase.imageio import encode_image, read_gray, temporary_beside, write_image, write_text_atomic
+from semphase.progress import Silent
+from semphase.runtime.ledger.journal import WATCH_JOURNAL as JOURNAL_NAME
+from semphase.runtime.ledger.journal import iter_lines
+from semphase.runtime.ledger.lock import FolderLocked, OutputFolderLock
 from semphase.runtime.watch import Watcher
-from semphase.runtime.watch.journal import JOURNAL_NAME, iter_lines
-from semphase.runtime.watch.lock import FolderLocked, OutputFolderLock
+
+
+class Recorder(Silent):
+    """The watcher's progress: keeps its events."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def event(self, event) -> None:
+        self.events.append(event)
 
 
 class Clock:
@@ -73,7 +85,9 @@ def env(tmp_path):
     def make(**kw):
         kw.setdefault("settle", 2.0)
         kw.setdefault("fail_after", 30.0)
-        return Watcher(inbox, kw.pop("out", out), clock=clock, segment=segment, on_event=events.append, **kw)
+        return Watcher(
+            inbox, kw.pop("out", out), clock=clock, segment=segment, progress=Recorder(events), **kw
+        )
 
     return inbox, out, clock, segment, events, make
 
@@ -452,7 +466,9 @@ def test_run_once_leaves_a_file_that_never_stops_changing_for_the_next_run(tmp_p
     growing = inbox / "growing.png"
     growing.write_bytes(png_bytes(26))
     events = []
-    with Watcher(inbox, out, settle=0.05, fail_after=0.1, on_event=events.append, segment=FakeSegment()) as w:
+    with Watcher(
+        inbox, out, settle=0.05, fail_after=0.1, progress=Recorder(events), segment=FakeSegment()
+    ) as w:
         scan = w.poll_once
 
         def write_more_then_scan():

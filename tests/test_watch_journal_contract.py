@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from semphase.errors import InputError
-from semphase.runtime.watch import journal as watch_journal
-from semphase.runtime.watch.journal import Journal, iter_lines, read_outcomes
+from semphase.runtime.ledger import journal as watch_journal
+from semphase.runtime.ledger.journal import Journal, iter_lines, read_outcomes
 
 GOOD = {"file": "a.png", "size": 10, "mtime_ns": 5, "status": "done"}
 
@@ -107,7 +107,7 @@ def test_an_unreadable_journal_is_an_input_error_naming_it(tmp_path):
     folder.mkdir()  # a folder where the journal should be
     with pytest.raises(InputError) as info:
         list(iter_lines(folder))
-    assert info.value.reason == "cannot read the watch journal (Is a directory)"
+    assert info.value.reason == "cannot read the journal (Is a directory)"
     assert info.value.path == str(folder)
 
 
@@ -115,7 +115,7 @@ def test_a_journal_that_cannot_be_opened_is_an_input_error_naming_it(tmp_path):
     path = tmp_path / "missing" / "watch-journal.jsonl"
     with pytest.raises(InputError) as info:
         Journal(path).open()
-    assert info.value.reason == "cannot write the watch journal (No such file or directory)"
+    assert info.value.reason == "cannot write the journal (No such file or directory)"
     assert info.value.path == str(path)
 
 
@@ -130,5 +130,5 @@ def test_a_full_disk_while_appending_is_an_input_error_naming_the_journal(tmp_pa
     with pytest.raises(InputError) as info:
         journal.append(GOOD)
     journal.close()
-    assert info.value.reason == "cannot write the watch journal (No space left on device)"
+    assert info.value.reason == "cannot write the journal (No space left on device)"
     assert info.value.path == str(path)

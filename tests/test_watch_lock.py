@@ -12,12 +12,12 @@ import time
 import pytest
 
 from semphase.errors import InputError
-from semphase.runtime.watch.lock import LOCK_NAME, FolderLocked, OutputFolderLock
+from semphase.runtime.ledger.lock import LOCK_NAME, FolderLocked, OutputFolderLock
 
 HOLDER = """
 import sys, time
 from semphase.errors import InputError
-from semphase.runtime.watch.lock import OutputFolderLock
+from semphase.runtime.ledger.lock import OutputFolderLock
 lock = OutputFolderLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -69,7 +69,7 @@ def test_unusable_lock_location_is_one_line_input_error(tmp_path):
 def test_a_full_disk_while_writing_the_lock_names_the_lock_file_and_holds_nothing(tmp_path, monkeypatch):
     import errno
 
-    import semphase.runtime.watch.lock as watch_lock
+    import semphase.runtime.ledger.lock as watch_lock
 
     real_write = os.write
 

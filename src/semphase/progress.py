@@ -1,23 +1,47 @@
-"""How long-running library calls report progress: one small protocol, and the silent default.
+"""How long-running library calls report: one small protocol for progress and events, and the silent default.
 
-Library code never prints. ``run_export``, ``run_benchmark``, ``run_evaluation``, ``score_folders`` and
-``segment_file`` take a ``progress`` object with three methods; the CLI passes one that draws rich progress
-bars on stderr (:class:`semphase.cli.common.RichProgress`), tests and library callers pass nothing and
-get :data:`SILENT`, or their own object.
+Library code never prints. ``run_export``, ``run_benchmark``, ``run_evaluation``, ``score_folders``,
+``segment_file``, the batch engine (:func:`semphase.runtime.run.segment_many`) and the watcher take a
+``progress`` object with the methods below; the CLI passes one that draws rich progress bars on stderr
+and prints events (:class:`semphase.cli.common.RichProgress`), tests and library callers pass nothing and
+get :data:`SILENT`, or their own object (subclass :class:`Silent` to implement only what you need).
 
 - ``start(key, description, total)``: a stage of ``total`` steps begins (``total`` None: unknown);
   starting a key again restarts it.
 - ``advance(key, steps=1)``: steps of stage ``key`` are done.
 - ``say(message)``: what runs now (a status beside the current bar; gone when it changes).
 - ``log(message)``: a line to keep (training's set-up summary and one line per epoch).
+- ``finish(key)``: stage ``key`` is over (its bar goes away: one file's tiles in a batch).
+- ``event(event)``: something happened to one input that its caller may show, log or act on: an
+  :class:`Event` (a file done or failed, a watcher's inbox events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to one input (or to the run), for the operator, a log or a follower.
+
+    ``kind``: ``done``, ``failed``, ``skipped`` (done by an earlier run) for every batch; a watcher adds
+    start, waiting (not decodable yet, retried), changed (modified while being segmented, redone),
+    vanished, moved, move-failed, cleaned, inbox-unreachable, inbox-back, left (``--once`` gave up on a
+    file still being written), stop; ``quantified`` and ``quantify-failed`` come from
+    :class:`semphase.quantify.follow.SampleFollower`. ``file`` names the input (inbox-relative for a
+    watcher, as given for a batch), ``message`` says the rest in one line, ``result`` is a done file's
+    phase table (``X.json``'s content).
+    """
+
+    kind: str
+    file: str | None = None
+    message: str = ""
+    result: Mapping[str, Any] | None = None
 
 
 class Progress(Protocol):
@@ -28,6 +52,10 @@ class Progress(Protocol):
     def say(self, message: str) -> None: ...
 
     def log(self, message: str) -> None: ...
+
+    def finish(self, key: str) -> None: ...
+
+    def event(self, event: Event) -> None: ...
 
 
 class Silent:
@@ -43,6 +71,12 @@ class Silent:
         pass
 
     def log(self, message: str) -> None:
+        pass
+
+    def finish(self, key: str) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
         pass
 
 

@@ -90,115 +90,74 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every input succeeded, 2 when any failed (each named in one line; the others are
         still processed).
         """
-        from semphase.errors import InputError
-        from semphase.imageio import ensure_output_folder
-        from semphase.runtime.outputs import SUMMARY_NAME, write_summary
-        from semphase.runtime.segment import segment_file
+        from semphase.runtime.run import InProcess, segment_many
 
         options = segmentation_settings(ctx.params)  # the options above, checked once
         if cluster is not None:
+            from semphase.cluster.run import ClusterOptions, DaskExecutor
             from semphase.cluster.spec import parse_cluster
 
             spec = parse_cluster(cluster)  # a bad address is an option error, before anything else
             # the model and the tiling are checked here once; each worker then loads (and self-checks) it
             checked = load_checked_model(model, options, provider="cpu", threads=1, verify=False)
-            table = (checked.classes, checked.variant)
+            classes, variant = list(checked.classes), checked.variant
             del checked  # the client segments nothing: no session held for the run
-            _segment_on_cluster(spec, model, table, inputs, out, options, provider, threads, verify, quiet)
-            return
-        loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
-        ensure_output_folder(out)
-        if not quiet and loaded.self_check is not None:
-            say_self_check(loaded.self_check)
-        files, stems, failures = _inputs(inputs, out, options, [SUMMARY_NAME])
-        results: list[dict] = []
-        with RichProgress(enabled=not quiet) as progress:
-            progress.start("micrographs", "micrographs", len(files))
-            for path, stem in zip(files, stems, strict=True):
-                try:
-                    result = segment_file(loaded, path, out, options, stem=stem, progress=progress)
-                    result["status"] = "done"
-                except InputError as exc:
-                    failures.append(str(exc))
-                    result = {"input": str(path), "status": "failed", "reason": exc.said_of(path)}
-                    say_error(str(exc), progress.console)
-                results.append(result)
-                write_summary(out / SUMMARY_NAME, results, loaded.classes)
-                progress.finish("tiles")
-                progress.advance("micrographs")
-        if not quiet:
-            _print_table(results, loaded.classes, loaded.variant)
-            console.print(
-                f"outputs in {out}; one row per input in {out / SUMMARY_NAME}",
-                soft_wrap=True,
+            settings = ClusterOptions(
+                spec=spec, model=model, provider=provider, threads=threads, verify=verify
             )
-        if failures:
+            executor = DaskExecutor(settings, classes)
+        else:
+            loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
+            if not quiet and loaded.self_check is not None:
+                say_self_check(loaded.self_check)
+            executor, variant = InProcess(loaded), loaded.variant
+        with _Rendering(enabled=not quiet) as progress:
+            batch = segment_many(inputs, out, options, executor, progress=progress)
+        if not quiet:
+            results = batch.ordered
+            if results:
+                _print_table(results, executor.classes, variant)
+            if batch.workers:
+                _print_workers(batch)
+            journaled = executor.journal is not None
+            console.print(styled(_summary_line(batch, out, journaled)), soft_wrap=True)
+        if batch.failures:
             say_error(
-                f"{len(failures)} input(s) failed, "
-                f"{sum(r['status'] == 'done' for r in results)} succeeded; see the lines above"
+                f"{len(batch.failures)} input(s) failed, {batch.succeeded} succeeded; see the lines above"
             )
             raise typer.Exit(2)
 
 
-def _inputs(inputs, out, options, outputs: list[str]) -> tuple[list, list[str], list[str]]:
-    """The input files, their output stems, and the problems of the input specs (each said already);
-    refuses inputs that are outputs of this run (``outputs``: the run's own files in ``out``)."""
-    from semphase.runtime.inputs import expand_inputs, output_stems
-    from semphase.runtime.segment import check_inputs_are_not_outputs
-
-    files, problems = expand_inputs(inputs, exclude=[out])
-    stems = output_stems(files)
-    check_inputs_are_not_outputs(files, stems, out, options, extra=outputs)
-    failures = [f"{spec}: {reason}" for spec, reason in problems]
-    for line in failures:
-        say_error(line)
-    return files, stems, failures
-
-
-def _segment_on_cluster(spec, model, table, inputs, out, options, provider, threads, verify, quiet) -> None:
-    """``segment --cluster``: the same inputs and outputs, on Dask (:mod:`semphase.cluster.run`);
-    ``table`` is the model's (classes, variant) for the phase table."""
-    from semphase.cluster.run import JOURNAL_NAME, RUN_NAME, ClusterOptions, segment_on_cluster
-    from semphase.imageio import ensure_output_folder
-    from semphase.progress import SILENT
+def _summary_line(batch, out: Path, journaled: bool) -> str:
+    """The last line of a batch: where the outputs are (and a journaled run's counts and records)."""
     from semphase.runtime.outputs import SUMMARY_NAME
 
-    ensure_output_folder(out)
-    files, stems, failures = _inputs(inputs, out, options, [SUMMARY_NAME, JOURNAL_NAME, RUN_NAME])
-    settings = ClusterOptions(spec=spec, model=model, provider=provider, threads=threads, verify=verify)
-    with RichProgress(enabled=not quiet) as progress:
-        say = lambda line: say_error(line, progress.console)  # noqa: E731
-        shown = progress if not quiet else SILENT
-        state = segment_on_cluster(files, stems, out, options, settings, progress=shown, on_failure=say)
-    failures += state.failures
-    results = [state.results[i] for i in sorted(state.results)]
-    if not quiet:
-        if results and any(r.get("status") == "done" for r in results):
-            _print_table(results, *table)
-        _print_workers(state)
-        console.print(
-            styled(
-                f"{state.done} segmented, {state.skipped} done by an earlier run, {state.failed} failed; "
-                f"outputs in {out}; journal {out / JOURNAL_NAME}; per-worker times in {out / RUN_NAME}"
-            ),
-            soft_wrap=True,
-        )
-    if failures:
-        say_error(
-            f"{len(failures)} input(s) failed, {state.done + state.skipped} succeeded; see the lines above"
-        )
-        raise typer.Exit(2)
+    if not journaled:
+        return f"outputs in {out}; one row per input in {out / SUMMARY_NAME}"
+    from semphase.cluster.run import RUN_NAME
+    from semphase.runtime.ledger import SEGMENT_JOURNAL
+
+    return (
+        f"{batch.done} segmented, {batch.skipped} done by an earlier run, {batch.failed} failed; "
+        f"outputs in {out}; journal {out / SEGMENT_JOURNAL}; per-worker times in {out / RUN_NAME}"
+    )
 
 
-def _print_workers(state) -> None:
+class _Rendering(RichProgress):
+    """The bars, and each failed input said in one line above them as it happens."""
+
+    def event(self, event) -> None:
+        if event.kind == "failed":
+            say_error(event.message, self.console)
+
+
+def _print_workers(batch) -> None:
     from rich.table import Table
 
-    if not state.workers:
-        return
     table = Table(title="Workers", title_justify="left")
     for name in ("worker", "host", "tasks", "failed", "busy s", "model load s", "MP", "ort threads"):
         table.add_column(name, justify="left" if name in ("worker", "host") else "right")
-    for w in state.workers.values():
+    for w in batch.workers.values():
         table.add_row(
             w.address,
             w.host,

@@ -35,6 +35,7 @@ from semphase.cli.options import (
     segmentation_settings,
 )
 from semphase.errors import display_path
+from semphase.progress import Silent
 
 LOG_FORMAT = "%(asctime)s %(message)s"
 
@@ -51,8 +52,9 @@ _STYLE = {
 }
 
 
-class _Reporter:
-    """Turns watcher events into log lines, console lines and the live status line."""
+class _Reporter(Silent):
+    """The watcher's :class:`~semphase.progress.Progress`: its events become log lines, console lines and
+    the live status line."""
 
     def __init__(self, inbox: Path, log_file: Path | None, quiet: bool, live: bool) -> None:
         self.inbox = inbox
@@ -81,7 +83,7 @@ class _Reporter:
 
             self.live = Live(self, console=console, refresh_per_second=2, transient=True)
 
-    def __call__(self, event) -> None:
+    def event(self, event) -> None:
         text = f"{event.kind:<8} {display_path(event.file or '-')} {event.message}".rstrip()
         self.logger.info(text)
         if event.kind in ("done", "failed"):
@@ -123,47 +125,6 @@ class _Reporter:
             self._handler.close()
 
 
-class _Quantifier:
-    """``--quantify``: after each done field, quantify its sample again into ``OUT/quantify/<sample>/``.
-
-    Only that sample's fields are read (its subfolder of OUT; fields at the top of OUT form a sample named
-    after OUT), so the cost per new field is one sample's, however long the watcher runs. A sample that
-    cannot be quantified is logged (``quantify-failed``); watching goes on.
-    """
-
-    def __init__(self, out: Path, reporter: _Reporter) -> None:
-        try:
-            import scipy.stats  # noqa: F401  (checked now: not on the first field, hours later)
-        except ImportError:
-            from semphase.errors import InputError
-
-            raise InputError("--quantify needs scipy: pip install 'semphase[quantify]'") from None
-        self.out = out
-        self.reporter = reporter
-
-    def __call__(self, event) -> None:
-        self.reporter(event)
-        if event.kind != "done" or not event.file:
-            return
-        from semphase.errors import InputError
-        from semphase.quantify import quantify
-        from semphase.runtime.watch.stats import WatchEvent
-
-        folder = Path(*event.file.split("/")[:-1])
-        if folder == Path("."):
-            sample, specs = self.out.name, sorted(self.out.glob("*.json"))
-        else:
-            sample, specs = folder.as_posix(), [self.out / folder]
-        target = self.out / "quantify" / sample
-        try:
-            document = quantify(specs, target)
-        except InputError as exc:
-            self.reporter(WatchEvent("quantify-failed", sample, str(exc)))
-            return
-        fields = sum(len(s["fields"]) for s in document["samples"].values())
-        self.reporter(WatchEvent("quantified", sample, f"{fields} field(s); {target / 'samples.csv'}"))
-
-
 def _install_signal_handlers(watcher) -> dict:
     """SIGINT/SIGTERM ask the watcher to stop after the current file; a second SIGINT aborts."""
     if threading.current_thread() is not threading.main_thread():
@@ -180,6 +141,11 @@ def _install_signal_handlers(watcher) -> dict:
         signum = getattr(signal, name)
         previous[signum] = signal.signal(signum, stop)
     return previous
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:
@@ -277,7 +243,11 @@ def register(app: typer.Typer) -> None:
         max_megapixels: MaxMegapixels = None,
     ) -> None:
         """Segment every micrograph that lands in INBOX as soon as it is complete, for as long as it runs."""
+        from semphase.runtime.ledger import FAILED_DIR, WATCH_JOURNAL
         from semphase.runtime.watch import Watcher
+
+        if quantify:
+            from semphase.quantify.follow import SampleFollower  # checks scipy now, not hours later
 
         # every option is checked here, once: a bad one must never become a failed/ note per inbox file
         options = segmentation_settings(ctx.params)  # the options above, checked once
@@ -292,7 +262,7 @@ def register(app: typer.Typer) -> None:
                 settle=settle,
                 fail_after=fail_after,
                 move_done=move_done,
-                on_event=reporter if not quantify else _Quantifier(out, reporter),
+                progress=reporter if not quantify else SampleFollower(out, reporter),
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
@@ -310,8 +280,7 @@ def register(app: typer.Typer) -> None:
                     else:
                         stats = watcher.run(poll=poll, once=once)
                 finally:
-                    for signum, handler in previous.items():
-                        signal.signal(signum, handler)
+                    _restore_signal_handlers(previous)
         except BaseException as exc:
             reporter.fatal(exc)
             raise
@@ -320,9 +289,9 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             console.print(
                 f"{stats.done} done, {stats.failed} failed in this run; journal: "
-                f"{out / 'watch-journal.jsonl'}",
+                f"{out / WATCH_JOURNAL}",
                 soft_wrap=True,
             )
         if once and stats.failed:
-            say_error(f"{stats.failed} file(s) failed; reasons in {out / 'failed'}")
+            say_error(f"{stats.failed} file(s) failed; reasons in {out / FAILED_DIR}")
             raise typer.Exit(2)

@@ -8,6 +8,9 @@ The public API (torch-free)::
 - :func:`segment_file` segments one micrograph file and writes its mask, overlay and phase table;
 - :func:`segment_array` segments a uint8 image in memory and returns its labels;
 - :class:`SegmentOptions` holds tiling, blending, data bar, normalization and extra outputs;
+- :func:`segment_many` segments a batch (files, folders, globs, or an :class:`Inbox` to watch) into an
+  output folder with an executor (:class:`InProcess`, or Dask's); the engine under ``segment``,
+  ``segment --cluster``, ``watch`` and ``serve``;
 - :func:`expand_inputs` turns files, folders and globs into the micrographs to segment;
 - :class:`Watcher` is the watch-folder service behind ``semphase watch``.
 
@@ -26,10 +29,15 @@ _EXPORTS = {
     "SegmentOptions": "semphase.runtime.segment",
     "segment_array": "semphase.runtime.sliding",
     "expand_inputs": "semphase.runtime.inputs",
+    "segment_many": "semphase.runtime.run",
+    "InProcess": "semphase.runtime.run",
+    "Inbox": "semphase.runtime.run",
     "Watcher": "semphase.runtime.watch",
 }
 
 __all__ = [
+    "InProcess",
+    "Inbox",
     "SegmentOptions",
     "SegmentationModel",
     "Watcher",
@@ -37,11 +45,13 @@ __all__ = [
     "load_model",
     "segment_array",
     "segment_file",
+    "segment_many",
 ]
 
 if TYPE_CHECKING:
     from semphase.runtime.inputs import expand_inputs
     from semphase.runtime.model import SegmentationModel, load_model
+    from semphase.runtime.run import Inbox, InProcess, segment_many
     from semphase.runtime.segment import SegmentOptions, segment_file
     from semphase.runtime.sliding import segment_array
     from semphase.runtime.watch import Watcher

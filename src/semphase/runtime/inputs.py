@@ -68,7 +68,9 @@ def expand_inputs(
                 problems.append((text, "folder holds no image files (tif, tiff, png, bmp, jpg, jpeg)"))
             for p in found:
                 add(p)
-        elif path.exists() or not glob.has_magic(text):
+        elif os.path.lexists(text) or not glob.has_magic(text):
+            # an existing name is taken literally, glob characters and all (SEM exports carry brackets),
+            # and so is a link that leads nowhere: reading it names the problem
             add(path)  # a missing file is reported by the reader, with its name
         else:
             found = sorted(

@@ -2,7 +2,8 @@
 
 A request's micrograph is written into a private temporary folder (created 0700 at start, one subfolder
 per request, named by the service, never by the client), segmented by the runtime exactly as
-``semphase segment`` does (same tiling, data bar, pixel size, outputs), read back as bytes and deleted
+``semphase segment`` does (the batch engine's in-process executor, :class:`semphase.runtime.run.InProcess`:
+same tiling, data bar, pixel size, outputs), read back as bytes and deleted
 before the answer leaves. Inference runs on ``workers`` threads sharing one onnxruntime session (its
 ``run`` is thread-safe) with ``cores / workers`` threads each; at most ``workers + queue`` requests are
 admitted at a time, and one more is refused at once (:class:`Busy`, HTTP 503 with Retry-After) instead of
@@ -98,7 +99,10 @@ class Service:
     def __init__(self, model, options, workers: int = 1, queue: int = 4, max_upload_bytes: int = 256 << 20):
         if workers < 1 or queue < 0:
             raise ValueError("workers must be >= 1 and queue >= 0")
+        from semphase.runtime.run import InProcess
+
         self.model = model
+        self.executor = InProcess(model)
         self.options = options
         self.workers = workers
         self.queue = queue
@@ -158,13 +162,11 @@ class Service:
         InputError
             with the reason ``semphase segment`` gives, naming the client's file name.
         """
-        from semphase.runtime.segment import segment_file
-
         t0 = time.perf_counter()
         out = upload.parent / "out"
         try:
-            try:
-                result = segment_file(self.model, upload, out, options, stem="upload")
+            try:  # a batch of one, without a ledger: the batch engine's in-process executor
+                result = self.executor.segment(upload, out, options, stem="upload")
             except InputError as exc:  # the same reason, naming the client's file instead of ours
                 raise type(exc)(exc.reason, name) from None
             document = _public(result, name)

@@ -1,6 +1,7 @@
-"""The watch journal: one JSON line per outcome, appended and fsync'ed, readable after any crash.
+"""The journal: one JSON line per outcome, appended and fsync'ed, readable after any crash.
 
-``DIR/watch-journal.jsonl`` is the watcher's memory across restarts. Each line records one outcome for one
+``DIR/watch-journal.jsonl`` (a watcher's) and ``DIR/segment-journal.jsonl`` (``segment --cluster``'s) are
+an output folder's memory across restarts. Each line records one outcome for one
 input file::
 
     {"file": "sub/a.tif", "size": 1234, "mtime_ns": 1700000000000000000, "status": "done",
@@ -24,7 +25,10 @@ from typing import IO, Any
 
 from semphase.errors import InputError
 
-JOURNAL_NAME = "watch-journal.jsonl"
+#: The watcher's journal (keys: inbox-relative paths).
+WATCH_JOURNAL = "watch-journal.jsonl"
+#: A batch run's journal (``segment --cluster``; keys: absolute paths).
+SEGMENT_JOURNAL = "segment-journal.jsonl"
 
 DONE = "done"
 FAILED = "failed"
@@ -68,7 +72,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise InputError(f"cannot read the watch journal ({exc.strerror or exc})", path) from None
+        raise InputError(f"cannot read the journal ({exc.strerror or exc})", path) from None
     for line in raw.split(b"\n"):
         if not line.strip():
             continue
@@ -123,7 +127,7 @@ class Journal:
                 self._fh.write(b"\n")
                 self._sync()
         except OSError as exc:
-            raise InputError(f"cannot write the watch journal ({exc.strerror or exc})", self.path) from None
+            raise InputError(f"cannot write the journal ({exc.strerror or exc})", self.path) from None
         return self
 
     def _ends_with_newline(self) -> bool:
@@ -148,7 +152,7 @@ class Journal:
             self._fh.write(line.encode("utf-8"))
             self._sync()
         except OSError as exc:
-            raise InputError(f"cannot write the watch journal ({exc.strerror or exc})", self.path) from None
+            raise InputError(f"cannot write the journal ({exc.strerror or exc})", self.path) from None
         return record
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""One watcher per output folder: an OS-level lock on ``DIR/.semphase-watch.lock``.
+"""One writer (a watcher or a batch run) per output folder: an OS-level lock on ``DIR/.semphase-watch.lock``.
 
 The operating system releases the lock when the holding process ends, however it ends (kill -9, power
 loss, a crash), so a dead watcher never blocks the next one; the file itself stays and only says who

@@ -1,4 +1,4 @@
-"""What the watcher writes besides segment_file's outputs: failure notes, and crash clean-up."""
+"""What a ledger writes besides the outputs: failure notes, output lists, and crash clean-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from semphase.imageio import is_tagged_temporary
-from semphase.runtime.watch.scan import FileState
+from semphase.runtime.ledger.files import FileState
 
 FAILED_DIR = "failed"
 

@@ -11,55 +11,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from fnmatch import translate
 from pathlib import Path
 
 from semphase.imageio import IMAGE_SUFFIXES
+from semphase.runtime.ledger.files import FileState, file_signature
+
+__all__ = ["DEFAULT_PATTERNS", "FileState", "InboxScanner", "file_signature", "is_ignored_name"]
 
 #: Default patterns: every image type semphase reads (matched case-insensitively).
 DEFAULT_PATTERNS = tuple(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
 _TEMP_SUFFIXES = (".part", ".tmp")
-
-
-@dataclass(frozen=True)
-class FileState:
-    """One candidate file as seen by a scan.
-
-    Attributes
-    ----------
-    rel : str
-        Path relative to the inbox, ``/``-separated (the journal key).
-    location : str
-        Full path as listed (:attr:`path` gives it as a Path).
-    size, mtime_ns : int
-        Size in bytes and modification time in ns; together the file's signature.
-    """
-
-    rel: str
-    location: str
-    size: int
-    mtime_ns: int
-
-    @property
-    def path(self) -> Path:
-        """Full path."""
-        return Path(self.location)
-
-    @property
-    def signature(self) -> tuple[int, int]:
-        """``(size, mtime_ns)``: a file whose signature changed is a different file."""
-        return (self.size, self.mtime_ns)
-
-
-def file_signature(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a file now (:attr:`FileState.signature`'s form), or None when it cannot be
-    stat'ed: the watcher and ``segment --cluster`` compare it before and after segmenting."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def _compile(patterns: list[str]) -> re.Pattern[str] | None:

@@ -1,22 +1,8 @@
-"""What a watcher reports: events for the operator and the log, counts for the status line."""
+"""A watcher's counts for the status line (its events are :class:`semphase.progress.Event`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """Something the operator may want to see or log.
-
-    ``kind`` is one of: start, done, failed, waiting (not decodable yet, retried), changed (modified while
-    being segmented, redone), vanished, moved, move-failed, cleaned, inbox-unreachable, inbox-back,
-    left (``--once`` gave up on a file still being written), stop.
-    """
-
-    kind: str
-    file: str | None = None
-    message: str = ""
 
 
 @dataclass

@@ -18,7 +18,6 @@ a restart continues exactly where the last run stopped (see :mod:`.journal`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -28,25 +27,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semphase.errors import InputError, one_line
-from semphase.imageio import tagged_temporaries, write_text_atomic
-from semphase.runtime.watch.journal import DONE, FAILED, JOURNAL_NAME, Journal, Outcome, read_outcomes
-from semphase.runtime.watch.lock import OutputFolderLock
+from semphase.imageio import tagged_temporaries
+from semphase.progress import SILENT, Event, Progress
+from semphase.runtime.ledger.files import FileState, file_signature
+from semphase.runtime.ledger.folder import Ledger
+from semphase.runtime.ledger.journal import DONE, WATCH_JOURNAL
+from semphase.runtime.ledger.notes import image_megapixels, output_paths
 from semphase.runtime.watch.move import move_original, plan_destination
-from semphase.runtime.watch.notes import (
-    failed_note_path,
-    failed_note_text,
-    image_megapixels,
-    output_paths,
-    remove_stale_temporaries,
-)
-from semphase.runtime.watch.scan import FileState, InboxScanner, file_signature
-from semphase.runtime.watch.stats import WatchEvent, WatchStats
+from semphase.runtime.watch.scan import InboxScanner
+from semphase.runtime.watch.stats import WatchStats
 
 if TYPE_CHECKING:
     from semphase.runtime.model import SegmentationModel
     from semphase.runtime.segment import SegmentOptions
 
-__all__ = ["Watcher", "WatchEvent", "WatchStats"]
+__all__ = ["Watcher", "WatchStats"]
 
 #: ``segment(input_path, out_subdir) -> result dict`` as :func:`semphase.runtime.segment.segment_file`.
 SegmentFn = Callable[[Path, Path], Mapping[str, Any]]
@@ -89,10 +84,12 @@ class Watcher:
         Move originals here (subfolders mirrored) after their done line is written.
     clock : callable
         Monotonic seconds; injected by tests.
-    on_event : callable, optional
-        Receives every :class:`WatchEvent`.
+    progress : Progress, optional
+        Receives every :class:`~semphase.progress.Event` (:mod:`semphase.progress`; the kinds are listed
+        there) and each file's ``tiles`` bar.
     segment : callable, optional
-        ``segment(input_path, out_subdir) -> result dict``; default ``segment_file(model, ..., options)``.
+        ``segment(input_path, out_subdir) -> result dict``; default the batch engine's in-process
+        executor (:class:`semphase.runtime.run.InProcess`) with ``model`` and ``options``.
     """
 
     def __init__(
@@ -108,7 +105,7 @@ class Watcher:
         fail_after: float = 30.0,
         move_done: str | os.PathLike | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_event: Callable[[WatchEvent], None] | None = None,
+        progress: Progress = SILENT,
         segment: SegmentFn | None = None,
     ) -> None:
         self.inbox = Path(inbox)
@@ -118,25 +115,21 @@ class Watcher:
         self.fail_after = max(float(fail_after), self.settle)
         self.clock = clock
         self.stats = WatchStats()
-        self._on_event = on_event
+        self.progress = progress
+        #: one line per file that failed in this run, naming it (inbox-relative)
+        self.failures: list[str] = []
         self.model = model
         self.options = options
         self._segment = segment if segment is not None else self._segment_file
         self._check_folders()
         excluded = [self.out_dir] + ([self.move_done] if self.move_done else [])
         self.scanner = InboxScanner(self.inbox, recursive=recursive, patterns=patterns, exclude=excluded)
-        self._lock = OutputFolderLock(self.out_dir)
-        #: Marks this watcher's temporaries: only a watcher holding this folder's lock writes them, so one
-        #: found at start-up was left by a dead watcher and is removed (anything else's are kept).
-        self.temporary_tag = (
-            "semphase-watch-"
-            + hashlib.sha256(os.path.realpath(self.out_dir).encode("utf-8", "surrogateescape")).hexdigest()[
-                :8
-            ]
-        )
+        #: the lock, the journal (keys: inbox-relative paths), failed/ notes, and this watcher's temporaries
+        #: (only a watcher holding this folder's lock writes them, so one found at start-up was left by a
+        #: dead watcher and is removed; anything else's are kept)
+        self.ledger = Ledger(self.out_dir, WATCH_JOURNAL, "watch", [self.move_done] if self.move_done else [])
+        self.temporary_tag = self.ledger.tag
         self._tagging: contextlib.AbstractContextManager | None = None
-        self._journal = Journal(self.out_dir / JOURNAL_NAME)
-        self._outcomes: dict[str, Outcome] = {}
         self._arrivals: dict[str, _Arrival] = {}
         self._move_failed: dict[str, tuple[int, int]] = {}
         self._inbox_down = False
@@ -159,24 +152,18 @@ class Watcher:
 
     def open(self) -> Watcher:
         """Lock the output folder, remove stale temporaries, read the journal. Raises FolderLocked."""
-        self._lock.acquire()
+        removed = self.ledger.open()
         try:
-            removed = remove_stale_temporaries(self.out_dir, self.temporary_tag)
-            if self.move_done is not None and self.move_done.is_dir():
-                removed += remove_stale_temporaries(self.move_done, self.temporary_tag)
-            self._outcomes = read_outcomes(self._journal.path)
-            self._journal.open()
             folders = [self.out_dir] + ([self.move_done] if self.move_done is not None else [])
             self._tagging = tagged_temporaries(folders, self.temporary_tag)
             self._tagging.__enter__()
         except BaseException:
-            self._journal.close()
-            self._lock.release()
+            self.ledger.close()
             raise
         if removed:
             self._emit("cleaned", None, f"removed {removed} stale temporary file(s) left by a crash")
-        done = sum(o.status == DONE for o in self._outcomes.values())
-        failed = len(self._outcomes) - done
+        done = sum(o.status == DONE for o in self.ledger.outcomes.values())
+        failed = len(self.ledger.outcomes) - done
         self._emit("start", None, f"journal: {done} done, {failed} failed before this run")
         return self
 
@@ -185,8 +172,7 @@ class Watcher:
         if self._tagging is not None:
             self._tagging.__exit__(None, None, None)
             self._tagging = None
-        self._journal.close()
-        self._lock.release()
+        self.ledger.close()
 
     def __enter__(self) -> Watcher:
         return self.open()
@@ -258,8 +244,8 @@ class Watcher:
             del self._arrivals[rel]
         ready: list[FileState] = []
         for rel, state in seen.items():
-            outcome = self._outcomes.get(rel)
-            if outcome is not None and outcome.matches(*state.signature):
+            outcome = self.ledger.handled(rel, state.signature)
+            if outcome is not None:
                 if outcome.status == DONE and self.move_done is not None:
                     self._move(state)  # a crash came between the done line and the move
                 continue
@@ -324,10 +310,12 @@ class Watcher:
         return self._record_failed(state, reason, seconds)
 
     def _segment_file(self, path: Path, out_dir: Path) -> Mapping[str, Any]:
-        from semphase.runtime.segment import segment_file
+        from semphase.runtime.run import InProcess
 
         assert self.model is not None  # poll_once checks it before any file is read
-        return segment_file(self.model, path, out_dir, self.options)
+        result = InProcess(self.model).segment(path, out_dir, self.options, progress=self.progress)
+        self.progress.finish("tiles")
+        return result
 
     def _still_arriving(self, rel: str, signature: tuple[int, int] | None, now: float) -> int:
         if signature is None:
@@ -354,53 +342,34 @@ class Watcher:
         missing = [o for o in outputs if not (self.out_dir / o).is_file()]
         if missing:
             return self._record_failed(state, f"outputs missing after segmentation: {missing}", seconds)
-        note = failed_note_path(self.out_dir, state.rel)
-        if note.exists():
-            note.unlink()
         moved_to = None
         if self.move_done is not None and not vanished:
             try:
                 moved_to = plan_destination(state.path, self.move_done, state.rel)
             except OSError:
                 moved_to = None  # the move itself reports what is wrong
-        line = self._line(state, DONE, None, seconds, outputs)
-        if moved_to is not None:
-            line["moved_to"] = moved_to
-        self._journal.append(line)
-        self._outcomes[state.rel] = Outcome(state.rel, state.size, state.mtime_ns, DONE, moved_to)
+        extra = {"moved_to": moved_to} if moved_to is not None else {}
+        self.ledger.record_done(state.rel, state.signature, seconds, outputs, note_name=state.rel, **extra)
         self._arrivals.pop(state.rel, None)
         self.stats.done += 1
         self.stats.busy_seconds += seconds
         megapixels = image_megapixels(result)
         self.stats.megapixels += megapixels or 0.0
         message = f"{seconds:.2f} s" + (f", {megapixels:.2f} MP" if megapixels else "")
-        self._emit("done", state.rel, message + ("; it left the inbox meanwhile" if vanished else ""))
+        message += "; it left the inbox meanwhile" if vanished else ""
+        self._emit("done", state.rel, message, result)
         if self.move_done is not None and not vanished:
             self._move(state)
         return 1
 
     def _record_failed(self, state: FileState, reason: str, seconds: float) -> int:
-        line = self._line(state, FAILED, reason, seconds, [])
-        write_text_atomic(failed_note_path(self.out_dir, state.rel), failed_note_text(state, reason))
-        self._journal.append(line)
-        self._outcomes[state.rel] = Outcome(state.rel, state.size, state.mtime_ns, FAILED)
+        self.ledger.record_failed(state.rel, state, reason, seconds)
+        self.failures.append(f"{state.rel}: {reason}")
         self._arrivals.pop(state.rel, None)
         self.stats.failed += 1
         self.stats.busy_seconds += seconds
         self._emit("failed", state.rel, reason)
         return 1
-
-    @staticmethod
-    def _line(state: FileState, status: str, reason: str | None, seconds: float, outputs: list[str]) -> dict:
-        return {
-            "file": state.rel,
-            "size": state.size,
-            "mtime_ns": state.mtime_ns,
-            "status": status,
-            "reason": reason,
-            "seconds": round(seconds, 3),
-            "outputs": outputs,
-        }
 
     def _move(self, state: FileState) -> None:
         assert self.move_done is not None
@@ -417,6 +386,7 @@ class Watcher:
             return
         self._emit("moved", state.rel, f"moved to {self.move_done / dest}")
 
-    def _emit(self, kind: str, rel: str | None, message: str) -> None:
-        if self._on_event is not None:
-            self._on_event(WatchEvent(kind, rel, message))
+    def _emit(
+        self, kind: str, rel: str | None, message: str, result: Mapping[str, Any] | None = None
+    ) -> None:
+        self.progress.event(Event(kind, rel, message, result))
