@@ -288,8 +288,7 @@ def register(app: typer.Typer) -> None:
             reporter.close()
         if not quiet:
             console.print(
-                f"{stats.done} done, {stats.failed} failed in this run; journal: "
-                f"{out / WATCH_JOURNAL}",
+                f"{stats.done} done, {stats.failed} failed in this run; journal: {out / WATCH_JOURNAL}",
                 soft_wrap=True,
             )
         if once and stats.failed:
