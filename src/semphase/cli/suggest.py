@@ -134,15 +134,9 @@ def register(app: typer.Typer) -> None:
         failures = [f"{spec}: {reason}" for spec, reason in problems]
         for line in failures:
             say_error(line)
-        with RichProgress() as progress:
-
-            def failed(path, exc) -> None:
-                failures.append(str(exc))
-                say_error(str(exc), progress.console)
-
-            document = suggest(
-                loaded, files, output_stems(files), out, options, progress=progress, on_failure=failed
-            )
+        with _Rendering() as progress:
+            document = suggest(loaded, files, output_stems(files), out, options, progress=progress)
+        failures += [f["path"] for f in document["failed"]]
         _print_picks(document)
         console.print(
             f"{len(document['picks'])} regions in {out / 'images'}, their pre-filled labels in "
@@ -153,6 +147,14 @@ def register(app: typer.Typer) -> None:
         if failures:
             say_error(f"{len(failures)} input(s) failed; see the lines above")
             raise typer.Exit(2)
+
+
+class _Rendering(RichProgress):
+    """The bars, and each micrograph that cannot be read said in one line above them."""
+
+    def event(self, event) -> None:
+        if event.kind == "failed":
+            say_error(event.message, self.console)
 
 
 def _print_picks(document: dict) -> None:

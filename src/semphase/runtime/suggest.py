@@ -65,7 +65,7 @@ from semphase.data.overlay import panel
 from semphase.errors import InputError, OptionError
 from semphase.imageio import ensure_output_folder, write_image, write_text_atomic
 from semphase.phases import IGNORE, ClassTable
-from semphase.progress import SILENT, Progress, count_callback
+from semphase.progress import SILENT, Event, Progress, count_callback
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.sliding import DEFAULT_BATCH, argmax_classes, iter_bands, normalized_entropy, softmax
 from semphase.runtime.source import open_micrograph
@@ -526,7 +526,6 @@ def suggest(
     out_dir: str | os.PathLike,
     options: SuggestOptions,
     progress: Progress = SILENT,
-    on_failure=None,
 ) -> dict:
     """Rank ``files`` and their regions by uncertainty and write the ``n`` best picks to ``out_dir``.
 
@@ -538,9 +537,8 @@ def suggest(
     out_dir : the suggestion folder (created); ``images/``, ``masks/``, ``previews/``, ``worklist.csv``,
         ``suggest.json``.
     options : see :class:`SuggestOptions`.
-    progress : stages ``micrographs``, ``tiles`` and ``picks``.
-    on_failure : called with ``(path, InputError)`` for a micrograph that cannot be read; the others go
-        on (None: the error is raised).
+    progress : stages ``micrographs``, ``tiles`` and ``picks``; a micrograph that cannot be read is an
+        :class:`~semphase.progress.Event` ``failed`` (one line naming it) and the others go on.
 
     Returns
     -------
@@ -561,9 +559,7 @@ def suggest(
             try:
                 scans.append(scan_micrograph(model, Path(path), stem, options, work, progress))
             except InputError as exc:
-                if on_failure is None:
-                    raise
-                on_failure(Path(path), exc)
+                progress.event(Event("failed", str(path), str(exc)))
                 failed.append({"path": str(path), "reason": exc.said_of(path)})
             progress.advance("micrographs")
         weights = rarity(scans, table.num_classes)
