@@ -116,6 +116,39 @@ def test_evaluate_cli_rejects_bad_models_in_one_line(dataset, tmp_path, capsys):
         load_predictor(tmp_path / "model.h5", device="tpu")
 
 
+def test_a_checkpoint_is_opened_by_the_callers_opener_and_evaluation_asks_only_the_protocol(
+    dataset, tmp_path
+):
+    # Evaluation never imports the training side: the caller hands it the checkpoint opener.
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"read only by the opener")
+    names = [s.name for s in dataset.samples]
+    save_split({"train": names[:3], "val": [], "test": names[3:]}, tmp_path / "split.json")
+    with pytest.raises(InputError, match="training side"):
+        load_predictor(checkpoint)
+
+    class Opened:  # what semphase.train.inference.CheckpointModel offers, without torch
+        config = {"classes": DEFAULT_TABLE.to_dict()}
+        device = "cpu"
+
+        def predict_whole(self, image_u8):
+            return nearest_gray(image_u8)
+
+    calls = []
+
+    def open_checkpoint(path, device, threads):
+        calls.append((path, device, threads))
+        return Opened()
+
+    predict, table, info = load_predictor(checkpoint, "cpu", 2, open_checkpoint=open_checkpoint)
+    assert calls == [(checkpoint, "cpu", 2)]
+    image, _ = load_pair(dataset.samples[0], DEFAULT_TABLE)
+    assert np.array_equal(predict(image), nearest_gray(image))
+    assert table.names == DEFAULT_TABLE.names and table.to_dict() == DEFAULT_TABLE.to_dict()
+    assert info["kind"] == "checkpoint" and info["device"] == "cpu"
+    assert info["split_file"] == tmp_path / "split.json" and info["config"] is Opened.config
+
+
 # ------------------------------------------------------------------- tiny model, .pt and .onnx
 
 TORCH_NAMES = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations")

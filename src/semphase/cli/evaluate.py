@@ -77,7 +77,11 @@ def register(app: typer.Typer) -> None:
 
             raise InputError("the dataset has no image/mask pairs", dataset.root)
         predict, table, info = load_predictor(
-            model_path, device=device, threads=threads, classes=table_override
+            model_path,
+            device=device,
+            threads=threads,
+            classes=table_override,
+            open_checkpoint=_open_checkpoint,
         )
         samples, described = select_samples(dataset, split, split_file, info.get("split_file"))
         console.print(f"model: {model_path} ({info['kind']}, {info['device']})")
@@ -104,3 +108,10 @@ def register(app: typer.Typer) -> None:
             console.print(
                 styled(("figures skipped:", "yellow"), f" {result['figures_skipped']}"), soft_wrap=True
             )
+
+
+def _open_checkpoint(path: Path, device: str, threads: int | None):
+    """A ``.pt`` checkpoint for evaluation: torch is imported here, only when a checkpoint is evaluated."""
+    from semphase.train.inference import load_checkpoint_model
+
+    return load_checkpoint_model(path, device, threads)

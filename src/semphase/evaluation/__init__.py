@@ -6,9 +6,11 @@
 - :mod:`.report`: the study's tables, the per-image CSV, overlays; :mod:`.plots`: confusion matrix and
   class frequency vs IoU figures (matplotlib, imported only when drawing).
 
-Torch-free: a ``.pt`` checkpoint is loaded through :mod:`semphase.train.inference` only when one is given.
+Torch-free, and it never imports :mod:`semphase.train` (training imports it): a ``.pt`` checkpoint is opened
+by the caller's ``open_checkpoint`` (:func:`semphase.train.inference.load_checkpoint_model`), any object
+with the attributes of :class:`~.dataset.CheckpointPredictor`.
 """
 
-from semphase.evaluation.dataset import load_predictor, run_evaluation, select_samples
+from semphase.evaluation.dataset import CheckpointPredictor, load_predictor, run_evaluation, select_samples
 
-__all__ = ["load_predictor", "run_evaluation", "select_samples"]
+__all__ = ["CheckpointPredictor", "load_predictor", "run_evaluation", "select_samples"]

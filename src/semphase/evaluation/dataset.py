@@ -1,9 +1,11 @@
 """Evaluating a model on a dataset: predict, score, and write metrics.json, per_image.csv and figures.
 
-Torch-free at import time. :func:`load_predictor` opens an ONNX model through the onnxruntime runtime
-(never torch) or a training checkpoint through :mod:`semphase.train` (torch, imported inside that branch
-only). :func:`run_evaluation` takes any ``predict(image_u8) -> labels`` callable, so training, the CLI and
-benchmarks share it.
+Torch-free, and below the training side: :func:`run_evaluation` takes any ``predict(image_u8) -> labels``
+callable, so training, the CLI and benchmarks share it. :func:`load_predictor` opens an ONNX model through
+the onnxruntime runtime; a training checkpoint is opened by whoever can (the training side:
+``open_checkpoint=semphase.train.inference.load_checkpoint_model``), and evaluation only asks the result
+for what :class:`CheckpointPredictor` names. So :mod:`semphase.train` may import evaluation (training tests
+its best checkpoint with it) and evaluation never imports training.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +33,32 @@ CONFUSION_NAME = "confusion.png"
 FREQUENCY_NAME = "frequency_vs_iou.png"
 OVERLAY_DIR = "overlays"
 SPLIT_CHOICES = ("test", "val", "train", "all")
+
+#: File suffixes of training checkpoints (opened by the training side, see :func:`load_predictor`).
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+class CheckpointPredictor(Protocol):
+    """A training checkpoint opened for prediction, as evaluation uses it.
+
+    :class:`semphase.train.inference.CheckpointModel` is one; evaluation names only these attributes so
+    that it never imports the training side (torch).
+
+    Attributes
+    ----------
+    config : the training config: ``classes`` (a ``ClassTable.to_dict()``) and, when known, ``split_file``.
+    device : where the network runs (its ``str()`` is reported).
+    """
+
+    config: dict
+    device: object
+
+    def predict_whole(self, image_u8: np.ndarray) -> np.ndarray:
+        """uint8 (H, W) micrograph -> uint8 (H, W) class ids, the whole image in one pass."""
+        ...
+
+
+OpenCheckpoint = Callable[[Path, str, int | None], CheckpointPredictor]
 
 
 class _Extremes:
@@ -181,17 +210,22 @@ def load_predictor(
     device: str = "auto",
     threads: int | None = None,
     classes: ClassTable | None = None,
+    open_checkpoint: OpenCheckpoint | None = None,
 ) -> tuple[Predict, ClassTable, dict]:
     """Open a model file and return a label predictor for whole micrographs.
 
     Parameters
     ----------
-    model_path : ``.onnx`` (runs on onnxruntime; torch is never imported) or ``.pt`` checkpoint (torch).
+    model_path : ``.onnx`` (runs on onnxruntime; torch is never imported) or a ``.pt`` / ``.pth``
+        checkpoint (opened with ``open_checkpoint``).
     device : ``auto``, ``cpu`` or ``cuda``.
     threads : CPU threads for inference (None: the library's default).
     classes : class table to use instead of the model's own (same number of classes). An ONNX file stores
         names and colours but no raw mask ids, so without it raw ids are taken as ``1..C`` (the Zenodo
         convention).
+    open_checkpoint : ``open_checkpoint(path, device, threads) -> CheckpointPredictor``, called only for a
+        checkpoint: :func:`semphase.train.inference.load_checkpoint_model` (the train extra). Evaluation
+        does not import the training side itself, so a checkpoint without it is an InputError.
 
     Returns
     -------
@@ -202,7 +236,8 @@ def load_predictor(
     Raises
     ------
     InputError
-        for a missing file, an unknown suffix, or a file the loader rejects.
+        for a missing file, an unknown suffix, a checkpoint without ``open_checkpoint``, or a file the
+        loader rejects.
     """
     path = Path(model_path)
     if not path.is_file():
@@ -222,21 +257,29 @@ def load_predictor(
 
         info = {"kind": "onnx", "path": str(path), "device": ",".join(getattr(model, "providers", [device]))}
         return predict_onnx, table, info
-    if suffix in (".pt", ".pth"):
-        return _load_checkpoint_predictor(path, device, threads, classes)
+    if suffix in CHECKPOINT_SUFFIXES:
+        if open_checkpoint is None:
+            raise InputError(
+                "a training checkpoint needs the training side to open it (open_checkpoint="
+                "semphase.train.inference.load_checkpoint_model)",
+                path,
+            )
+        return _checkpoint_predictor(open_checkpoint(path, device, threads), path, classes)
     raise InputError(f"unknown model type {path.suffix!r}; expected .onnx or a .pt checkpoint", path)
 
 
-def _load_checkpoint_predictor(
-    path: Path, device: str, threads: int | None, classes: ClassTable | None
+def _checkpoint_predictor(
+    model: CheckpointPredictor, path: Path, classes: ClassTable | None
 ) -> tuple[Predict, ClassTable, dict]:
-    from semphase.train.inference import load_checkpoint_model
+    """:func:`load_predictor`'s answer for a checkpoint already opened from ``path``.
 
-    model = load_checkpoint_model(path, device, threads)
+    The predictor is ``model.predict_whole`` (whole images, as training scored its test split); the table
+    is the checkpoint's own (raw ids included) or ``classes``; ``info["split_file"]`` is the training
+    split the config records, or ``split.json`` beside the checkpoint, when either exists.
+    """
     config, torch_device = model.config, model.device
     own = ClassTable.from_dict(config["classes"])  # the loader checked it; raw ids included
     table = own if classes is None else _table_for(own.names, list(own.colors), classes, path)
-    predict_torch = model.predict_whole  # whole images, as training scored its test split
 
     split_file = None
     recorded = config.get("split_file")
@@ -248,7 +291,7 @@ def _load_checkpoint_predictor(
             break
     info = {"kind": "checkpoint", "path": str(path), "device": str(torch_device), "split_file": split_file}
     info["config"] = config
-    return predict_torch, table, info
+    return model.predict_whole, table, info
 
 
 # ---------------------------------------------------------------------------------------- splits

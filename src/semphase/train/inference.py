@@ -9,7 +9,9 @@ The network sees ``pixel * gain - offset`` with the values recorded in ``config[
 - :class:`CheckpointModel` (from :func:`load_checkpoint_model`): a checkpoint as a tile model with the
   runtime model's attributes, so :func:`semphase.runtime.sliding.segment_array` runs it with exactly the
   tiling and blending of the ONNX files (``semphase benchmark`` compares them so); its
-  :meth:`~CheckpointModel.predict_whole` is :func:`predict_labels`.
+  :meth:`~CheckpointModel.predict_whole` is :func:`predict_labels`; it is also what
+  :func:`semphase.evaluation.load_predictor` asks of a checkpoint (its ``open_checkpoint``), so evaluation
+  needs no import of this module.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from semphase import model_format
 from semphase.imageio import to_uint8
 from semphase.model_format import normalization_affine
+from semphase.train.device import resolve_device
 from semphase.train.models import SIZE_MULTIPLE
 
 if TYPE_CHECKING:
@@ -159,7 +162,6 @@ def load_checkpoint_model(
     from semphase.errors import InputError
     from semphase.phases import ClassTable
     from semphase.train.checkpoint import load_checkpoint
-    from semphase.train.loop import resolve_device
 
     if threads:
         torch.set_num_threads(int(threads))

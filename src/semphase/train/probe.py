@@ -27,14 +27,9 @@ import torch
 
 from semphase.phases import DEFAULT_TABLE
 from semphase.train.datasets import Micrograph, TileDataset
+from semphase.train.device import cpu_thread_count, resolve_device, resolve_precision
 from semphase.train.inference import normalize_batch
-from semphase.train.loop import (
-    cpu_thread_count,
-    resolve_device,
-    resolve_precision,
-    train_one_epoch,
-    validate,
-)
+from semphase.train.loop import train_one_epoch, validate
 from semphase.train.losses import HybridLoss
 from semphase.train.models import build_model
 

@@ -42,16 +42,10 @@ from semphase.train.datasets import (
     resolve_sampler,
     validation_view,
 )
+from semphase.train.device import cpu_thread_count, resolve_device, resolve_precision
 from semphase.train.inference import predict_labels
 from semphase.train.init import load_initial_model
-from semphase.train.loop import (
-    Validation,
-    cpu_thread_count,
-    resolve_device,
-    resolve_precision,
-    train_one_epoch,
-    validate,
-)
+from semphase.train.loop import Validation, train_one_epoch, validate
 from semphase.train.losses import HybridLoss, class_weights, pixel_frequencies
 from semphase.train.models import build_model
 from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
