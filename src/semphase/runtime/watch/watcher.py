@@ -88,8 +88,8 @@ class Watcher:
         Receives every :class:`~semphase.progress.Event` (:mod:`semphase.progress`; the kinds are listed
         there) and each file's ``tiles`` bar.
     segment : callable, optional
-        ``segment(input_path, out_subdir) -> result dict``; default the batch engine's in-process
-        executor (:class:`semphase.runtime.run.InProcess`) with ``model`` and ``options``.
+        ``segment(input_path, out_subdir) -> result dict``; default ``segment_file`` with ``model`` and
+        ``options`` (what the batch engine's :class:`semphase.runtime.run.InProcess` runs).
     """
 
     def __init__(
@@ -310,10 +310,10 @@ class Watcher:
         return self._record_failed(state, reason, seconds)
 
     def _segment_file(self, path: Path, out_dir: Path) -> Mapping[str, Any]:
-        from semphase.runtime.run import InProcess
+        from semphase.runtime.segment import segment_file
 
         assert self.model is not None  # poll_once checks it before any file is read
-        result = InProcess(self.model).segment(path, out_dir, self.options, progress=self.progress)
+        result = segment_file(self.model, path, out_dir, self.options, progress=self.progress)
         self.progress.finish("tiles")
         return result
 
