@@ -68,7 +68,8 @@ def test_the_limit_is_exact_and_can_be_raised_or_lowered(tmp_path, suffix, monke
 
 def test_opencvs_own_limit_is_no_longer_a_crash(tmp_path):
     # A user (or a site policy) may set OpenCV's own limit lower; its cv2.error must become one reason too.
-    path = tmp_path / "m.png"
+    # (PNGs are decoded by imagecodecs' libpng, BMPs and JPEGs by OpenCV.)
+    path = tmp_path / "m.bmp"
     write_image(path, micrograph(64, 64))
     code = "from semphase.imageio import read_gray; import sys; read_gray(sys.argv[1])"
     env = dict(os.environ, OPENCV_IO_MAX_IMAGE_PIXELS="100")
