@@ -469,8 +469,7 @@ class MicrographInfo:
     notes: list[str] = field(default_factory=list)
 
 
-#: TIFF tag of Zeiss SmartSEM metadata (tifffile: CZ_SEM) and of TESCAN's INI-style header.
-ZEISS_SEM_TAG = 34118
+#: TIFF tag of TESCAN's INI-style header (Zeiss SmartSEM's tag 34118 is parsed by tifffile: ``sem_metadata``).
 TESCAN_TAG = 50431
 _LENGTH_UNITS_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3, "m": 1e6}
 #: Resolution tags that only state a screen or print density (72 dpi and friends) say nothing about the
