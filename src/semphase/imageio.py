@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import imagecodecs
 import imagesize
 import numpy as np
@@ -25,6 +24,23 @@ import tifffile
 
 from semphase.errors import InputError, one_line
 from semphase.limits import check_declared_size
+
+
+def _load_opencv():
+    """Import cv2 with its own image size limit lifted, unless the user set one.
+
+    semphase checks the size every file declares against its own limit (:mod:`semphase.limits`,
+    ``--max-megapixels``) before decoding; OpenCV's 2**30-pixel ``OPENCV_IO_MAX_IMAGE_PIXELS`` must not
+    refuse an image the user raised that limit for. OpenCV reads the variable once, when it loads: a process
+    that loaded cv2 before this module keeps OpenCV's default.
+    """
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 40))
+    import cv2
+
+    return cv2
+
+
+cv2 = _load_opencv()
 
 # The readers name every file they cannot decode in one line; OpenCV's own stderr chatter about the same
 # files would only bury that line.
