@@ -1,11 +1,16 @@
-"""What a segmentation leaves behind besides the mask (the code lives in the modules of this package).
+"""What a segmentation leaves behind besides the mask.
+
+- :mod:`~semphase.runtime.outputs.overlay`: the overlay, phase colours over the micrograph with a legend;
+- :mod:`~semphase.runtime.outputs.tables`: the phase table of one micrograph and the run's summary.csv;
+- :mod:`~semphase.runtime.outputs.sink`: where finalized bands go (labels, counts, overlay, probabilities);
+- :mod:`~semphase.runtime.outputs.writers` and :mod:`~semphase.runtime.outputs.ome`: the file writers.
 
 The names below are re-exported so that ``from semphase.runtime.outputs import X`` keeps working.
 """
 
-from semphase.runtime.outputs.overlay import (
+from semphase.runtime.outputs.overlay import OverlayPainter
+from semphase.runtime.outputs.tables import (
     SUMMARY_NAME,
-    OverlayPainter,
     count_labels,
     phase_table,
     summary_rows,
