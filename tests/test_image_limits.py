@@ -68,13 +68,46 @@ def test_the_limit_is_exact_and_can_be_raised_or_lowered(tmp_path, suffix, monke
 
 def test_opencvs_own_limit_is_no_longer_a_crash(tmp_path):
     # A user (or a site policy) may set OpenCV's own limit lower; its cv2.error must become one reason too.
-    path = tmp_path / "m.png"
+    # (PNGs are decoded by imagecodecs' libpng, BMPs and JPEGs by OpenCV.)
+    path = tmp_path / "m.bmp"
     write_image(path, micrograph(64, 64))
     code = "from semphase.imageio import read_gray; import sys; read_gray(sys.argv[1])"
     env = dict(os.environ, OPENCV_IO_MAX_IMAGE_PIXELS="100")
     done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "InputError" in done.stderr and "cv2.error" not in done.stderr
     assert f"{path}: cannot decode image" in done.stderr
+
+
+def _fresh_python(code: str, *args: object) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter whose environment leaves OpenCV's own limit unset."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    argv = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_importing_semphase_leaves_the_environment_alone():
+    code = "import os, sys; before = dict(os.environ); import semphase; print(dict(os.environ) == before)"
+    done = _fresh_python(code)
+    assert done.stdout.split() == ["True"], done.stderr
+
+
+@pytest.mark.parametrize("entry", ["semphase.imageio", "semphase.cli.main"])
+def test_opencv_does_not_refuse_what_a_raised_limit_allows(tmp_path, entry):
+    # One column over OpenCV's own 2**30-pixel default, and its pixel data missing: with semphase's limit
+    # raised, OpenCV must get past its size check and find the data short, not refuse the size.
+    path = tmp_path / "wide.bmp"
+    path.write_bytes(BOMBS["bmp"](32769, 32768))
+    code = (
+        f"import sys, {entry}\n"
+        "from semphase.imageio import read_gray\n"
+        "from semphase.limits import set_max_megapixels\n"
+        "set_max_megapixels(1100)\n"
+        "try:\n    read_gray(sys.argv[1])\nexcept Exception as exc:\n    print(exc)"
+    )
+    done = _fresh_python(code, path)
+    assert done.stdout.strip() == f"{path}: cannot decode image (corrupt, truncated or not an image)", (
+        done.stdout + done.stderr
+    )
 
 
 def test_a_corrupt_png_is_one_line_without_libpng_chatter(tmp_path, capfd):

@@ -126,3 +126,111 @@ def test_a_tiff_written_by_opencv_is_read(tmp_path):
     with tifffile.TiffFile(tmp_path / "cv.tif") as tif:
         assert tif.pages.first.compression != 1
     assert np.array_equal(imageio.read_gray(tmp_path / "cv.tif"), pixels)
+
+
+# Run as a script by the test below: semphase's decoders are wrapped so that, once a file is decoded and
+# before the reader goes on, another thread writes to stderr (through sys.stderr and straight to fd 2) and
+# the reader waits for it. Nothing else is changed; the reasons the readers give are printed on stdout.
+_DECODE_WHILE_ANOTHER_THREAD_WRITES = """
+import os, sys, threading
+import cv2, imagecodecs
+from semphase import imageio
+from semphase.errors import InputError
+
+go, written = threading.Event(), threading.Event()
+
+def other_thread():
+    while go.wait(30):
+        go.clear()
+        sys.stderr.write("other thread via sys.stderr\\n")
+        sys.stderr.flush()
+        os.write(2, b"libpng error: other thread via fd 2\\n")
+        written.set()
+
+def while_another_thread_writes(decode):
+    def wrapped(*args, **kwargs):
+        try:
+            return decode(*args, **kwargs)
+        finally:
+            go.set()
+            written.wait(30)
+            written.clear()
+    return wrapped
+
+cv2.imdecode = while_another_thread_writes(cv2.imdecode)
+imagecodecs.png_decode = while_another_thread_writes(imagecodecs.png_decode)
+threading.Thread(target=other_thread, daemon=True).start()
+for path in sys.argv[1:]:
+    try:
+        print(imageio.read_gray(path).shape)
+    except InputError as exc:
+        print(exc.reason)
+"""
+
+
+def test_another_threads_stderr_is_left_alone_while_a_micrograph_decodes(tmp_path):
+    # `semphase serve` and `watch` decode on worker threads: a reader that redirected fd 2 to catch libpng's
+    # messages swallowed whatever other threads wrote meanwhile, and took their lines for the file's reason.
+    import subprocess
+    import sys
+
+    from _bombs import BOMBS
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(BOMBS["png"](4, 4))  # complete, but its pixel data is 16 bytes short
+    paths = [broken, tmp_path / "good.png", tmp_path / "good.bmp", tmp_path / "good.jpg"]
+    for path in paths[1:]:
+        imageio.write_image(path, np.full((8, 6), 128, np.uint8))
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_WHILE_ANOTHER_THREAD_WRITES, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "cannot decode image (libpng: Not enough image data)",
+        "(8, 6)",
+        "(8, 6)",
+        "(8, 6)",
+    ]
+    other = ["other thread via sys.stderr", "libpng error: other thread via fd 2"]
+    assert done.stderr.splitlines() == other * len(paths)  # every line, in order, none taken by a reader
+
+
+def _png_with_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """``png`` with one more chunk right after its IHDR chunk."""
+    import struct
+    import zlib
+
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return png[:33] + chunk + png[33:]
+
+
+def test_libpng_warnings_stay_off_stderr_and_other_imagecodecs_records_pass(tmp_path, caplog):
+    # libpng warns about an invalid sRGB chunk and decodes the image; imagecodecs logs the warning, which
+    # Python's last-resort handler would print without the file's name
+    import logging
+
+    import cv2
+
+    pixels = np.random.default_rng(2).integers(0, 256, (12, 10), dtype=np.uint8)
+    path = tmp_path / "warns.png"
+    path.write_bytes(_png_with_chunk(cv2.imencode(".png", pixels)[1].tobytes(), b"sRGB", b"\x09"))
+    with caplog.at_level(logging.WARNING, logger="imagecodecs"):
+        assert np.array_equal(imageio.read_gray(path), pixels)
+        logging.getLogger("imagecodecs").warning("said outside semphase's readers")
+    assert [record.getMessage() for record in caplog.records] == ["said outside semphase's readers"]
+
+
+def test_gray_pngs_with_alpha_or_transparency_read_as_opencv_read_them(tmp_path):
+    import cv2
+    import imagecodecs
+
+    rng = np.random.default_rng(3)
+    gray, alpha = rng.integers(0, 256, (2, 6, 9), dtype=np.uint8)
+    imageio.write_bytes_atomic(tmp_path / "la.png", imagecodecs.png_encode(np.dstack([gray, alpha])))
+    assert np.array_equal(imageio.read_raw(tmp_path / "la.png"), np.dstack([gray, gray, gray, alpha]))
+    trns = _png_with_chunk(cv2.imencode(".png", gray)[1].tobytes(), b"tRNS", b"\x00\x07")  # gray 7 is clear
+    imageio.write_bytes_atomic(tmp_path / "trns.png", trns)
+    assert np.array_equal(imageio.read_raw(tmp_path / "trns.png"), gray)

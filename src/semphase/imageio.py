@@ -1,29 +1,46 @@
 """Reading micrographs and label images, writing outputs atomically.
 
-Torch-free: numpy, opencv and tifffile only. Every reader raises :class:`~semphase.errors.InputError`
-with a one-line message naming the file for anything it cannot use (missing, zero bytes, truncated,
-not an image, unexpected channel layout).
+Torch-free: numpy, opencv, tifffile and imagecodecs only. Every reader raises
+:class:`~semphase.errors.InputError` with a one-line message naming the file for anything it cannot use
+(missing, zero bytes, truncated, not an image, unexpected channel layout).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
-import sys
-import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
+import imagecodecs
 import imagesize
 import numpy as np
 import tifffile
 
 from semphase.errors import InputError, one_line
 from semphase.limits import check_declared_size
+
+
+def _load_opencv():
+    """Import cv2 with its own image size limit lifted, unless the user set one.
+
+    semphase checks the size every file declares against its own limit (:mod:`semphase.limits`,
+    ``--max-megapixels``) before decoding; OpenCV's 2**30-pixel ``OPENCV_IO_MAX_IMAGE_PIXELS`` must not
+    refuse an image the user raised that limit for. OpenCV reads the variable once, when it loads: a process
+    that loaded cv2 before this module keeps OpenCV's default.
+    """
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 40))
+    import cv2
+
+    return cv2
+
+
+cv2 = _load_opencv()
 
 # The readers name every file they cannot decode in one line; OpenCV's own stderr chatter about the same
 # files would only bury that line.
@@ -70,37 +87,83 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, MicrographInfo]:
     return arr, info
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every complete PNG
+_PNG_GRAY_ALPHA = 4  # IHDR colour type; the byte sits at offset 25 of every PNG
 
 
-@contextlib.contextmanager
-def _native_messages() -> Iterator[list[str]]:
-    """Collect what native decoders print to file descriptor 2 while the block runs.
+class _QuietWhileDecoding(logging.Filter):
+    """Drops what a logger says on a thread while that thread decodes a micrograph for semphase.
 
-    libpng writes its own ``libpng error: ...`` (and warnings) straight to stderr, under the one line that
-    names the file; captured, the text becomes part of that line instead. Other output on stderr during
-    the block (a progress bar's refresh) is dropped; where fd 2 cannot be redirected nothing is captured.
+    imagecodecs hands libpng's warnings (``iCCP: known incorrect sRGB profile``, a bad ancillary CRC) to the
+    ``imagecodecs`` logger, where Python's last-resort handler would print them on stderr without the
+    file's name. A logger's filters run on the thread that logs, so a thread-local flag drops exactly the
+    decoding thread's records; other threads, and imagecodecs used outside semphase's readers, are untouched.
     """
-    lines: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        saved = None
-    if saved is None:
-        yield lines
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        self._local.active = True
         try:
-            yield lines
+            yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines.extend(
-                line.strip() for line in capture.read(1 << 16).decode("utf-8", "replace").splitlines()
-            )
+            self._local.active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self._local, "active", False)
+
+
+_PNG_WARNINGS = _QuietWhileDecoding()
+logging.getLogger("imagecodecs").addFilter(_PNG_WARNINGS)
+
+
+def _decode_png(data: np.ndarray, path: Path) -> np.ndarray:
+    """libpng through imagecodecs, whose errors arrive as exceptions naming libpng's reason.
+
+    OpenCV's libpng prints its ``libpng error: ...`` lines on file descriptor 2, where only redirecting the
+    whole process's stderr could catch them (and other threads' output with them). The array is laid out as
+    OpenCV's ``IMREAD_UNCHANGED`` lays it out (in RGB order): gray with alpha as RGBA, a gray image's tRNS
+    transparency dropped.
+    """
+    try:
+        with _PNG_WARNINGS.decoding():
+            arr = imagecodecs.png_decode(data)
+    except imagecodecs.PngError as exc:
+        raise InputError(f"cannot decode image (libpng: {_short(exc)})", path) from None
+    except MemoryError:
+        raise InputError("not enough memory to decode this image", path) from None
+    except Exception:  # libpng's message was not text, or a layout imagecodecs does not return
+        raise InputError("cannot decode image (corrupt, truncated or not an image)", path) from None
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        gray, alpha = arr[:, :, 0], arr[:, :, 1]
+        with_alpha = data[25] == _PNG_GRAY_ALPHA
+        arr = np.dstack([gray, gray, gray, alpha]) if with_alpha else np.ascontiguousarray(gray)
+    return arr
+
+
+def _decode_with_opencv(data: np.ndarray, path: Path) -> np.ndarray:
+    """BMP, JPEG (or anything else OpenCV reads), colour returned in RGB(A) order.
+
+    libjpeg's warnings about a JPEG it still decodes (``Corrupt JPEG data: ...``) reach file descriptor 2
+    as libjpeg prints them: semphase leaves the process's stderr to the threads that share it.
+    """
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InputError(f"cannot decode image ({_short(exc).rsplit(':', 1)[-1].strip()})", path) from None
+    except MemoryError:
+        raise InputError("not enough memory to decode this image", path) from None
+    if arr is None:
+        raise InputError("cannot decode image (corrupt, truncated or not an image)", path)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    return arr
 
 
 def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
@@ -109,21 +172,10 @@ def _decode_other(data: np.ndarray, path: Path) -> np.ndarray:
     header_read = width > 0 and height > 0
     if header_read:
         check_declared_size(width, height, path)
-    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[-8:].tobytes() != _PNG_END:
+    is_png = data[:8].tobytes() == _PNG_SIGNATURE
+    if is_png and data[-8:].tobytes() != _PNG_END:
         raise InputError("truncated PNG (it does not end with an IEND chunk)", path)  # still being copied?
-    try:
-        with _native_messages() as messages:
-            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
-        raise InputError(f"cannot decode image ({_short(exc).rsplit(':', 1)[-1].strip()})", path) from None
-    except MemoryError:
-        raise InputError("not enough memory to decode this image", path) from None
-    if arr is None:
-        said = [
-            line.replace(" error:", ":", 1) for line in messages if line.startswith(("libpng", "libjpeg"))
-        ]
-        reason = said[-1][:160] if said else "corrupt, truncated or not an image"
-        raise InputError(f"cannot decode image ({reason})", path)
+    arr = _decode_png(data, path) if is_png else _decode_with_opencv(data, path)
     if not header_read:  # a format or a header imagesize does not know: the decoded size is checked
         check_declared_size(arr.shape[1], arr.shape[0], path)
     return arr
@@ -144,10 +196,6 @@ def _read_with_info(p: Path) -> tuple[np.ndarray, MicrographInfo]:
         except OSError as exc:
             raise InputError(f"cannot read ({exc.strerror or exc})", p) from None
         arr = _decode_other(data, p)
-        if arr.ndim == 3 and arr.shape[2] == 3:
-            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-        elif arr.ndim == 3 and arr.shape[2] == 4:
-            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF
     if arr.ndim not in (2, 3) or arr.size == 0:
@@ -437,8 +485,7 @@ class MicrographInfo:
     notes: list[str] = field(default_factory=list)
 
 
-#: TIFF tag of Zeiss SmartSEM metadata (tifffile: CZ_SEM) and of TESCAN's INI-style header.
-ZEISS_SEM_TAG = 34118
+#: TIFF tag of TESCAN's INI-style header (Zeiss SmartSEM's tag 34118 is parsed by tifffile: ``sem_metadata``).
 TESCAN_TAG = 50431
 _LENGTH_UNITS_UM = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3, "m": 1e6}
 #: Resolution tags that only state a screen or print density (72 dpi and friends) say nothing about the

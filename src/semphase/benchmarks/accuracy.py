@@ -103,10 +103,6 @@ class ParityRun:
         """Mark a variant failed; it is left out of every later image."""
         self.failed.setdefault(variant, reason)
 
-    def active(self) -> list[str]:
-        """Variants not failed so far."""
-        return [v for v in self.variants if v not in self.failed]
-
     def add(self, name: str, truth: np.ndarray, predictions: dict[str, np.ndarray]) -> None:
         """Score one image's predictions against ``truth`` (uint8 (H, W), 255 ignored) and each other.
 

@@ -40,7 +40,6 @@ from semphase.export.metadata import INPUT_NAME, OUTPUT_NAME
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
 WEIGHT_TYPES = ("qint8", "quint8")
-FLOAT_LAYER_ALIASES = ("first", "head")
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,6 @@ PRECISE_KERNELS = {"session.x64quantprecision": "1"}
 #: each other to a few pixels, while a saturating kernel loses several percent (92-96 % measured).
 EXPORT_MARGIN_PP = 0.5
 
-STATUSES = ("passed", "passed-precise", "failed", "no-reference", "skipped")
-
 
 def _pack(array: np.ndarray) -> dict:
     data = np.ascontiguousarray(array, dtype=np.uint8)
@@ -136,7 +134,9 @@ def agreement_pct(labels: np.ndarray, reference: np.ndarray) -> float:
 class Verdict:
     """The outcome of a model's self-check on this machine (recorded in every result).
 
-    ``attempts`` lists each session tried: ``{"session_options": {...}, "agreement_pct": float}``.
+    ``status`` is ``passed``, ``passed-precise`` (only with onnxruntime's precise kernels), ``failed``,
+    ``no-reference`` (the file carries none) or ``skipped``. ``attempts`` lists each session tried:
+    ``{"session_options": {...}, "agreement_pct": float}``.
     """
 
     status: str

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from semphase.phases import IGNORE
-from semphase.runtime.outputs import OverlayPainter, count_labels
+from semphase.runtime.outputs.overlay import OverlayPainter
+from semphase.runtime.outputs.tables import count_labels
 from semphase.runtime.outputs.writers import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.sliding import Band, normalized_entropy, softmax
 
