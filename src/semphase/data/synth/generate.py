@@ -26,7 +26,9 @@ from semphase.phases import DEFAULT_TABLE, IGNORE
 MAGNIFICATIONS = (600, 700, 800, 1000)
 IMAGES_DIR, MASKS_DIR = "AugmentedImages", "AugmentedMasks"
 
-Progress = Callable[[int, int], None]
+#: ``on(done, total)``: called as images are written (:func:`semphase.progress.count_callback` makes one
+#: from a :class:`semphase.progress.Progress`).
+OnCount = Callable[[int, int], None]
 
 
 def synth_micrograph(
@@ -111,7 +113,7 @@ def write_dataset(
     groups: int,
     size: int = 512,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: OnCount | None = None,
     *,
     domain: str = "ni-wc",
     scribbles: float | None = None,
