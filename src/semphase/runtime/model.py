@@ -1,8 +1,10 @@
-"""Loading an exported semphase ONNX model with onnxruntime, from its own metadata and nothing else.
+"""Loading an exported semphase ONNX model, from its own metadata and nothing else.
 
 The file carries the class names and colours, the input normalization, the recommended tiling and the
 variant (see docs/architecture.md); :func:`load_model` checks all of it and refuses, in one line naming
-the file, anything that is not a usable semphase model.
+the file, anything that is not a usable semphase model. The network then runs on onnxruntime or, with
+``backend="openvino"`` or ``"auto"``, on OpenVINO (:mod:`semphase.runtime.backends`); the self-check
+runs on the backend that will be used.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import onnxruntime as ort
 
 from semphase import model_format, model_package
 from semphase.errors import InputError, one_line
-from semphase.runtime import selfcheck
+from semphase.runtime import backends, selfcheck
 from semphase.runtime.session import create_session
 
 #: What ``--provider`` accepts, mapped to onnxruntime's execution provider names.
@@ -79,6 +81,8 @@ class SegmentationModel:
     session_options : extra onnxruntime session config entries it was opened with (e.g. the precise INT8
         kernels its self-check chose); self_check : the verdict (:class:`~semphase.runtime.selfcheck.Verdict`)
         or None when nobody asked.
+    backend : what runs the network (:mod:`semphase.runtime.backends`; default: ``session``);
+        backend_choice : why that one (``auto``'s measurement, a fall-back), recorded in every result.
     """
 
     path: Path
@@ -98,6 +102,12 @@ class SegmentationModel:
     self_check: selfcheck.Verdict | None = None
     #: the raw ``semphase.reference`` metadata value (None for files exported before it existed)
     reference: object = field(default=None, repr=False)
+    backend: object = field(default=None, repr=False)
+    backend_choice: str = "requested"
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = backends.OnnxRuntimeBackend(self.session)
 
     @property
     def num_classes(self) -> int:
@@ -127,12 +137,7 @@ class SegmentationModel:
         m = self.size_multiple
         if batch_u8.shape[1] % m or batch_u8.shape[2] % m:
             raise ValueError(f"tile sides must be multiples of {m}, got {batch_u8.shape[1:]}")
-        (out,) = self.session.run(None, {self._input_name: self.normalize(batch_u8)})
-        return np.asarray(out, dtype=np.float32)
-
-    @property
-    def _input_name(self) -> str:
-        return self.session.get_inputs()[0].name
+        return self.backend.run(self.normalize(batch_u8))
 
     def describe(self) -> dict:
         """The model as recorded in every result: file, variant, hash, providers, tiling."""
@@ -145,6 +150,11 @@ class SegmentationModel:
             "classes": list(self.classes),
             "recommended_tile": {"size": self.tile_size, "overlap": self.overlap},
             "session_options": dict(self.session_options),
+            "backend": {
+                "name": self.backend.name,
+                "version": self.backend.version,
+                "choice": self.backend_choice,
+            },
             "self_check": None if self.self_check is None else self.self_check.as_dict(),
         }
 
@@ -283,6 +293,7 @@ def load_model(
     threads: int | None = None,
     verify: bool = True,
     session_options: dict[str, str] | None = None,
+    backend: str = "onnxruntime",
 ) -> SegmentationModel:
     """Open an exported semphase ONNX model and run its self-check.
 
@@ -298,6 +309,11 @@ def load_model(
         fall back to onnxruntime's precise INT8 kernels, refuse the model if both disagree. False records
         the verdict ``skipped``.
     session_options : extra onnxruntime session config entries (``{"key": "value"}``).
+    backend : ``onnxruntime``; ``openvino`` (the openvino extra; CPU only): the file compiled by
+        OpenVINO, self-checked there, and onnxruntime instead (said in ``backend_choice``) when it fails
+        its self-check; ``auto``: the faster of the two on this machine among those that pass the
+        self-check (measured once per model and machine, :mod:`semphase.runtime.backends`), onnxruntime
+        when OpenVINO is not installed, another provider than the CPU was chosen, or ``verify`` is off.
 
     Returns
     -------
@@ -307,9 +323,12 @@ def load_model(
     ------
     InputError
         naming the file: missing, empty, not ONNX, not a semphase model, unusable metadata or signature,
-        a provider that is not installed, or a failed self-check (with the CPU and the agreement reached).
+        a provider that is not installed, or a failed self-check (with the CPU and the agreement reached);
+        ``backend="openvino"`` without OpenVINO installed, or on another provider than the CPU.
     """
     p = _check_file(Path(path))
+    if backend not in backends.BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use {', '.join(backends.BACKENDS)}", p)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}", p)
     providers = choose_providers(provider)
@@ -334,4 +353,84 @@ def load_model(
     if not verdict.usable:
         raise InputError(selfcheck.refusal(verdict, model.variant), p)
     model.self_check = verdict
-    return model
+    if backend == "onnxruntime":
+        return model
+    return _choose_backend(model, source, backend, providers, threads, verify)
+
+
+def _choose_backend(
+    model: SegmentationModel, source, backend: str, providers: list[str], threads: int | None, verify: bool
+) -> SegmentationModel:
+    """``backend`` ``openvino`` or ``auto`` for a model that onnxruntime opened (and self-checked)."""
+    p = model.path
+    on_cpu = providers == ["CPUExecutionProvider"]
+    if backend == "openvino":
+        if not on_cpu:
+            raise InputError("the OpenVINO backend runs on the CPU: use the cpu provider with it", p)
+        backends.import_openvino()  # installed? (one line saying how otherwise)
+    elif not on_cpu:
+        model.backend_choice = f"auto: onnxruntime, the only backend for {providers[0]}"
+        return model
+    elif not backends.openvino_installed():
+        model.backend_choice = f"auto: onnxruntime (OpenVINO is not installed: {backends.OPENVINO_EXTRA})"
+        return model
+    elif not verify or model.reference is None:
+        why = "verify is off" if not verify else "the file carries no self-check reference"
+        model.backend_choice = f"auto: onnxruntime (only a self-checked backend is chosen; {why})"
+        return model
+    cache = backends.ChoiceCache()
+    key = backends.choice_key(model.sha256, threads, model.variant)
+    cached = cache.get(key) if backend == "auto" else None
+    if cached is not None and cached["backend"] == "onnxruntime":
+        model.backend_choice = f"auto: {cached['reason']} (measured {cached['measured']})"
+        return model
+    ov_model = _on_openvino(model, source, threads)
+    if verify:
+        reference = None if model.reference is None else selfcheck.Reference.from_metadata(model.reference, p)
+        verdict, _ = selfcheck.check(ov_model, reference, None, fallback=False)
+        if not verdict.usable:
+            model.backend_choice = (
+                f"{backend}: onnxruntime, since OpenVINO {ov_model.backend.version} fails the self-check "
+                f"here ({verdict.agreement_pct:.2f} % of the reference pixels, {verdict.required_pct:.2f} % "
+                "required)"
+            )
+            return model
+        ov_model.self_check = verdict
+    else:
+        ov_model.self_check = selfcheck.skipped()
+    if backend == "openvino":
+        ov_model.backend_choice = "requested"
+        return ov_model
+    if cached is not None:  # openvino, measured before on this machine
+        ov_model.backend_choice = f"auto: {cached['reason']} (measured {cached['measured']})"
+        return ov_model
+    chosen, reason = _measure(model, ov_model)
+    cache.put(key, {"backend": chosen.backend.name, "reason": reason, "measured": _today()})
+    chosen.backend_choice = f"auto: {reason} (measured now)"
+    return chosen
+
+
+def _on_openvino(model: SegmentationModel, source, threads: int | None) -> SegmentationModel:
+    """The same model with OpenVINO running the network (metadata, classes and tiling unchanged)."""
+    from dataclasses import replace
+
+    runner = backends.OpenVinoBackend(source.session_source, threads, model.path)
+    return replace(model, backend=runner, session_options={}, self_check=None)
+
+
+def _measure(ort_model: SegmentationModel, ov_model: SegmentationModel) -> tuple[SegmentationModel, str]:
+    """The faster of the two on one of the model's tiles (medians of :data:`backends.TIMED_RUNS`)."""
+    side = ort_model.tile_size
+    tile = np.random.default_rng(0).integers(0, 256, (1, side, side), dtype=np.uint8)
+    ort_s = backends.timed(ort_model.logits, tile)
+    ov_s = backends.timed(ov_model.logits, tile)
+    times = f"{side} px tile: onnxruntime {ort_s * 1000:.0f} ms, OpenVINO {ov_s * 1000:.0f} ms"
+    if ov_s < ort_s:
+        return ov_model, f"openvino, {ort_s / ov_s:.2f}x faster ({times})"
+    return ort_model, f"onnxruntime, {ov_s / ort_s:.2f}x faster ({times})"
+
+
+def _today() -> str:
+    from datetime import date
+
+    return date.today().isoformat()

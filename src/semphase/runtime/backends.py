@@ -1,0 +1,182 @@
+"""Where a model's network runs: onnxruntime (always installed) or OpenVINO (``pip install
+'semphase[openvino]'``), both on the very same ONNX file.
+
+A backend is an object with ``run(x: float32 (N, 1, H, W)) -> float32 (N, C, H, W)``, ``name`` and
+``version``; :class:`semphase.runtime.model.SegmentationModel` calls it for every batch of tiles, so the
+sliding window, the outputs and the self-check are the same whatever runs the network.
+
+OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with AVX-512 BF16 or AMX
+its default is bfloat16, which changed 1.4 % of a FP32 model's pixels on the developers' EPYC (98.6 %
+argmax agreement, below the FP32 file's self-check); with f32 it agreed on 100 %. Quantized (QDQ) files run
+in INT8 either way.
+
+``backend="auto"`` (:func:`choose`) picks, among the backends installed and able to run this provider
+(OpenVINO only for the CPU), the fastest one whose outputs pass the file's self-check on this machine:
+each passing backend runs the model's tile once to warm up and three times timed, and the faster median
+wins. The choice is cached per model (sha256), machine (CPU, instruction sets), versions and threads in
+``choices.json`` under :func:`cache_dir`, so it is measured once, not at every start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from semphase.errors import InputError, one_line
+
+BACKENDS = ("auto", "onnxruntime", "openvino")
+#: What the OpenVINO extra installs (for the one-line message when it is missing).
+OPENVINO_EXTRA = "pip install 'semphase[openvino]'"
+#: OpenVINO compile options; f32: see the module docstring.
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+#: timed runs per backend when ``auto`` measures (after one warm-up run)
+TIMED_RUNS = 3
+
+
+class OnnxRuntimeBackend:
+    """An onnxruntime session (:func:`semphase.runtime.session.create_session`)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session) -> None:
+        import onnxruntime
+
+        self.session = session
+        self.version = onnxruntime.__version__
+        self._input = session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self._input: x})
+        return np.asarray(out, dtype=np.float32)
+
+
+class OpenVinoBackend:
+    """The same ONNX graph compiled by OpenVINO for the CPU; thread-safe (one infer request per thread).
+
+    Raises
+    ------
+    InputError
+        when OpenVINO is not installed (naming the extra) or cannot compile the file.
+    """
+
+    name = "openvino"
+
+    def __init__(self, source: str | os.PathLike | bytes, threads: int | None, path: Path) -> None:
+        ov = import_openvino()
+        self.version = ov.__version__.split("-")[0]
+        config = dict(OPENVINO_CONFIG)
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            core = ov.Core()
+            graph = core.read_model(source if isinstance(source, bytes) else os.fspath(source))
+            self.compiled = core.compile_model(graph, "CPU", config)
+        except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+            raise InputError(f"OpenVINO cannot compile the model ({one_line(exc, 200)})", path) from None
+        self._local = threading.local()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: x})
+        return np.array(result[0], dtype=np.float32)  # a copy: the request reuses its output buffer
+
+
+def import_openvino():
+    """The ``openvino`` module, or an InputError saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise InputError(f"the OpenVINO backend needs OpenVINO: {OPENVINO_EXTRA}") from None
+    return openvino
+
+
+def openvino_installed() -> bool:
+    """True when ``import openvino`` would work (without importing it)."""
+    from importlib.util import find_spec
+
+    return find_spec("openvino") is not None
+
+
+def openvino_version() -> str | None:
+    """OpenVINO's version when installed (read from its distribution, without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return None
+
+
+def cache_dir() -> Path:
+    """Where measured choices are kept: ``$SEMPHASE_CACHE_DIR``, else ``%LOCALAPPDATA%\\semphase`` on
+    Windows, ``$XDG_CACHE_HOME/semphase`` or ``~/.cache/semphase`` elsewhere."""
+    if os.environ.get("SEMPHASE_CACHE_DIR"):
+        return Path(os.environ["SEMPHASE_CACHE_DIR"])
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "semphase"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "semphase"
+
+
+def timed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> float:
+    """Median seconds of :data:`TIMED_RUNS` runs of ``run(x)`` after one warm-up run."""
+    run(x)
+    seconds = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        run(x)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+class ChoiceCache:
+    """``choices.json``: the backend ``auto`` chose, per model, machine, versions and threads."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.path = (folder or cache_dir()) / "choices.json"
+
+    def _read(self) -> dict:
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def get(self, key: str) -> dict | None:
+        entry = self._read().get(key)
+        return entry if isinstance(entry, dict) and entry.get("backend") in BACKENDS[1:] else None
+
+    def put(self, key: str, entry: dict) -> None:
+        """Record ``entry``; a cache that cannot be written (read-only home) is left alone: the choice is
+        measured again next time, nothing else changes."""
+        from semphase.imageio import write_text_atomic
+
+        document = self._read()
+        document[key] = entry
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.path, json.dumps(document, indent=1, sort_keys=True) + "\n")
+        except (OSError, InputError):
+            pass
+
+
+def choice_key(sha256: str, threads: int | None, variant: str) -> str:
+    """What a measured choice depends on: the model, the CPU and its instruction sets, both backends'
+    versions, the threads."""
+    import onnxruntime
+
+    from semphase.machine import cpu_summary
+
+    cpu = cpu_summary()
+    isa = ",".join(sorted(k for k, v in cpu["instruction_sets"].items() if v))
+    parts = [sha256, variant, cpu["cpu"], isa, onnxruntime.__version__, openvino_version() or "-"]
+    return "|".join([*parts, str(threads)])
