@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.semphase-installed
 DEMO_DIR ?= demo
-EXTRAS ?= train,dev,bench,quantify,interop,cluster,serve
+EXTRAS ?= train,dev,bench,quantify,interop,cluster,serve,openvino
 BASE_VENV ?= .venv-base
 
 .PHONY: venv test base-check demo lint mutation clean

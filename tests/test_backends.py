@@ -1,0 +1,144 @@
+"""Backends (semphase.runtime.backends): onnxruntime or OpenVINO run the network, the self-check runs on the
+one that will be used, ``auto`` only ever picks a self-checked one, and every result says which ran."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from _cli import run_semphase
+from _runtime_models import micrograph, model_with_reference
+from semphase.errors import InputError
+from semphase.imageio import read_raw, write_image
+from semphase.runtime import backends
+from semphase.runtime.model import load_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return model_with_reference(tmp_path_factory.mktemp("model"), "model", variant="fp32")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Every test measures into its own choice cache."""
+    monkeypatch.setenv("SEMPHASE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "choices.json"
+
+
+def test_onnxruntime_is_the_default_and_gives_the_masks_of_before(model, tmp_path, capsys):
+    """``--backend onnxruntime`` is the old path: the same session, bit for bit the same masks."""
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    write_image(image, micrograph(160, 200, seed=4))
+    from semphase.runtime.segment import segment_file
+
+    plain = load_model(model)
+    assert plain.backend.name == "onnxruntime" and plain.backend.session is plain.session
+    segment_file(plain, image, tmp_path / "library")
+    code, _, err = run_semphase(
+        ["segment", model, image, "--out", tmp_path / "cli", "--backend", "onnxruntime", "-q"], capsys
+    )
+    assert code == 0, err
+    library, cli = (tmp_path / d / "a_mask.png" for d in ("library", "cli"))
+    assert library.read_bytes() == cli.read_bytes()
+    record = json.loads((tmp_path / "cli" / "a.json").read_text())["model"]
+    assert record["backend"]["name"] == "onnxruntime" and record["backend"]["choice"] == "requested"
+
+
+def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(model, monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    with pytest.raises(InputError, match=r"needs OpenVINO: pip install 'semphase\[openvino\]'"):
+        load_model(model, backend="openvino")
+    auto = load_model(model, backend="auto")
+    assert auto.backend.name == "onnxruntime" and "not installed" in auto.backend_choice
+    image = tmp_path / "a.png"
+    write_image(image, micrograph(64, 64, seed=1))
+    code, _, err = run_semphase(["segment", model, image, "--out", tmp_path / "o", "--backend", "openvino"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "semphase[openvino]" in err
+
+
+class Disagreeing:
+    """A backend whose outputs are wrong on a share of the pixels (a miscompiled graph, a bad kernel)."""
+
+    name, version = "openvino", "simulated"
+
+    def __init__(self, source, threads, path) -> None:
+        self.calls = 0
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((x.shape[0], 5, x.shape[2], x.shape[3]), np.float32)
+        out[:, 3] = 1.0  # every pixel class 3
+        return out
+
+
+def test_a_backend_that_misses_the_reference_is_never_used(model, monkeypatch):
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "import_openvino", lambda: None)
+    monkeypatch.setattr(backends, "OpenVinoBackend", Disagreeing)
+    asked = load_model(model, backend="openvino")
+    assert asked.backend.name == "onnxruntime"
+    assert "fails the self-check" in asked.backend_choice and asked.self_check.status == "passed"
+    auto = load_model(model, backend="auto")
+    assert auto.backend.name == "onnxruntime" and "fails the self-check" in auto.backend_choice
+    assert auto.describe()["backend"]["name"] == "onnxruntime"
+
+
+class Agreeing:
+    """A backend that computes what onnxruntime computes, through another call."""
+
+    name, version = "openvino", "simulated"
+    session = None
+
+    def __init__(self, source, threads, path) -> None:
+        from semphase.runtime.session import create_session
+
+        self.session = create_session(source, threads=threads)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+
+
+def test_auto_picks_the_faster_self_checked_backend_and_remembers_it(model, monkeypatch, cache):
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "import_openvino", lambda: None)
+    monkeypatch.setattr(backends, "OpenVinoBackend", Agreeing)
+    speeds = {"onnxruntime": 0.2, "openvino": 0.1}
+    monkeypatch.setattr(backends, "timed", lambda run, x: speeds[run.__self__.backend.name])
+    first = load_model(model, backend="auto")
+    assert first.backend.name == "openvino" and "2.00x faster" in first.backend_choice
+    assert first.self_check.status == "passed" and "measured now" in first.backend_choice
+    assert json.loads(cache.read_text())  # one entry, keyed by model, machine, versions, threads
+    speeds.update(onnxruntime=0.01)  # would now win, but the choice was measured already
+    again = load_model(model, backend="auto")
+    assert again.backend.name == "openvino" and "measured 20" in again.backend_choice
+    other_threads = load_model(model, backend="auto", threads=1)  # another key: measured again
+    assert other_threads.backend.name == "onnxruntime" and "measured now" in other_threads.backend_choice
+
+
+def test_auto_never_picks_an_unverified_backend(model, monkeypatch):
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "OpenVinoBackend", Agreeing)
+    unverified = load_model(model, backend="auto", verify=False)
+    assert unverified.backend.name == "onnxruntime" and "verify is off" in unverified.backend_choice
+
+
+def test_openvino_runs_the_file_and_every_result_says_so(model, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    image = tmp_path / "a.png"
+    write_image(image, micrograph(160, 200, seed=2))
+    argv = ["segment", model, image, "--out", tmp_path / "ov", "--backend", "openvino", "-q"]
+    code, _, err = run_semphase(argv, capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "ov" / "a.json").read_text())["model"]
+    assert record["backend"]["name"] == "openvino" and record["backend"]["version"][:2] == "20"
+    assert record["self_check"]["status"] == "passed"
+    code, _, err = run_semphase(["segment", model, image, "--out", tmp_path / "ort", "-q"], capsys)
+    assert code == 0, err
+    ov, ort = (read_raw(tmp_path / d / "a_mask.png") for d in ("ov", "ort"))
+    assert ov.shape == ort.shape == (160, 200) and (ov == ort).mean() > 0.999
