@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 
 from _runtime_models import build_blur_classifier, micrograph
-from semphase.cli.options import flag
+from semphase.cli.options import flag, said_with_flags
 from semphase.errors import InputError, OptionError
 from semphase.imageio import write_image
+from semphase.limits import MAX_MEGAPIXELS_ENV, max_megapixels, set_max_megapixels
 from semphase.model_format import RECOMMENDED_OVERLAP, RECOMMENDED_TILE, SIZE_MULTIPLE, Tiling, check, parse
 from semphase.phases import DEFAULT_TABLE
 from semphase.runtime.model import load_model
 from semphase.runtime.segment import SegmentOptions, segment_file
 from semphase.runtime.sliding import iter_bands, segment_array
+from semphase.runtime.suggest import SuggestOptions
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +119,74 @@ def test_a_resolved_tiling_gives_the_labels_of_the_same_tile_and_overlap(model):
 # ---------------------------------------------------------------- library errors name the argument
 
 
+@pytest.mark.parametrize(
+    ("settings", "argument", "reason"),
+    [
+        ({"tile": 0}, "tile", "must be positive, got 0"),
+        ({"overlap": -1}, "overlap", "must be >= 0, got -1"),
+        ({"batch": 0}, "batch", "must be >= 1, got 0"),
+        ({"window": "x"}, "window", "must be one of gaussian, cosine, constant, got 'x'"),
+        ({"format": "gif"}, "format", "must be auto, png or ome-tiff, got 'gif'"),
+        ({"normalize": "log"}, "normalize", "must be linear or percentile, got 'log'"),
+        ({"pixel_size_um": -1.0}, "pixel_size_um", "must be a positive number, got -1.0"),
+        ({"databar": "half"}, "databar", "must be auto, none or a number of rows, got 'half'"),
+    ],
+)
+def test_segment_options_name_the_field_and_the_cli_says_its_flag(settings, argument, reason):
+    with pytest.raises(OptionError) as info:
+        SegmentOptions(**settings)
+    assert str(info.value) == f"{argument} {reason}" and info.value.argument == argument
+    assert said_with_flags(info.value) == f"{flag(argument)} {reason}"
+
+
+@pytest.mark.parametrize(
+    ("make", "argument", "reason"),
+    [
+        (lambda: _export_options(threads=0), "threads", "must be >= 1, got 0"),
+        (lambda: _export_options(calib_images=0), "calib_images", "must be >= 1, got 0"),
+        (lambda: _export_options(opset=3), "opset", "must be in 13..20, got 3"),
+        (lambda: SuggestOptions(n=0), "n", "must be >= 1, got 0"),
+        (lambda: SuggestOptions(region=100), "region", "must be a positive multiple of 32, got 100"),
+        (lambda: SuggestOptions(per_image=0), "per_image", "must be >= 1"),
+        (lambda: SuggestOptions(score="luck"), "score", "must be one of "),
+        (lambda: SuggestOptions(rare_weight=-1), "rare_weight", "must be >= 0"),
+        (lambda: SuggestOptions(max_entropy=2), "max_entropy", "must be in 0..1"),
+        (lambda: SuggestOptions(batch=0), "batch", "must be >= 1"),
+        (lambda: SuggestOptions(normalize="log"), "normalize", "must be linear or percentile"),
+    ],
+)
+def test_export_and_suggest_options_name_the_field(make, argument, reason):
+    with pytest.raises(OptionError) as info:
+        make()
+    assert str(info.value).startswith(f"{argument} {reason}") and info.value.argument == argument
+    assert said_with_flags(info.value).startswith(f"{flag(argument)} {reason}")
+
+
+def _export_options(**settings):
+    from semphase.export.pipeline import ExportOptions
+
+    ExportOptions(**settings).validate()
+
+
 def test_a_tile_the_model_cannot_take_names_the_argument_it_was_passed_as(model):
     with pytest.raises(ValueError, match="^tile must be a positive multiple of 32, got 50$"):
         segment_array(model, np.zeros((64, 64), np.uint8), tile=50)
     with pytest.raises(OptionError, match="^overlap must be in 0..63 for tile 64, got 64$"):
         SegmentOptions(overlap=64).tiling_for(model)
+
+
+def test_the_size_limit_names_its_argument_or_its_variable(monkeypatch):
+    try:
+        with pytest.raises(OptionError, match="^max_megapixels must be a positive number of megapixels"):
+            set_max_megapixels(0)
+        set_max_megapixels(None)
+        monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "lots")
+        with pytest.raises(OptionError) as info:
+            max_megapixels()
+        assert info.value.argument is None and str(info.value).startswith(f"{MAX_MEGAPIXELS_ENV} must be")
+        assert said_with_flags(info.value) == str(info.value)  # a variable is not a flag
+    finally:
+        set_max_megapixels(None)
 
 
 def test_flags_are_the_arguments_spelled_as_options():

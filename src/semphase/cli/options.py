@@ -153,12 +153,18 @@ def flags_for_arguments() -> Iterator[None]:
         raise OptionError(said_with_flags(exc)) from None
 
 
+#: How the CLI's messages say to raise the image-size limit.
+MAX_MEGAPIXELS_FLAG = flag("max_megapixels")
+
+
 def apply_max_megapixels(value: float | None) -> None:
-    """Set the image-size limit for this command (None: the environment's or the default), once."""
+    """Set the image-size limit for this command (None: the environment's or the default), once; images
+    refused for their size then name ``--max-megapixels``."""
     from semphase.limits import max_megapixels, set_max_megapixels
 
-    set_max_megapixels(value)
-    max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
+    with flags_for_arguments():
+        set_max_megapixels(value, MAX_MEGAPIXELS_FLAG)
+        max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
 
 
 #: The options above that become :class:`~semphase.runtime.segment.SegmentOptions` fields.

@@ -75,15 +75,17 @@ class ExportOptions:
     simplify: bool = True
 
     def validate(self) -> None:
-        """Raise OptionError (naming the option) for inconsistent options."""
+        """Raise OptionError (naming the field; the CLI says its flag) for inconsistent options."""
         Tiling(self.tile, self.overlap)
         if self.threads is not None and self.threads < 1:
-            raise OptionError(f"--threads must be >= 1, got {self.threads}")
+            raise OptionError(f"must be >= 1, got {self.threads}", argument="threads")
         if self.calib_images < 1:
-            raise OptionError(f"--calib-images must be >= 1, got {self.calib_images}")
+            raise OptionError(f"must be >= 1, got {self.calib_images}", argument="calib_images")
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
-            raise OptionError(f"--opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
+            raise OptionError(
+                f"must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}", argument="opset"
+            )
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:

@@ -84,22 +84,27 @@ class SegmentOptions:
     format: str = "auto"
 
     def __post_init__(self) -> None:
+        """Check what needs no model; OptionError names the field (the CLI says its flag)."""
         if self.format not in ("auto", *FORMATS):
-            raise OptionError(f"--format must be auto, png or ome-tiff, got {self.format!r}")
+            raise OptionError(f"must be auto, png or ome-tiff, got {self.format!r}", argument="format")
         if self.window not in WINDOWS:
-            raise OptionError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+            raise OptionError(f"must be one of {', '.join(WINDOWS)}, got {self.window!r}", argument="window")
         if self.normalize not in ("linear", "percentile"):
-            raise OptionError(f"--normalize must be linear or percentile, got {self.normalize!r}")
+            raise OptionError(f"must be linear or percentile, got {self.normalize!r}", argument="normalize")
         if self.batch < 1:
-            raise OptionError(f"--batch must be >= 1, got {self.batch}")
+            raise OptionError(f"must be >= 1, got {self.batch}", argument="batch")
         if self.pixel_size_um is not None and not (
             np.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
         ):
-            raise OptionError(f"--pixel-size-um must be a positive number, got {self.pixel_size_um}")
+            raise OptionError(
+                f"must be a positive number, got {self.pixel_size_um}", argument="pixel_size_um"
+            )
         Tiling.check_arguments(self.tile, self.overlap)
         text = str(self.databar).strip().lower()
         if text not in ("auto", "none") and not text.isdigit():
-            raise OptionError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
+            raise OptionError(
+                f"must be auto, none or a number of rows, got {self.databar!r}", argument="databar"
+            )
 
     def format_for(self, width: int, height: int) -> str:
         """The output format for a micrograph whose image (without its data bar) has this size: ``"png"``
