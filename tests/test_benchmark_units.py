@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -281,3 +282,20 @@ def test_markdown_and_html_writers_show_the_same_cells_and_escape_reasons():
     assert "<script>" not in page and "bad | &lt;script&gt;x&lt;/script&gt;" in page
     assert '<td class="text failed">failed: bad' in page
     assert '<td class="num">0.5000</td>' in page and "http" not in page
+
+
+def test_the_child_records_the_tiling_it_ran(tmp_path, capsys):
+    # A 32-pixel tile on a model recommending an overlap of 32 runs with 16 (at most half a tile); the child
+    # once recorded the model's 32 beside the measured seconds.
+    from _runtime_models import build_blur_classifier, micrograph
+    from semphase.benchmarks.child import main
+    from semphase.imageio import write_image
+
+    model = build_blur_classifier(tmp_path / "m.onnx", tile=128, overlap=32)
+    write_image(tmp_path / "a.png", micrograph(64, 80, seed=1))
+    assert main([str(model), str(tmp_path / "a.png"), "--tile", "32", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["tile"], report["overlap"]) == (32, 16)
+    assert main([str(model), str(tmp_path / "a.png"), "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["tile"], report["overlap"]) == (128, 32)

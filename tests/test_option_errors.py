@@ -61,13 +61,15 @@ def test_segment_bad_option_fails_once_before_any_file(tmp_path, capsys, model, 
 def test_watch_bad_option_fails_once_and_writes_no_failed_notes(
     tmp_path, capsys, model, inbox, extra, option
 ):
-    out = tmp_path / "out"
-    argv = ["watch", inbox, "--model", model, "--out", out, "--once", "--settle", "0", *extra]
+    out, log = tmp_path / "out", tmp_path / "watch.log"
+    argv = ["watch", inbox, "--model", model, "--out", out, "--once", "--settle", "0", "--log", log, *extra]
     code, stdout, err = run(argv, capsys)
     if option is None:  # watch has no --window: click's own usage error, in the same form
         assert code == 2 and err.count("\n") == 1 and "(see 'semphase watch --help')" in err
         return
     assert_usage_line(code, err, "watch", option)
+    # the log says the flag too, as the console does (the library's error names the argument, tile)
+    assert f"error    - {option} must be" in log.read_text()
     assert not (out / "failed").exists()
     journal = out / "watch-journal.jsonl"
     assert not journal.exists() or journal.read_text().strip() == ""

@@ -15,10 +15,11 @@ import tifffile
 from _runtime_models import build_blur_classifier, micrograph
 from semphase.errors import InputError
 from semphase.imageio import read_label, read_micrograph, to_uint8
+from semphase.model_format import Tiling
 from semphase.runtime.databar import detect_databar
 from semphase.runtime.model import load_model
 from semphase.runtime.segment import SegmentOptions, segment_file
-from semphase.runtime.sliding import _flip_average, iter_bands, resolve_tiling, segment_array
+from semphase.runtime.sliding import _flip_average, iter_bands, segment_array
 from semphase.runtime.source import open_micrograph
 from semphase.runtime.tiling import blend_window, pad_reflect, plan_tiles, weight_profile
 
@@ -44,9 +45,9 @@ class PositionModel:
 def _whole_row_reference(model, image, tile, overlap, batch, window, tta):
     """The sliding window as it was before streaming: the whole padded image and an accumulator of one
     tile row times the image width, slid down between tile rows. Returns (labels, blended logits)."""
-    size, lap = resolve_tiling(model, tile, overlap)
+    tiling = Tiling.resolve(model, tile, overlap)
     height, width = image.shape
-    plan = plan_tiles(height, width, size, lap, model.size_multiple)
+    plan = plan_tiles(height, width, tiling.tile, tiling.overlap, model.size_multiple)
     rows, cols = plan.rows, plan.cols
     th = rows.window
     padded = pad_reflect(image, rows.padded, cols.padded)

@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from semphase.errors import OptionError
+from semphase.model_format import Tiling
 from semphase.runtime.sliding import (
     iter_bands,
     normalized_entropy,
-    resolve_tiling,
     segment_array,
     softmax,
 )
@@ -75,7 +76,7 @@ def test_a_tile_of_exactly_the_size_multiple_is_valid():
 
 
 def test_the_overlap_message_gives_the_valid_range():
-    with pytest.raises(ValueError, match=re.escape("overlap must be in 0..255, got 256")):
+    with pytest.raises(ValueError, match=re.escape("overlap must be in 0..255 for tile 256, got 256")):
         plan_axis(1000, 256, 256)
 
 
@@ -165,23 +166,25 @@ def test_segment_array_passes_on_batch_window_flips_and_progress():
 
 
 def test_the_default_overlap_is_at_most_half_a_tile_in_whole_pixels():
-    size, lap = resolve_tiling(RecordingModel(tile_size=64, overlap=48), None, None)
-    assert (size, lap) == (64, 32) and type(lap) is int
-    assert resolve_tiling(RecordingModel(), 32, None) == (32, 16)
+    tiling = Tiling.resolve(RecordingModel(tile_size=64, overlap=48))
+    assert (tiling.tile, tiling.overlap, tiling.multiple) == (64, 32, 32) and type(tiling.overlap) is int
+    assert Tiling.resolve(RecordingModel(), 32) == Tiling(32, 16, 32)
 
 
 @pytest.mark.parametrize(
-    ("tile", "overlap", "message"),
+    ("tile", "overlap", "argument", "message"),
     [
-        (48, None, "--tile must be a positive multiple of 32, got 48"),
-        (16, None, "--tile must be a positive multiple of 32, got 16"),
-        (64, 64, "--overlap must be in 0..63 for tile 64, got 64"),
-        (64, -1, "--overlap must be in 0..63 for tile 64, got -1"),
+        (48, None, "tile", "tile must be a positive multiple of 32, got 48"),
+        (16, None, "tile", "tile must be a positive multiple of 32, got 16"),
+        (64, 64, "overlap", "overlap must be in 0..63 for tile 64, got 64"),
+        (64, -1, "overlap", "overlap must be in 0..63 for tile 64, got -1"),
     ],
 )
-def test_tile_options_are_refused_with_the_valid_range(tile, overlap, message):
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        resolve_tiling(RecordingModel(), tile, overlap)
+def test_tile_arguments_are_refused_with_the_valid_range(tile, overlap, argument, message):
+    with pytest.raises(OptionError, match=f"^{re.escape(message)}$") as info:
+        Tiling.resolve(RecordingModel(), tile, overlap)
+    assert isinstance(info.value, ValueError) and info.value.argument == argument
+    assert info.value.naming(f"--{argument}") == f"--{message}"
 
 
 # ----------------------------------------------------------------------------- softmax and entropy

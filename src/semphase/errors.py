@@ -50,12 +50,32 @@ class InputError(Exception):
         return self.reason if same else str(self)
 
 
-class OptionError(InputError):
-    """An option value no run could use (``--tile 100``): found once, before any file is touched.
+class OptionError(InputError, ValueError):
+    """A setting no run could use (``tile=100`` for a model whose sides are multiples of 32): found once,
+    before any file is touched. A ValueError too, as any bad argument value is in Python.
 
-    The CLI prints it in the same one-line form as click's usage errors: ``error: <reason> (see
-    'semphase CMD --help')``, exit code 2.
+    The library says which argument it is about: ``OptionError("must be >= 1, got 0", argument="batch")``
+    reads ``batch must be >= 1, got 0``, and a front end calls that argument by its own name with
+    :meth:`naming`. The CLI says its flag instead (``--batch must be >= 1, got 0``) in the same one-line form
+    as click's usage errors: ``error: <reason> (see 'semphase CMD --help')``, exit code 2. Without
+    ``argument`` the reason is the whole message, printed as it is.
     """
+
+    def __init__(
+        self, reason: str, path: str | bytes | os.PathLike | None = None, *, argument: str | None = None
+    ) -> None:
+        #: The argument (or option field) the reason is about, e.g. ``"tile"``; None when it names none.
+        self.argument = argument
+        self._requirement = " ".join(str(reason).split())
+        super().__init__(reason if argument is None else f"{argument} {self._requirement}", path)
+
+    def naming(self, name: str) -> str:
+        """The message with the argument called ``name`` (the CLI's ``--tile`` for ``tile``); the message
+        as it is when it names no argument."""
+        if self.argument is None:
+            return str(self)
+        message = f"{name} {self._requirement}"
+        return message if self.path is None else f"{display_path(self.path)}: {message}"
 
 
 class GateFailed(Exception):

@@ -15,9 +15,10 @@ are JSON strings in the model's ``metadata_props``:
   (see ``semphase.runtime.selfcheck``)
 
 It also holds the model's input contract, which training, export, the runtime and the benchmarks all
-apply the same way: the size multiple, the recommended tiling, :func:`normalize` and
-:func:`pad_to_multiple`. numpy only: neither onnx nor onnxruntime nor torch (the caller hands over the
-metadata's key/value pairs).
+apply the same way: the size multiple, :func:`normalize`, :func:`pad_to_multiple`, and the tiling rule,
+:class:`Tiling`: the recommendation export writes, what makes a tile and an overlap valid, and how a run's
+tiling follows from the model's recommendation and the caller's ``tile`` and ``overlap``. numpy only:
+neither onnx nor onnxruntime nor torch (the caller hands over the metadata's key/value pairs).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from semphase.errors import InputError
+from semphase.errors import InputError, OptionError
 
 #: Every metadata key a semphase model carries, in the order ``semphase info`` prints them.
 METADATA_KEYS = (
@@ -131,6 +133,82 @@ def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndar
     return np.pad(image, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
+class RecommendsTiling(Protocol):
+    """What :meth:`Tiling.resolve` reads of a model: its recommended tile and overlap (``semphase.tile``)
+    and its size multiple (a :class:`~semphase.runtime.model.SegmentationModel`, a checkpoint model)."""
+
+    tile_size: int
+    overlap: int
+
+    @property
+    def size_multiple(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A sliding-window tiling, checked when made: tiles of ``tile`` pixels that neighbours overlap by at
+    least ``overlap`` pixels, for a model whose input sides must be multiples of ``multiple``.
+
+    The one place the tiling rule lives. A tile is a positive multiple of the size multiple and the
+    overlap is in ``0..tile-1``. Without arguments it is the recommendation export writes to
+    ``semphase.tile`` (:data:`RECOMMENDED_TILE`, :data:`RECOMMENDED_OVERLAP`). A run's tiling comes from
+    :meth:`resolve`, once; what runs it (the sliding window, the tile plan, the result's ``tiling``) is
+    handed the resolved value.
+
+    Raises
+    ------
+    OptionError
+        (a ValueError) naming the argument: ``tile must be a positive multiple of 32, got 500``, ``overlap
+        must be in 0..63 for tile 64, got 64``.
+    """
+
+    tile: int = RECOMMENDED_TILE
+    overlap: int = RECOMMENDED_OVERLAP
+    multiple: int = SIZE_MULTIPLE
+
+    def __post_init__(self) -> None:
+        if self.multiple < 1:
+            raise ValueError(f"the size multiple must be >= 1, got {self.multiple}")
+        if self.tile < self.multiple or self.tile % self.multiple:
+            raise OptionError(
+                f"must be a positive multiple of {self.multiple}, got {self.tile}", argument="tile"
+            )
+        if not 0 <= self.overlap < self.tile:
+            raise OptionError(
+                f"must be in 0..{self.tile - 1} for tile {self.tile}, got {self.overlap}", argument="overlap"
+            )
+
+    @classmethod
+    def resolve(cls, model: RecommendsTiling, tile: int | None = None, overlap: int | None = None) -> Tiling:
+        """The tiling a run of ``model`` uses: the caller's ``tile`` and ``overlap`` where given, else the
+        model's recommendation. A default overlap is at most half the tile: the model's overlap with a
+        small ``tile`` would leave strides of a few pixels.
+
+        Raises
+        ------
+        OptionError
+            for a tile the model cannot take or an overlap outside ``0..tile-1``.
+        """
+        size = int(model.tile_size) if tile is None else int(tile)
+        lap = min(int(model.overlap), size // 2) if overlap is None else int(overlap)
+        return cls(size, lap, int(model.size_multiple))
+
+    @staticmethod
+    def check_arguments(tile: int | None, overlap: int | None) -> None:
+        """The part of the rule that holds for every model, for settings checked before the model is
+        loaded: a tile of at least one pixel, an overlap of none or more (None: the model's).
+
+        Raises
+        ------
+        OptionError
+            naming ``tile`` or ``overlap``.
+        """
+        if tile is not None and tile < 1:
+            raise OptionError(f"must be positive, got {tile}", argument="tile")
+        if overlap is not None and overlap < 0:
+            raise OptionError(f"must be >= 0, got {overlap}", argument="overlap")
+
+
 @dataclass(frozen=True)
 class Contract:
     """What the runtime needs from a model's metadata, checked."""
@@ -180,8 +258,10 @@ def check(meta: Mapping[str, object], path: str | os.PathLike | None = None) -> 
         if not (scale > 0 and std > 0 and math.isfinite(mean) and multiple >= 1):
             raise ValueError("semphase.input needs scale > 0, std > 0 and size_multiple >= 1")
         size, overlap = int(tile["size"]), int(tile["overlap"])
-        if size < multiple or size % multiple or not 0 <= overlap < size:
-            raise ValueError(f"bad recommended tiling {tile}")
+        try:
+            Tiling(size, overlap, multiple)
+        except ValueError as exc:
+            raise ValueError(f"bad recommended tiling {tile} ({exc})") from None
         variant = str(meta["semphase.variant"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"unusable semphase metadata: {exc}", path) from None

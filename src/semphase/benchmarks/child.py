@@ -54,17 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.perf_counter() - start
 
         from semphase.imageio import read_gray, to_uint8
+        from semphase.model_format import Tiling
         from semphase.runtime.segment import segment_array
 
         start = time.perf_counter()
         image = to_uint8(read_gray(args.image))
         read_s = time.perf_counter() - start
 
-        tile = int(args.tile or model.tile_size)
-        options = {"tile": args.tile, "overlap": args.overlap, "batch": args.batch, "window": "gaussian"}
+        tiling = Tiling.resolve(model, args.tile, args.overlap)
+        options = {"tiling": tiling, "batch": args.batch, "window": "gaussian"}
         # First inference allocates the session's buffers; a one-tile warm-up keeps that out of the timing.
         start = time.perf_counter()
-        segment_array(model, np.ascontiguousarray(image[:tile, :tile]), **options)
+        segment_array(model, np.ascontiguousarray(image[: tiling.tile, : tiling.tile]), **options)
         warmup_s = time.perf_counter() - start
 
         seconds = []
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         "providers": list(getattr(model, "providers", []) or []),
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
-        "tile": int(args.tile or model.tile_size),
-        "overlap": int(args.overlap if args.overlap is not None else model.overlap),
+        "tile": tiling.tile,
+        "overlap": tiling.overlap,
         "batch": int(args.batch),
         "load_s": load_s,
         "read_s": read_s,

@@ -29,6 +29,7 @@ from semphase.cli import (
     watch,
 )
 from semphase.cli.common import say_error
+from semphase.cli.options import said_with_flags
 from semphase.errors import GateFailed, InputError, OptionError, describe_os_error, one_line
 
 app = typer.Typer(
@@ -158,7 +159,7 @@ def _run(argv: list[str] | None) -> None:
         if rv == 130:  # typer turns Ctrl-C (and so SIGTERM) into a silent exit code 130
             raise KeyboardInterrupt
     except OptionError as exc:  # found before any file was touched: the same form as click's usage errors
-        _fail(f"{exc} (see '{_command_path(argv)} --help')", exc.exit_code)
+        _fail(f"{said_with_flags(exc)} (see '{_command_path(argv)} --help')", exc.exit_code)
     except InputError as exc:
         _fail(str(exc), exc.exit_code)
     except GateFailed as exc:

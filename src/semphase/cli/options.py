@@ -3,18 +3,24 @@
 Both commands segment micrographs the same way, so they take the same options with the same help; each
 command's signature names them with these types (``tile: Tile = None``). :func:`segmentation_settings`
 turns the values into a checked :class:`~semphase.runtime.segment.SegmentOptions` before any file is
-touched, and :func:`load_checked_model` loads the model and checks the tiling against it.
+touched, and :func:`load_checked_model` loads the model and resolves the tiling against it, once.
+
+The library names the arguments it refuses (``tile must be a positive multiple of 32``); here they become
+the flags a CLI user typed (:func:`flag`, :func:`said_with_flags`: ``--tile must be ...``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from semphase.errors import OptionError
 from semphase.limits import DEFAULT_MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV
+from semphase.model_format import SIZE_MULTIPLE
 
 if TYPE_CHECKING:
     from semphase.runtime.model import SegmentationModel
@@ -23,7 +29,9 @@ if TYPE_CHECKING:
 Tile = Annotated[
     int | None,
     typer.Option(
-        "--tile", help="Tile size in pixels, a multiple of 32 (default: the model's).", show_default=False
+        "--tile",
+        help=f"Tile size in pixels, a multiple of {SIZE_MULTIPLE} (default: the model's).",
+        show_default=False,
     ),
 ]
 Overlap = Annotated[
@@ -123,12 +131,40 @@ MaxMegapixels = Annotated[
 ]
 
 
+def flag(argument: str) -> str:
+    """The CLI's flag for a library argument or option field: ``max_megapixels`` -> ``--max-megapixels``."""
+    return "--" + argument.replace("_", "-")
+
+
+def said_with_flags(exc: OptionError) -> str:
+    """An option error's message with its argument called by its flag (``--tile``, not ``tile``)."""
+    return exc.naming(flag(exc.argument)) if exc.argument is not None else str(exc)
+
+
+@contextlib.contextmanager
+def flags_for_arguments() -> Iterator[None]:
+    """Re-raise the library's OptionError with the flag in its message, for the lines and logs that show it
+    before the error reaches :func:`semphase.cli.main.main`."""
+    try:
+        yield
+    except OptionError as exc:
+        if exc.argument is None:
+            raise
+        raise OptionError(said_with_flags(exc)) from None
+
+
+#: How the CLI's messages say to raise the image-size limit.
+MAX_MEGAPIXELS_FLAG = flag("max_megapixels")
+
+
 def apply_max_megapixels(value: float | None) -> None:
-    """Set the image-size limit for this command (None: the environment's or the default), once."""
+    """Set the image-size limit for this command (None: the environment's or the default), once; images
+    refused for their size then name ``--max-megapixels``."""
     from semphase.limits import max_megapixels, set_max_megapixels
 
-    set_max_megapixels(value)
-    max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
+    with flags_for_arguments():
+        set_max_megapixels(value, MAX_MEGAPIXELS_FLAG)
+        max_megapixels()  # a bad SEMPHASE_MAX_MEGAPIXELS fails here, once, not on every file
 
 
 #: The options above that become :class:`~semphase.runtime.segment.SegmentOptions` fields.
@@ -153,15 +189,17 @@ def segmentation_settings(params: Mapping[str, Any]) -> SegmentOptions:
     from semphase.runtime.segment import SegmentOptions
 
     apply_max_megapixels(params.get("max_megapixels"))
-    return SegmentOptions(**{name: params[name] for name in SETTINGS})
+    with flags_for_arguments():
+        return SegmentOptions(**{name: params[name] for name in SETTINGS})
 
 
 def load_checked_model(
     path: Path, options: SegmentOptions, *, provider: str, threads: int | None, verify: bool
 ) -> SegmentationModel:
-    """Load (and self-check) the model, then check the tiling against it: one error, before any file."""
+    """Load (and self-check) the model, then resolve the tiling against it: one error, before any file."""
     from semphase.runtime.model import load_model
 
     model = load_model(path, provider=provider, threads=threads, verify=verify)
-    options.tiling_for(model)
+    with flags_for_arguments():
+        options.tiling_for(model)
     return model

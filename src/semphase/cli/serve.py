@@ -92,12 +92,13 @@ def serve_command(
         from semphase.serve.service import Service
     except ImportError as exc:
         raise InputError(f"serve needs the serve extra: pip install 'semphase[serve]' ({exc})") from None
+    from semphase.cli.options import MAX_MEGAPIXELS_FLAG
     from semphase.limits import set_max_megapixels
     from semphase.runtime.model import load_model
     from semphase.runtime.segment import SegmentOptions
 
     token = read_token(token_file) if token_file is not None else None
-    set_max_megapixels(max_megapixels)
+    set_max_megapixels(max_megapixels, MAX_MEGAPIXELS_FLAG)
     per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
     loaded = load_model(model, provider=provider, threads=per_worker, verify=verify)
     if loaded.self_check is not None:

@@ -26,6 +26,7 @@ from semphase.model_format import (  # noqa: F401  (re-exported: the exporter's 
     SIZE_MULTIPLE,
     VARIANTS,
     ModelSummary,
+    Tiling,
     check,
     parse,
 )
@@ -84,14 +85,12 @@ def build_metadata(
     Raises
     ------
     ValueError
-        for an unknown variant, a config without class table or normalization, or a bad tile/overlap.
+        for an unknown variant, a config without class table or normalization, or a bad tile/overlap
+        (:class:`~semphase.model_format.Tiling`'s OptionError, a ValueError).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if not 0 <= overlap < tile_size or tile_size % SIZE_MULTIPLE:
-        raise ValueError(
-            f"tile must be a multiple of {SIZE_MULTIPLE} and overlap in 0..tile-1, got {tile_size}/{overlap}"
-        )
+    tiling = Tiling(int(tile_size), int(overlap))
     table = ClassTable.from_dict(config["classes"])
     if table.num_classes != int(config["num_classes"]):
         raise ValueError(
@@ -104,7 +103,7 @@ def build_metadata(
         "scale": float(norm["scale"]),
         "mean": [float(v) for v in norm["mean"]],
         "std": [float(v) for v in norm["std"]],
-        "size_multiple": SIZE_MULTIPLE,
+        "size_multiple": tiling.multiple,
     }
     if len(network_input["mean"]) != channels or len(network_input["std"]) != channels:
         raise ValueError(f"normalization needs {channels} mean/std value(s), got {norm}")
@@ -120,7 +119,7 @@ def build_metadata(
         "semphase.colors": [list(c) for c in table.colors],
         "semphase.input": network_input,
         "semphase.variant": variant,
-        "semphase.tile": {"size": int(tile_size), "overlap": int(overlap)},
+        "semphase.tile": {"size": tiling.tile, "overlap": tiling.overlap},
         "semphase.source": source,
         "semphase.metrics": _test_summary(checkpoint),
     }

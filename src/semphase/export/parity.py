@@ -20,7 +20,7 @@ from torch import nn
 
 from semphase.export.imagesets import LabelledImage
 from semphase.export.metadata import INPUT_NAME, OUTPUT_NAME
-from semphase.model_format import normalize, pad_to_multiple
+from semphase.model_format import RECOMMENDED_TILE, normalize, pad_to_multiple
 
 #: Untimed runs before and timed runs of the latency measurement (the median is reported).
 WARMUP_RUNS = 3
@@ -111,7 +111,7 @@ def compare(
     files: dict[str, Path],
     heldout: list[LabelledImage],
     *,
-    tile: int = 512,
+    tile: int = RECOMMENDED_TILE,
     threads: int = 2,
     progress=None,
 ) -> dict[str, dict]:
@@ -124,7 +124,8 @@ def compare(
     class_names : names in id order (for the scorer).
     files : variant name (``"fp32"``, ``"fp16"``, ``"int8"``) -> ONNX path.
     heldout : labelled images, uint8.
-    tile : block size in pixels (multiple of 32).
+    tile : block size in pixels (a multiple of :data:`~semphase.model_format.SIZE_MULTIPLE`); export passes
+        its recommended tile.
     threads : onnxruntime intra-op threads and torch threads.
     progress : optional callable ``progress(done: int, total: int)`` after each image.
 

@@ -36,7 +36,7 @@ from semphase.export.reference import REFERENCE_SIDE, REFERENCE_TILES, build_ref
 from semphase.export.report import REPORT_FORMAT, check_gates, machine_description, write_report
 from semphase.gates import Gates
 from semphase.imageio import ensure_output_folder, file_sha256
-from semphase.model_format import normalize
+from semphase.model_format import Tiling, normalize
 from semphase.progress import SILENT, Progress
 from semphase.runtime.selfcheck import EXPORT_MARGIN_PP
 
@@ -75,20 +75,17 @@ class ExportOptions:
     simplify: bool = True
 
     def validate(self) -> None:
-        """Raise OptionError (naming the option) for inconsistent options."""
-        if self.tile < 32 or self.tile % 32:
-            raise OptionError(f"--tile must be a positive multiple of 32, got {self.tile}")
-        if not 0 <= self.overlap < self.tile:
-            raise OptionError(
-                f"--overlap must be in 0..{self.tile - 1} for tile {self.tile}, got {self.overlap}"
-            )
+        """Raise OptionError (naming the field; the CLI says its flag) for inconsistent options."""
+        Tiling(self.tile, self.overlap)
         if self.threads is not None and self.threads < 1:
-            raise OptionError(f"--threads must be >= 1, got {self.threads}")
+            raise OptionError(f"must be >= 1, got {self.threads}", argument="threads")
         if self.calib_images < 1:
-            raise OptionError(f"--calib-images must be >= 1, got {self.calib_images}")
+            raise OptionError(f"must be >= 1, got {self.calib_images}", argument="calib_images")
         opsets = onnx_export.SUPPORTED_OPSETS
         if self.opset not in opsets:
-            raise OptionError(f"--opset must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}")
+            raise OptionError(
+                f"must be in {opsets.start}..{opsets.stop - 1}, got {self.opset}", argument="opset"
+            )
 
 
 def _latency_tile(image: np.ndarray, tile: int, normalization: dict) -> np.ndarray:

@@ -29,14 +29,15 @@ import numpy as np
 from semphase import __version__
 from semphase.errors import InputError, OptionError
 from semphase.imageio import write_text_atomic
+from semphase.model_format import Tiling
 from semphase.progress import SILENT, Progress, count_callback
 from semphase.runtime.databar import resolve_databar
 from semphase.runtime.model import SegmentationModel
 from semphase.runtime.outputs import phase_table
 from semphase.runtime.outputs.sink import FORMATS, UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
-from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, resolve_tiling, segment_array
+from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, segment_array
 from semphase.runtime.source import Micrograph, open_micrograph
-from semphase.runtime.tiling import WINDOWS, TilePlan, plan_tiles
+from semphase.runtime.tiling import WINDOWS, TilePlan, plan_for
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
 
@@ -83,25 +84,27 @@ class SegmentOptions:
     format: str = "auto"
 
     def __post_init__(self) -> None:
+        """Check what needs no model; OptionError names the field (the CLI says its flag)."""
         if self.format not in ("auto", *FORMATS):
-            raise OptionError(f"--format must be auto, png or ome-tiff, got {self.format!r}")
+            raise OptionError(f"must be auto, png or ome-tiff, got {self.format!r}", argument="format")
         if self.window not in WINDOWS:
-            raise OptionError(f"--window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+            raise OptionError(f"must be one of {', '.join(WINDOWS)}, got {self.window!r}", argument="window")
         if self.normalize not in ("linear", "percentile"):
-            raise OptionError(f"--normalize must be linear or percentile, got {self.normalize!r}")
+            raise OptionError(f"must be linear or percentile, got {self.normalize!r}", argument="normalize")
         if self.batch < 1:
-            raise OptionError(f"--batch must be >= 1, got {self.batch}")
+            raise OptionError(f"must be >= 1, got {self.batch}", argument="batch")
         if self.pixel_size_um is not None and not (
             np.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
         ):
-            raise OptionError(f"--pixel-size-um must be a positive number, got {self.pixel_size_um}")
-        if self.tile is not None and self.tile < 1:
-            raise OptionError(f"--tile must be positive, got {self.tile}")
-        if self.overlap is not None and self.overlap < 0:
-            raise OptionError(f"--overlap must be >= 0, got {self.overlap}")
+            raise OptionError(
+                f"must be a positive number, got {self.pixel_size_um}", argument="pixel_size_um"
+            )
+        Tiling.check_arguments(self.tile, self.overlap)
         text = str(self.databar).strip().lower()
         if text not in ("auto", "none") and not text.isdigit():
-            raise OptionError(f"--databar must be auto, none or a number of rows, got {self.databar!r}")
+            raise OptionError(
+                f"must be auto, none or a number of rows, got {self.databar!r}", argument="databar"
+            )
 
     def format_for(self, width: int, height: int) -> str:
         """The output format for a micrograph whose image (without its data bar) has this size: ``"png"``
@@ -110,19 +113,17 @@ class SegmentOptions:
             return self.format
         return "ome-tiff" if width * height > AUTO_OME_TIFF_PIXELS else "png"
 
-    def tiling_for(self, model: TileModel) -> tuple[int, int]:
-        """Tile and overlap for ``model``; call it once before any file is read.
+    def tiling_for(self, model: TileModel) -> Tiling:
+        """The tiling for ``model``: ``tile`` and ``overlap``, else the model's recommendation, resolved by
+        :meth:`~semphase.model_format.Tiling.resolve`; call it once before any file is read.
 
         Raises
         ------
         OptionError
-            for a ``--tile`` the model cannot take (not a multiple of its size multiple) or an
-            ``--overlap`` outside ``0..tile-1``.
+            for a ``tile`` the model cannot take (not a multiple of its size multiple) or an ``overlap``
+            outside ``0..tile-1``.
         """
-        try:
-            return resolve_tiling(model, self.tile, self.overlap)
-        except ValueError as exc:
-            raise OptionError(str(exc)) from None
+        return Tiling.resolve(model, self.tile, self.overlap)
 
 
 def output_names(stem: str, options: SegmentOptions, fmt: str | None = None) -> dict[str, str]:
@@ -213,7 +214,7 @@ def segment_file(
     options = options or SegmentOptions()
     src = Path(path)
     stem = stem or src.stem
-    size, lap = options.tiling_for(model)
+    tiling = options.tiling_for(model)
     if src.exists():
         _check_not_input(src, [Path(out_dir) / name for name in possible_output_names(stem, options)])
     t0 = time.perf_counter()
@@ -224,11 +225,11 @@ def segment_file(
         targets = {key: Path(out_dir) / name for key, name in output_names(stem, options, fmt).items()}
         t1 = time.perf_counter()
         on_tiles = count_callback(progress, "tiles", f"  {src.name}")
-        sink, plan = _segment_and_write(model, micrograph, targets, options, fmt, size, lap, on_tiles)
+        sink, plan = _segment_and_write(model, micrograph, targets, options, fmt, tiling, on_tiles)
         t_segment = time.perf_counter() - t1
     finally:
         micrograph.source.close()
-    result = _result_document(model, micrograph, sink, plan, options, fmt, size, lap)
+    result = _result_document(model, micrograph, sink, plan, options, fmt, tiling)
     result["outputs"] = {key: str(p) for key, p in targets.items()}
     result["seconds"] = {
         "read": round(t_read, 4),
@@ -310,14 +311,13 @@ def _segment_and_write(
     targets: dict[str, Path],
     options: SegmentOptions,
     fmt: str,
-    size: int,
-    lap: int,
+    tiling: Tiling,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[OutputSink, TilePlan]:
     """Run the sliding window band by band while the outputs stream to their temporaries; commit them all
     at the end, or remove them all on any exception (Ctrl-C included)."""
     width, analysed_h = micrograph.width, micrograph.analysed_height
-    plan = plan_tiles(analysed_h, width, size, lap, model.size_multiple)
+    plan = plan_for(analysed_h, width, tiling)
     outputs = {k: v for k, v in targets.items() if k != "json"}
     sink = OutputSink(
         outputs,
@@ -335,8 +335,7 @@ def _segment_and_write(
         bands = iter_bands(
             model,
             _Analysed(micrograph.source, analysed_h),
-            tile=size,
-            overlap=lap,
+            tiling=tiling,
             batch=options.batch,
             window=options.window,
             tta=options.tta,
@@ -363,8 +362,7 @@ def _result_document(
     plan: TilePlan,
     options: SegmentOptions,
     fmt: str,
-    size: int,
-    lap: int,
+    tiling: Tiling,
 ) -> dict:
     """The content of ``X.json`` (without ``outputs`` and ``seconds``), in its documented key order."""
     height, width = micrograph.height, micrograph.width
@@ -385,8 +383,8 @@ def _result_document(
         "phases": phase_table(sink.counts, model.classes, micrograph.pixel_size_um),
         "model": model.describe(),
         "tiling": {
-            "tile": size,
-            "overlap": lap,
+            "tile": tiling.tile,
+            "overlap": tiling.overlap,
             "window": options.window,
             "batch": options.batch,
             "tta": options.tta,

@@ -21,7 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from semphase.runtime.tiling import TilePlan, blend_window, pad_reflect, plan_tiles, weight_profile
+from semphase.model_format import Tiling
+from semphase.runtime.tiling import TilePlan, blend_window, pad_reflect, plan_for, weight_profile
 
 
 class TileModel(Protocol):
@@ -106,25 +107,6 @@ def _flip_average(model: TileModel, batch: np.ndarray) -> np.ndarray:
     return total
 
 
-def resolve_tiling(model: TileModel, tile: int | None, overlap: int | None) -> tuple[int, int]:
-    """Tile and overlap to use: the caller's, else the model's recommendation.
-
-    Raises
-    ------
-    ValueError
-        for a tile that is not a positive multiple of the model's size multiple, or an overlap outside
-        ``0..tile-1``.
-    """
-    size = int(tile) if tile else int(model.tile_size)
-    m = int(model.size_multiple)
-    if size < m or size % m:
-        raise ValueError(f"--tile must be a positive multiple of {m}, got {size}")
-    lap = int(overlap) if overlap is not None else min(int(model.overlap), size // 2)
-    if not 0 <= lap < size:
-        raise ValueError(f"--overlap must be in 0..{size - 1} for tile {size}, got {lap}")
-    return size, lap
-
-
 class RowSource(Protocol):
     """Rows of a micrograph on demand (:class:`~semphase.runtime.source.Micrograph`, or an array)."""
 
@@ -148,6 +130,7 @@ def iter_bands(
     *,
     tile: int | None = None,
     overlap: int | None = None,
+    tiling: Tiling | None = None,
     batch: int = DEFAULT_BATCH,
     window: str = "gaussian",
     tta: bool = False,
@@ -163,7 +146,10 @@ def iter_bands(
     image_u8 : uint8 (H, W) array, or a :class:`RowSource` whose ``rows(y0, y1)`` returns uint8 (n, W)
         rows: then only one tile row of the image is held at a time, and a source with ``streamed = True``
         (a TIFF read strip by strip) is read one tile row ahead on a second thread, while the model runs.
-    tile, overlap : pixels; default the model's recommendation.
+    tile, overlap : pixels; default the model's recommendation (resolved by
+        :meth:`~semphase.model_format.Tiling.resolve`).
+    tiling : a tiling resolved already (``segment_file`` resolves its options once), instead of ``tile``
+        and ``overlap``.
     batch : tiles per model call.
     window : blend window, see :func:`~semphase.runtime.tiling.blend_window`.
     tta : average the four flips of every tile (4x the compute).
@@ -173,6 +159,13 @@ def iter_bands(
     Yields
     ------
     Band, covering rows 0..H exactly once, in order.
+
+    Raises
+    ------
+    OptionError
+        (a ValueError) for a ``tile`` the model cannot take or an ``overlap`` outside ``0..tile-1``.
+    TypeError
+        for ``tiling`` together with ``tile`` or ``overlap``.
     """
     if isinstance(image_u8, np.ndarray):
         if image_u8.ndim != 2 or image_u8.dtype != np.uint8:
@@ -182,9 +175,12 @@ def iter_bands(
         source = image_u8
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    size, lap = resolve_tiling(model, tile, overlap)
+    if tiling is None:
+        tiling = Tiling.resolve(model, tile, overlap)
+    elif tile is not None or overlap is not None:
+        raise TypeError("give either a resolved tiling or tile and overlap, not both")
     height, width = (int(n) for n in source.shape)
-    plan = plan_tiles(height, width, size, lap, int(model.size_multiple))
+    plan = plan_for(height, width, tiling)
     strips = _Strips(source, plan)
     try:
         yield from _run(model, strips, plan, batch, window, tta, progress, logits)
@@ -364,6 +360,8 @@ def segment_array(
     window: str = "gaussian",
     tta: bool = False,
     progress: Progress | None = None,
+    *,
+    tiling: Tiling | None = None,
 ) -> np.ndarray:
     """Label image of a micrograph held in memory (evaluation, benchmarks, library use).
 
@@ -374,9 +372,18 @@ def segment_array(
     uint8, shape (H, W): class ids (argmax of the blended logits).
     """
     labels = np.empty(image_u8.shape, np.uint8)
-    for band in iter_bands(
-        model, image_u8, tile=tile, overlap=overlap, batch=batch, window=window, tta=tta, progress=progress
-    ):
+    bands = iter_bands(
+        model,
+        image_u8,
+        tile=tile,
+        overlap=overlap,
+        tiling=tiling,
+        batch=batch,
+        window=window,
+        tta=tta,
+        progress=progress,
+    )
+    for band in bands:
         labels[band.y0 : band.y1] = band.labels()
     return labels
 

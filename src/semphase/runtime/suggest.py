@@ -134,30 +134,35 @@ class SuggestOptions:
     normalize: str = "linear"
 
     def __post_init__(self) -> None:
+        """Check the settings; OptionError names the field (the CLI says its flag)."""
         checks = [
-            (self.n >= 1, f"--n must be >= 1, got {self.n}"),
+            (self.n >= 1, "n", f"must be >= 1, got {self.n}"),
             (
                 self.region >= CELL and self.region % CELL == 0,
-                f"--region must be a positive multiple of {CELL}, got {self.region}",
+                "region",
+                f"must be a positive multiple of {CELL}, got {self.region}",
             ),
-            (self.per_image is None or self.per_image >= 1, "--per-image must be >= 1"),
-            (self.score in SCORES, f"--score must be one of {', '.join(SCORES)}, got {self.score!r}"),
-            (math.isfinite(self.rare_weight) and self.rare_weight >= 0, "--rare-weight must be >= 0"),
-            (0 <= self.max_entropy <= 1, "--max-entropy must be in 0..1"),
+            (self.per_image is None or self.per_image >= 1, "per_image", "must be >= 1"),
+            (self.score in SCORES, "score", f"must be one of {', '.join(SCORES)}, got {self.score!r}"),
+            (math.isfinite(self.rare_weight) and self.rare_weight >= 0, "rare_weight", "must be >= 0"),
+            (0 <= self.max_entropy <= 1, "max_entropy", "must be in 0..1"),
+            # two flags in one message: the CLI's own words (its --no-* flags have no argument of that name)
             (
                 self.tta or self.score not in ("combined", "disagreement"),
+                None,
                 f"--no-tta has no flips to disagree: --score {self.score} needs them",
             ),
             (
                 self.photometric or self.score != "photometric",
+                None,
                 "--no-photometric has no photometric variants: choose another --score",
             ),
-            (self.batch >= 1, "--batch must be >= 1"),
-            (self.normalize in ("linear", "percentile"), "--normalize must be linear or percentile"),
+            (self.batch >= 1, "batch", "must be >= 1"),
+            (self.normalize in ("linear", "percentile"), "normalize", "must be linear or percentile"),
         ]
-        for ok, message in checks:
+        for ok, argument, reason in checks:
             if not ok:
-                raise OptionError(message)
+                raise OptionError(reason, argument=argument)
 
 
 class PassStack:

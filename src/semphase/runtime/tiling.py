@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from semphase.model_format import SIZE_MULTIPLE, Tiling
+
 #: Blend windows understood by :func:`blend_window`.
 WINDOWS = ("gaussian", "cosine", "constant")
 
@@ -64,7 +66,7 @@ class AxisPlan:
         return sum(self.sizes)
 
 
-def plan_axis(length: int, tile: int, overlap: int, multiple: int = 32) -> AxisPlan:
+def plan_axis(length: int, tile: int, overlap: int, multiple: int = SIZE_MULTIPLE) -> AxisPlan:
     """Place tiles along one axis.
 
     Full tiles start at ``0, s, 2s, ...`` with ``s = tile - overlap`` as long as they fit. Where the last
@@ -87,14 +89,12 @@ def plan_axis(length: int, tile: int, overlap: int, multiple: int = 32) -> AxisP
     Raises
     ------
     ValueError
-        for a non-positive length, a tile that is not a multiple of ``multiple`` or a bad overlap.
+        for a non-positive length; :class:`~semphase.model_format.Tiling`'s OptionError (a ValueError)
+        for a tile that is not a multiple of ``multiple`` or a bad overlap.
     """
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
-    if tile < multiple or tile % multiple:
-        raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in 0..{tile - 1}, got {overlap}")
+    Tiling(tile, overlap, multiple)
     if length <= tile:
         return AxisPlan(length, (0,), (round_up(length, multiple),))
     stride = tile - overlap
@@ -138,9 +138,14 @@ class TilePlan:
         return min(self.rows.length, self.rows.starts[band + 1])
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 32) -> TilePlan:
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = SIZE_MULTIPLE) -> TilePlan:
     """Tiles for an image of ``height`` x ``width`` pixels; see :func:`plan_axis`."""
     return TilePlan(plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple))
+
+
+def plan_for(height: int, width: int, tiling: Tiling) -> TilePlan:
+    """:func:`plan_tiles` for a resolved :class:`~semphase.model_format.Tiling`."""
+    return plan_tiles(height, width, tiling.tile, tiling.overlap, tiling.multiple)
 
 
 def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
