@@ -49,7 +49,9 @@ def test_onnxruntime_is_the_default_and_gives_the_masks_of_before(model, tmp_pat
     assert record["backend"]["name"] == "onnxruntime" and record["backend"]["choice"] == "requested"
 
 
-def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(model, monkeypatch, capsys, tmp_path):
+def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(
+    model, monkeypatch, capsys, tmp_path
+):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     monkeypatch.setattr(backends, "openvino_installed", lambda: False)
     with pytest.raises(InputError, match=r"needs OpenVINO: pip install 'semphase\[openvino\]'"):
@@ -58,7 +60,9 @@ def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(mo
     assert auto.backend.name == "onnxruntime" and "not installed" in auto.backend_choice
     image = tmp_path / "a.png"
     write_image(image, micrograph(64, 64, seed=1))
-    code, _, err = run_semphase(["segment", model, image, "--out", tmp_path / "o", "--backend", "openvino"], capsys)
+    code, _, err = run_semphase(
+        ["segment", model, image, "--out", tmp_path / "o", "--backend", "openvino"], capsys
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "semphase[openvino]" in err
 
 

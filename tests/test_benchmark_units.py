@@ -275,8 +275,8 @@ def test_markdown_and_html_writers_show_the_same_cells_and_escape_reasons():
     md = render_markdown(report)
     assert "| FP32 | 0.5000 | 0.6000 | 0.7000 | +0.0000 | 100.000% | - | - | ok |" in md
     assert "| FP16 | - | - | - | - | - | - | - | failed: bad \\| <script>x</script> |" in md
-    assert "| FP32 | 1024 x 1024 | 1.0 | 2.00 | 0.524 | 321 | 0.20 | ok |" in md
-    assert "| FP32 | 1 | 512 x 512 | 12.3 | 15.0 | 12.3 | 81.00 | ok |" in md
+    assert "| FP32 | 1024 x 1024 | 1.0 | 2.00 | 0.524 | 321 | 0.20 | - | ok |" in md
+    assert "| FP32 | 1 | 512 x 512 | 12.3 | 15.0 | 12.3 | 81.00 | - | ok |" in md
     assert "amx_int8 unknown" in md  # None is unknown, never "no"
     page = render_html(report, ".")
     assert "<script>" not in page and "bad | &lt;script&gt;x&lt;/script&gt;" in page

@@ -250,6 +250,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "imageio",
             "machine",
             "metrics",
+            "model_format",
             "model_package",
             "phases",
             "progress",

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("image", help="micrograph to segment (TIFF, PNG, ...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--provider", default="auto", help="onnxruntime execution provider")
+    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime, openvino or auto")
     parser.add_argument("--batch", type=int, default=4, help="tiles per inference call")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of the whole micrograph")
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
@@ -40,7 +41,7 @@ def _load(args: argparse.Namespace):
         return load_checkpoint_model(args.model, threads=args.threads, tile=args.tile, overlap=args.overlap)
     from semphase.runtime.model import load_model
 
-    return load_model(args.model, provider=args.provider, threads=args.threads)
+    return load_model(args.model, provider=args.provider, threads=args.threads, backend=args.backend)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "variant": getattr(model, "variant", None),
         "providers": list(getattr(model, "providers", []) or []),
+        "backend": getattr(getattr(model, "backend", None), "name", None),
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
         "tile": tiling.tile,

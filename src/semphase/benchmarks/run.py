@@ -49,6 +49,8 @@ class BenchmarkOptions:
     e2e_repeat : timed runs of each end-to-end segmentation (the median is reported).
     batch : tiles per inference call (the runtime's default batch).
     provider : onnxruntime execution provider (``auto``, ``cpu``, ``cuda``, ...).
+    backend : what runs each model (:mod:`semphase.runtime.backends`: ``onnxruntime``, ``openvino`` or
+        ``auto``); the report's tables name the backend each variant ran on.
     max_images : score at most this many held-out images (None: all).
     seed : seed of the synthetic micrographs.
     """
@@ -66,6 +68,7 @@ class BenchmarkOptions:
     e2e_repeat: int = 1
     batch: int = DEFAULT_BATCH
     provider: str = "auto"
+    backend: str = "onnxruntime"
     max_images: int | None = None
     seed: int = 0
     notes: list[str] = field(default_factory=list)
@@ -178,6 +181,7 @@ def _speed_and_large_parity(
                     tif,
                     threads=threads,
                     provider=options.provider,
+                    backend=options.backend,
                     batch=options.batch,
                     repeat=options.e2e_repeat,
                     tile=tile,
@@ -327,6 +331,7 @@ def _settings(options: BenchmarkOptions, threads: int, described, batches, tile,
         "threads": threads,
         "provider": options.provider,
         "providers_used": sorted({p for d in described if d["status"] == "ok" for p in d["providers"]}),
+        "backend": options.backend,
         "repeat": options.repeat,
         "warmup": options.warmup,
         "e2e_repeat": options.e2e_repeat,
@@ -344,7 +349,7 @@ def _settings(options: BenchmarkOptions, threads: int, described, batches, tile,
 def _load_variants(files: dict[str, Path], options: BenchmarkOptions, threads: int):
     """The ONNX variants (and the checkpoint, on the ONNX files' tiling); returns (variants, tile,
     overlap). A variant that cannot be loaded is kept as failed, with its reason."""
-    variants = [load_onnx_variant(n, p, options.provider, threads) for n, p in files.items()]
+    variants = [load_onnx_variant(n, p, options.provider, threads, options.backend) for n, p in files.items()]
     first_ok = next((v.model for v in variants if v.ok), None)
     tile = int(first_ok.tile_size) if first_ok is not None else None
     overlap = int(first_ok.overlap) if first_ok is not None else None

@@ -86,6 +86,7 @@ def end_to_end(
     provider: str,
     batch: int,
     repeat: int = 1,
+    backend: str = "onnxruntime",
     tile: int | None = None,
     overlap: int | None = None,
     labels_out: str | os.PathLike | None = None,
@@ -98,7 +99,8 @@ def end_to_end(
     dict with ``variant``, ``width``, ``height``, ``megapixels``, ``seconds`` (median of the timed runs),
     ``runs_s`` (every timed run), ``mpix_per_s``, ``peak_rss_mb``, ``load_s``, ``read_s``, ``process_s``
     (the child's whole life, interpreter start included), ``threads``, ``provider``, ``providers``,
-    ``batch``, ``tile``, ``overlap``, ``status`` and ``reason`` (the child's last stderr line on failure).
+    ``backend``, ``batch``, ``tile``, ``overlap``, ``status`` and ``reason`` (the child's last stderr line
+    on failure).
     ``size`` (width, height) fills the size fields of a failed row, whose child could not say.
     """
     argv = [sys.executable, "-m", "semphase.benchmarks.child", os.fspath(model_path), os.fspath(image_path)]
@@ -107,6 +109,8 @@ def end_to_end(
         str(threads),
         "--provider",
         provider,
+        "--backend",
+        backend,
         "--batch",
         str(batch),
         "--repeat",
@@ -150,6 +154,7 @@ def end_to_end(
         load_s=report["load_s"],
         read_s=report["read_s"],
         providers=report["providers"],
+        backend=report.get("backend"),
         tile=report["tile"],
         overlap=report["overlap"],
         status="ok",

@@ -165,6 +165,14 @@ def large_image_table(report: dict) -> Table:
     return Table("large_image", "Large-image parity against the truth mask", headers, rows, note)
 
 
+def _backend_of(report: dict, variant: str) -> str:
+    """The backend variant ``variant`` ran on (``-`` for the checkpoint and reports from before)."""
+    for v in report.get("variants", []):
+        if v.get("variant") == variant and v.get("backend"):
+            return v["backend"]["name"]
+    return "-"
+
+
 def latency_table(report: dict) -> Table:
     """Per-tile latency at batch 1 and at the default batch."""
     rows = []
@@ -178,6 +186,7 @@ def latency_table(report: dict) -> Table:
                 fmt(r.get("p95_ms"), 1),
                 fmt(r.get("per_tile_ms"), 1),
                 fmt(r.get("tiles_per_s"), 2),
+                _backend_of(report, r["variant"]),
                 status_cell(r),
             ]
         )
@@ -186,7 +195,17 @@ def latency_table(report: dict) -> Table:
         f"median and p95 over {s.get('repeat')} timed runs after {s.get('warmup')} warm-up runs, "
         f"{s.get('threads')} threads; tiles from a synthetic micrograph."
     )
-    headers = ["variant", "batch", "tile", "median ms", "p95 ms", "ms / tile", "tiles / s", "status"]
+    headers = [
+        "variant",
+        "batch",
+        "tile",
+        "median ms",
+        "p95 ms",
+        "ms / tile",
+        "tiles / s",
+        "backend",
+        "status",
+    ]
     return Table("latency", "Per-tile latency", headers, rows, note)
 
 
@@ -203,6 +222,7 @@ def speed_table(report: dict) -> Table:
                 fmt(r.get("mpix_per_s"), 3),
                 fmt(r.get("peak_rss_mb"), 0),
                 fmt(r.get("load_s"), 2),
+                r.get("backend") or _backend_of(report, r["variant"]),
                 status_cell(r),
             ]
         )
@@ -212,7 +232,7 @@ def speed_table(report: dict) -> Table:
         f"Gaussian blending); seconds = segmentation only (median of {s.get('e2e_repeat')} run(s) after a "
         "one-tile warm-up); peak RSS = the whole child process."
     )
-    headers = ["variant", "size", "MP", "seconds", "MP/s", "peak RSS MB", "load s", "status"]
+    headers = ["variant", "size", "MP", "seconds", "MP/s", "peak RSS MB", "load s", "backend", "status"]
     return Table("speed", "End-to-end tiled segmentation", headers, rows, note)
 
 

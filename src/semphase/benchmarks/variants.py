@@ -61,10 +61,19 @@ class Variant:
             "status": self.status,
             "reason": self.reason,
             "providers": list(getattr(model, "providers", []) or []) if model is not None else [],
+            "backend": _backend(model),
             "tile": getattr(model, "tile_size", None),
             "overlap": getattr(model, "overlap", None),
             "classes": list(getattr(model, "classes", []) or []) if model is not None else None,
         }
+
+
+def _backend(model) -> dict | None:
+    """The backend a loaded ONNX variant runs on and why (None for the checkpoint or a failed load)."""
+    runner = getattr(model, "backend", None)
+    if runner is None or not hasattr(runner, "version"):
+        return None
+    return {"name": runner.name, "version": runner.version, "choice": getattr(model, "backend_choice", "")}
 
 
 def find_variants(model_dir: str | os.PathLike) -> dict[str, Path]:
@@ -100,14 +109,16 @@ def find_variants(model_dir: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def load_onnx_variant(name: str, path: Path, provider: str, threads: int) -> Variant:
+def load_onnx_variant(
+    name: str, path: Path, provider: str, threads: int, backend: str = "onnxruntime"
+) -> Variant:
     """Load one ONNX file through the runtime; any failure becomes a failed :class:`Variant`."""
     from semphase.benchmarks.accuracy import short_reason
     from semphase.runtime.model import load_model
 
     variant = Variant(name, path)
     try:
-        variant.model = load_model(path, provider=provider, threads=threads)
+        variant.model = load_model(path, provider=provider, threads=threads, backend=backend)
     except InputError as exc:
         variant.fail(exc.said_of(path))
     except Exception as exc:  # onnxruntime's own errors: reported, the other variants still run

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from semphase.cli.common import RichProgress, console, err_console, say_error, styled
+from semphase.cli.options import Backend
 from semphase.errors import InputError
 
 
@@ -37,7 +38,7 @@ def _command_line(model_dir: Path, options, sizes_text: str) -> str:
             args += [flag, str(value)]
     args += ["--sizes", sizes_text, "--repeat", str(options.repeat), "--warmup", str(options.warmup)]
     args += ["--e2e-repeat", str(options.e2e_repeat), "--batch", str(options.batch)]
-    args += ["--provider", options.provider, "--seed", str(options.seed)]
+    args += ["--provider", options.provider, "--backend", options.backend, "--seed", str(options.seed)]
     return shlex.join(args)
 
 
@@ -126,6 +127,7 @@ def register(app: typer.Typer) -> None:
         provider: str = typer.Option(
             "auto", "--provider", help="onnxruntime execution provider: auto, cpu, cuda, or a provider name."
         ),
+        backend: Backend = "auto",
         max_images: int | None = typer.Option(
             None, "--max-images", help="Score at most this many held-out images (default: all)."
         ),
@@ -141,6 +143,9 @@ def register(app: typer.Typer) -> None:
         with its reason; the others still run.
         """
         from semphase.benchmarks.run import BenchmarkOptions, run_benchmark
+        from semphase.cli.options import check_backend
+
+        check_backend(backend)
 
         options = BenchmarkOptions(
             data=data,
@@ -156,6 +161,7 @@ def register(app: typer.Typer) -> None:
             e2e_repeat=e2e_repeat,
             batch=batch,
             provider=provider,
+            backend=backend,
             max_images=max_images,
             seed=seed,
         )

@@ -110,6 +110,17 @@ Format = Annotated[
     ),
 ]
 TTA = Annotated[bool, typer.Option("--tta", help="Average the four flips of every tile (4x slower).")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        envvar="SEMPHASE_BACKEND",
+        help="What runs the network: auto (the faster of onnxruntime and OpenVINO on this PC among those "
+        "that pass the model's self-check; measured once per model and PC), onnxruntime, or openvino "
+        "(pip install 'semphase[openvino]'; CPU only; onnxruntime is used instead if OpenVINO fails the "
+        "self-check). The choice goes into every X.json.",
+    ),
+]
 Verify = Annotated[
     bool,
     typer.Option(
@@ -194,12 +205,29 @@ def segmentation_settings(params: Mapping[str, Any]) -> SegmentOptions:
 
 
 def load_checked_model(
-    path: Path, options: SegmentOptions, *, provider: str, threads: int | None, verify: bool
+    path: Path,
+    options: SegmentOptions,
+    *,
+    provider: str,
+    threads: int | None,
+    verify: bool,
+    backend: str = "onnxruntime",
 ) -> SegmentationModel:
-    """Load (and self-check) the model, then resolve the tiling against it: one error, before any file."""
+    """Load (and self-check, on ``backend``) the model, then resolve the tiling against it: one error,
+    before any file."""
     from semphase.runtime.model import load_model
 
-    model = load_model(path, provider=provider, threads=threads, verify=verify)
+    check_backend(backend)
+    model = load_model(path, provider=provider, threads=threads, verify=verify, backend=backend)
     with flags_for_arguments():
         options.tiling_for(model)
     return model
+
+
+def check_backend(backend: str) -> None:
+    """``--backend`` is one of :data:`semphase.runtime.backends.BACKENDS` (an option error otherwise)."""
+    from semphase.errors import OptionError
+    from semphase.runtime.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise OptionError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -12,6 +12,7 @@ import typer
 from semphase.cli.common import RichProgress, console, say_error, say_self_check, styled
 from semphase.cli.options import (
     TTA,
+    Backend,
     Batch,
     Databar,
     Format,
@@ -26,6 +27,7 @@ from semphase.cli.options import (
     Uncertainty,
     Verify,
     Window,
+    check_backend,
     load_checked_model,
     segmentation_settings,
 )
@@ -59,6 +61,7 @@ def register(app: typer.Typer) -> None:
         window: Window = "gaussian",
         threads: Threads = None,
         provider: Provider = "auto",
+        backend: Backend = "auto",
         databar: Databar = "auto",
         pixel_size_um: PixelSize = None,
         normalize: Normalize = "linear",
@@ -102,12 +105,15 @@ def register(app: typer.Typer) -> None:
             checked = load_checked_model(model, options, provider="cpu", threads=1, verify=False)
             classes, variant = list(checked.classes), checked.variant
             del checked  # the client segments nothing: no session held for the run
+            check_backend(backend)
             settings = ClusterOptions(
-                spec=spec, model=model, provider=provider, threads=threads, verify=verify
+                spec=spec, model=model, provider=provider, threads=threads, verify=verify, backend=backend
             )
             executor = DaskExecutor(settings, classes)
         else:
-            loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
+            loaded = load_checked_model(
+                model, options, provider=provider, threads=threads, verify=verify, backend=backend
+            )
             if not quiet and loaded.self_check is not None:
                 say_self_check(loaded.self_check)
             executor, variant = InProcess(loaded), loaded.variant

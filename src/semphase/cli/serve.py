@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from semphase.cli.common import console, say_self_check, styled
+from semphase.cli.options import Backend
 from semphase.errors import InputError, OptionError
 
 SERVE_HELP = (
@@ -74,6 +75,7 @@ def serve_command(
         None, "--threads", min=1, help="onnxruntime threads per worker (default: cores / --workers)."
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Run the model's self-check at start."),
+    backend: Backend = "auto",
 ) -> None:
     """Load the model once (with its self-check), then answer HTTP requests until stopped."""
     import os
@@ -92,7 +94,7 @@ def serve_command(
         from semphase.serve.service import Service
     except ImportError as exc:
         raise InputError(f"serve needs the serve extra: pip install 'semphase[serve]' ({exc})") from None
-    from semphase.cli.options import MAX_MEGAPIXELS_FLAG
+    from semphase.cli.options import MAX_MEGAPIXELS_FLAG, check_backend
     from semphase.limits import set_max_megapixels
     from semphase.runtime.model import load_model
     from semphase.runtime.segment import SegmentOptions
@@ -100,7 +102,8 @@ def serve_command(
     token = read_token(token_file) if token_file is not None else None
     set_max_megapixels(max_megapixels, MAX_MEGAPIXELS_FLAG)
     per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
-    loaded = load_model(model, provider=provider, threads=per_worker, verify=verify)
+    check_backend(backend)
+    loaded = load_model(model, provider=provider, threads=per_worker, verify=verify, backend=backend)
     if loaded.self_check is not None:
         say_self_check(loaded.self_check)
     service = Service(

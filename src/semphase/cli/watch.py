@@ -17,6 +17,7 @@ import typer
 from semphase.cli.common import console, say_error, say_self_check, styled
 from semphase.cli.options import (
     TTA,
+    Backend,
     Batch,
     Databar,
     Format,
@@ -232,6 +233,7 @@ def register(app: typer.Typer) -> None:
         window: Window = "gaussian",
         threads: Threads = None,
         provider: Provider = "auto",
+        backend: Backend = "auto",
         databar: Databar = "auto",
         pixel_size_um: PixelSize = None,
         normalize: Normalize = "linear",
@@ -266,7 +268,9 @@ def register(app: typer.Typer) -> None:
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
-                loaded = load_checked_model(model, options, provider=provider, threads=threads, verify=verify)
+                loaded = load_checked_model(
+                    model, options, provider=provider, threads=threads, verify=verify, backend=backend
+                )
                 watcher.use(loaded, options)
                 if loaded.self_check is not None:
                     reporter.logger.info(f"model    - {loaded.self_check.line()}")

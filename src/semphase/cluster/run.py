@@ -56,6 +56,8 @@ class ClusterOptions:
     #: onnxruntime threads per worker; None: the host's cores / its worker processes
     threads: int | None = None
     verify: bool = True
+    #: what runs the network on each worker (:mod:`semphase.runtime.backends`; ``auto`` measures per host)
+    backend: str = "onnxruntime"
     #: seconds to reach a scheduler (an unreachable address fails after this)
     connect_timeout: float = 5.0
     #: seconds to wait for the first worker of an existing scheduler
@@ -173,6 +175,7 @@ class DaskExecutor:
                 "model": os.path.abspath(self.cluster.model),
                 "provider": self.cluster.provider,
                 "verify": self.cluster.verify,
+                "backend": self.cluster.backend,
                 "threads": threads,
                 "host_workers": dict(host_workers),
                 "tag": temporary_tag(out_dir, self.owner),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from semphase.errors import InputError, one_line
 
-#: Models this worker process has loaded: (path, provider, threads, verify) -> SegmentationModel.
+#: Models this worker process has loaded: (path, provider, threads, verify, backend) -> SegmentationModel.
 _MODELS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
@@ -31,19 +31,19 @@ def _worker_address() -> str:
         return f"pid:{os.getpid()}"
 
 
-def worker_model(model: str, provider: str, threads: int, verify: bool):
+def worker_model(model: str, provider: str, threads: int, verify: bool, backend: str = "onnxruntime"):
     """The model for this worker process, loaded (and self-checked) on its first task only.
 
     Returns ``(model, load_seconds)``; ``load_seconds`` is None when it was already loaded.
     """
     from semphase.runtime.model import load_model
 
-    key = (model, provider, threads, verify)
+    key = (model, provider, threads, verify, backend)
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key], None
         t0 = time.perf_counter()
-        loaded = load_model(model, provider=provider, threads=threads, verify=verify)
+        loaded = load_model(model, provider=provider, threads=threads, verify=verify, backend=backend)
         _MODELS[key] = loaded
         return loaded, time.perf_counter() - t0
 
@@ -52,22 +52,23 @@ def segment_one(job: dict) -> dict:
     """Segment ``job["path"]`` into ``job["out_dir"]``.
 
     ``job``: ``path``, ``out_dir``, ``stem``, ``options`` (SegmentOptions), ``model``, ``provider``,
-    ``verify``, ``threads`` (None: cores / workers on this host, from ``host_workers``), ``host_workers``
-    (host -> worker processes there), ``tag`` (the run's temporary tag).
+    ``verify``, ``backend``, ``threads`` (None: cores / workers on this host, from ``host_workers``),
+    ``host_workers`` (host -> worker processes there), ``tag`` (the run's temporary tag).
 
     Returns ``{"status": "done", "result": X.json's content, ...}`` or ``{"status": "failed", "reason"}``,
     with ``worker``, ``host``, ``seconds`` (this task), ``load_seconds`` (loading the model, first task).
     """
     from semphase.cluster.spec import threads_per_worker
     from semphase.imageio import tagged_temporaries
-    from semphase.runtime.segment import segment_file
+    from semphase.runtime.run import InProcess
 
     t0 = time.perf_counter()
     host = socket.gethostname()
     answer = {"worker": _worker_address(), "host": host, "pid": os.getpid(), "load_seconds": 0.0}
     threads = job.get("threads") or threads_per_worker((job.get("host_workers") or {}).get(host, 1))
     try:
-        model, seconds = worker_model(job["model"], job["provider"], threads, job["verify"])
+        backend = job.get("backend", "onnxruntime")
+        model, seconds = worker_model(job["model"], job["provider"], threads, job["verify"], backend)
         answer.update(load_seconds=seconds or 0.0, loaded_model=seconds is not None)
     except InputError as exc:  # the model itself: every task on this worker would fail the same way
         answer.update(status="failed", reason=f"model: {exc}", model_problem=True)
@@ -76,7 +77,7 @@ def segment_one(job: dict) -> dict:
     out_dir = Path(job["out_dir"])
     try:
         with tagged_temporaries([out_dir], job["tag"]):
-            result = segment_file(model, job["path"], out_dir, job["options"], stem=job["stem"])
+            result = InProcess(model).segment(job["path"], out_dir, job["options"], stem=job["stem"])
         answer.update(status="done", result=result)
     except InputError as exc:
         answer.update(status="failed", reason=exc.said_of(job["path"]))

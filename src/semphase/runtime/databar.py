@@ -100,5 +100,5 @@ def resolve_databar(
     except ValueError:
         raise ValueError(f"--databar must be auto, none or a number of rows, got {setting!r}") from None
     if not 0 <= rows < height:
-        raise ValueError(f"--databar {rows} leaves no image rows (the image has {height})")
+        raise ValueError(f"a data bar of {rows} rows leaves no image rows (the image has {height})")
     return rows, ("option" if rows else "none")

@@ -341,7 +341,9 @@ def load_model(
     _probe_output(model)
     if not verify:
         model.self_check = selfcheck.skipped()
-        return model
+        if backend == "onnxruntime":
+            return model
+        return _choose_backend(model, source, backend, providers, threads, verify)
     if cached:
         verdict = cached[0]
     else:

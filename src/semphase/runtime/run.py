@@ -522,6 +522,7 @@ def _watch(inbox: Inbox, out_dir: Path, options: SegmentOptions, executor: Execu
 
     if not isinstance(executor, InProcess):
         raise ValueError("an Inbox is segmented in this process: pass executor=InProcess(model)")
+
     def segment(path: Path, out_sub: Path) -> Mapping[str, Any]:
         result = executor.segment(path, out_sub, options, progress=progress)
         progress.finish("tiles")

@@ -171,14 +171,15 @@ def check_inputs_are_not_outputs(
     for path in files:
         name = written.get(os.path.realpath(path))
         if name is not None:
-            raise InputError(f"is also an output of this run ({name}); choose another --out", path)
+            raise InputError(f"is also an output of this run ({name}); choose another output folder", path)
 
 
 def _check_not_input(path: Path, targets: list[Path]) -> None:
     for target in targets:
         if target.exists() and os.path.samefile(target, path):
             raise InputError(
-                f"an output would overwrite the input itself ({target.name}); choose another --out", path
+                f"an output would overwrite the input itself ({target.name}); choose another output folder",
+                path,
             )
 
 

@@ -63,7 +63,7 @@ class OutputFolderLock:
             os.close(fd)
             raise FolderLocked(
                 f"already watched by {self.holder()}; one watcher per output folder "
-                "(stop it, or choose another --out)",
+                "(stop it, or choose another output folder)",
                 self.path.parent,
             )
         info = {
