@@ -69,9 +69,9 @@ def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(
 class Disagreeing:
     """A backend whose outputs are wrong on a share of the pixels (a miscompiled graph, a bad kernel)."""
 
-    name, version = "openvino", "simulated"
+    name, version, precision = "openvino", "simulated", "f32"
 
-    def __init__(self, source, threads, path) -> None:
+    def __init__(self, source, threads, path, f32=False) -> None:
         self.calls = 0
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -98,14 +98,23 @@ class Agreeing:
 
     name, version = "openvino", "simulated"
     session = None
+    #: share of pixels a reduced precision flips (0: computes what onnxruntime computes)
+    noise = 0.0
 
-    def __init__(self, source, threads, path) -> None:
+    def __init__(self, source, threads, path, f32=False) -> None:
         from semphase.runtime.session import create_session
 
         self.session = create_session(source, threads=threads)
+        self.precision = "f32" if f32 or not self.noise else "bf16"
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        out = self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        if self.precision == "bf16":  # a reduced precision changes the phase of a few pixels
+            flat = out.transpose(0, 2, 3, 1).reshape(-1, out.shape[1])
+            changed = np.random.default_rng(1).permutation(len(flat))[: int(self.noise * len(flat))]
+            flat[changed] = np.roll(flat[changed], 1, axis=1)
+            out = flat.reshape(out.shape[0], out.shape[2], out.shape[3], -1).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(out)
 
 
 def test_auto_picks_the_faster_self_checked_backend_and_remembers_it(model, monkeypatch, cache):
@@ -146,3 +155,20 @@ def test_openvino_runs_the_file_and_every_result_says_so(model, tmp_path, capsys
     assert code == 0, err
     ov, ort = (read_raw(tmp_path / d / "a_mask.png") for d in ("ov", "ort"))
     assert ov.shape == ort.shape == (160, 200) and (ov == ort).mean() > 0.999
+
+
+@pytest.mark.parametrize(("variant", "precision"), [("fp32", "f32"), ("int8", "bf16")])
+def test_a_reduced_precision_must_reach_the_fp16_gate_on_a_float_file(
+    variant, precision, monkeypatch, tmp_path
+):
+    """OpenVINO's bf16 default flipping 0.3 % of the pixels: enough for an INT8 file's own requirement
+    (99.5 %), not for a FP32 file, which is compiled again in f32."""
+    path = model_with_reference(tmp_path, variant, variant=variant)
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "import_openvino", lambda: None)
+    monkeypatch.setattr(Agreeing, "noise", 0.003)
+    monkeypatch.setattr(backends, "OpenVinoBackend", Agreeing)
+    model = load_model(path, backend="openvino")
+    assert model.backend.name == "openvino" and model.backend.precision == precision
+    assert model.describe()["backend"]["precision"] == precision
+    assert model.self_check.session_options == {"openvino.inference_precision": precision}

@@ -153,6 +153,7 @@ class SegmentationModel:
             "backend": {
                 "name": self.backend.name,
                 "version": self.backend.version,
+                "precision": self.backend.precision,
                 "choice": self.backend_choice,
             },
             "self_check": None if self.self_check is None else self.self_check.as_dict(),
@@ -386,19 +387,18 @@ def _choose_backend(
     if cached is not None and cached["backend"] == "onnxruntime":
         model.backend_choice = f"auto: {cached['reason']} (measured {cached['measured']})"
         return model
-    ov_model = _on_openvino(model, source, threads)
     if verify:
         reference = None if model.reference is None else selfcheck.Reference.from_metadata(model.reference, p)
-        verdict, _ = selfcheck.check(ov_model, reference, None, fallback=False)
-        if not verdict.usable:
+        ov_model, tried = _openvino_checked(model, reference, source, threads)
+        if ov_model is None:
+            version = backends.openvino_version() or "?"
             model.backend_choice = (
-                f"{backend}: onnxruntime, since OpenVINO {ov_model.backend.version} fails the self-check "
-                f"here ({verdict.agreement_pct:.2f} % of the reference pixels, {verdict.required_pct:.2f} % "
-                "required)"
+                f"{backend}: onnxruntime, since OpenVINO {version} fails the self-check here "
+                f"({'; '.join(tried)} of the reference pixels)"
             )
             return model
-        ov_model.self_check = verdict
     else:
+        ov_model = _on_openvino(model, source, threads)
         ov_model.self_check = selfcheck.skipped()
     if backend == "openvino":
         ov_model.backend_choice = "requested"
@@ -412,12 +412,42 @@ def _choose_backend(
     return chosen
 
 
-def _on_openvino(model: SegmentationModel, source, threads: int | None) -> SegmentationModel:
-    """The same model with OpenVINO running the network (metadata, classes and tiling unchanged)."""
+def _on_openvino(
+    model: SegmentationModel, source, threads: int | None, f32: bool = False
+) -> SegmentationModel:
+    """The same model with OpenVINO running the network (metadata, classes and tiling unchanged); its
+    ``session_options`` say the precision OpenVINO compiled it in (recorded by the self-check)."""
     from dataclasses import replace
 
-    runner = backends.OpenVinoBackend(source.session_source, threads, model.path)
-    return replace(model, backend=runner, session_options={}, self_check=None)
+    runner = backends.OpenVinoBackend(source.session_source, threads, model.path, f32=f32)
+    options = {"openvino.inference_precision": runner.precision}
+    return replace(model, backend=runner, session_options=options, self_check=None)
+
+
+def _openvino_checked(
+    model: SegmentationModel, reference: selfcheck.Reference | None, source, threads: int | None
+) -> tuple[SegmentationModel | None, list[str]]:
+    """OpenVINO in its default precision, else in f32, whichever passes the self-check first (None if
+    neither does), and what each attempt reached. A FP32 or FP16 file run in a reduced precision must
+    reach :data:`backends.REDUCED_PRECISION_PCT`."""
+    from dataclasses import replace
+
+    tried: list[str] = []
+    candidate = _on_openvino(model, source, threads)
+    while True:
+        precision = candidate.backend.precision
+        required = None if reference is None else reference.required_pct
+        if required is not None and model.variant in ("fp32", "fp16") and precision != "f32":
+            required = max(required, backends.REDUCED_PRECISION_PCT)
+        checked = reference if reference is None else replace(reference, required_pct=required)
+        verdict, _ = selfcheck.check(candidate, checked, None, fallback=False)
+        if verdict.usable:
+            candidate.self_check = verdict
+            return candidate, tried
+        tried.append(f"{verdict.agreement_pct:.2f} % in {precision}, {required:.2f} % required")
+        if precision == "f32":
+            return None, tried
+        candidate = _on_openvino(model, source, threads, f32=True)
 
 
 def _measure(ort_model: SegmentationModel, ov_model: SegmentationModel) -> tuple[SegmentationModel, str]:
