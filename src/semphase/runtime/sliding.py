@@ -42,8 +42,9 @@ class TileModel(Protocol):
 #: model, 4096 x 4096 micrograph); 2 was fastest and holds half the activations of 4.
 DEFAULT_BATCH = 2
 
-#: progress(tiles_done, tiles_total)
-Progress = Callable[[int, int], None]
+#: ``on(done, total)`` after each batch of tiles (:func:`semphase.progress.count_callback` makes one from a
+#: :class:`semphase.progress.Progress`).
+OnTiles = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def iter_bands(
     batch: int = DEFAULT_BATCH,
     window: str = "gaussian",
     tta: bool = False,
-    progress: Progress | None = None,
+    progress: OnTiles | None = None,
     logits: bool = False,
 ) -> Iterator[Band]:
     """Segment a micrograph with a sliding window, yielding finalized bands of rows, top to bottom.
@@ -359,7 +360,7 @@ def segment_array(
     batch: int = DEFAULT_BATCH,
     window: str = "gaussian",
     tta: bool = False,
-    progress: Progress | None = None,
+    progress: OnTiles | None = None,
     *,
     tiling: Tiling | None = None,
 ) -> np.ndarray:
