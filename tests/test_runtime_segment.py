@@ -18,10 +18,10 @@ from semphase.data.synth.large import write_large
 from semphase.errors import InputError
 from semphase.imageio import read_gray, read_label, read_micrograph, write_image
 from semphase.phases import IGNORE
+from semphase.rowwriters import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.databar import detect_databar, resolve_databar
 from semphase.runtime.inputs import expand_inputs, output_stems
 from semphase.runtime.model import choose_providers, load_model
-from semphase.runtime.outputs.writers import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.segment import SegmentOptions, segment_file
 from semphase.runtime.sliding import segment_array
 

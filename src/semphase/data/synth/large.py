@@ -37,7 +37,7 @@ from semphase.data.synth.render import prepare
 from semphase.errors import InputError
 from semphase.imageio import FEI_HELIOS_TAG, TIFF_SUFFIXES, atomic_path
 from semphase.phases import IGNORE
-from semphase.runtime.outputs.writers import PngRowWriter
+from semphase.rowwriters import PngRowWriter
 
 #: The display width that defines SEM magnification on FEI-style instruments (Polaroid 5" convention).
 _DISPLAY_WIDTH_UM = 127_000.0

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from semphase.phases import IGNORE
+from semphase.rowwriters import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.outputs.overlay import OverlayPainter
 from semphase.runtime.outputs.tables import count_labels
-from semphase.runtime.outputs.writers import PngRowWriter, TiffPlaneWriter
 from semphase.runtime.sliding import Band, normalized_entropy, softmax
 
 #: A pixel counts as uncertain when the normalized entropy of its class probabilities exceeds this.
