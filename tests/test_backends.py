@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from _cli import run_semphase
+from _isolated import ran_in_child
 from _runtime_models import micrograph, model_with_reference
 from semphase.errors import InputError
 from semphase.imageio import read_raw, write_image
@@ -141,8 +142,10 @@ def test_auto_never_picks_an_unverified_backend(model, monkeypatch):
     assert unverified.backend.name == "onnxruntime" and "verify is off" in unverified.backend_choice
 
 
-def test_openvino_runs_the_file_and_every_result_says_so(model, tmp_path, capsys):
+def test_openvino_runs_the_file_and_every_result_says_so(model, tmp_path, capsys, request):
     pytest.importorskip("openvino")
+    if ran_in_child(request):  # OpenVINO stays loaded in a process for good (tests/_isolated.py)
+        return
     image = tmp_path / "a.png"
     write_image(image, micrograph(160, 200, seed=2))
     argv = ["segment", model, image, "--out", tmp_path / "ov", "--backend", "openvino", "-q"]

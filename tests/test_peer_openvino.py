@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _isolated import ran_in_child
 from _runtime_models import build_blur_classifier, micrograph
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_openvino.py"
@@ -31,8 +32,10 @@ def blur_model(tmp_path_factory) -> Path:
     return build_blur_classifier(tmp_path_factory.mktemp("peer-ov") / "model.onnx", tile=128, overlap=32)
 
 
-def test_openvino_segments_like_onnxruntime_through_the_same_sliding_window(peer, blur_model):
+def test_openvino_segments_like_onnxruntime_through_the_same_sliding_window(peer, blur_model, request):
     pytest.importorskip("openvino", reason="openvino is not installed")
+    if ran_in_child(request):  # OpenVINO stays loaded in a process for good (tests/_isolated.py)
+        return
     from semphase.runtime.model import load_model
     from semphase.runtime.sliding import segment_array
 
@@ -46,8 +49,10 @@ def test_openvino_segments_like_onnxruntime_through_the_same_sliding_window(peer
     assert np.mean(ours == theirs) > 0.999  # float32 both ways: only summation order may differ
 
 
-def test_a_tiny_run_writes_the_json_and_the_tables(peer, blur_model, tmp_path, capsys, monkeypatch):
+def test_a_tiny_run_writes_the_json_and_the_tables(peer, blur_model, tmp_path, capsys, monkeypatch, request):
     pytest.importorskip("openvino", reason="openvino is not installed")
+    if ran_in_child(request):  # OpenVINO stays loaded in a process for good (tests/_isolated.py)
+        return
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a)
