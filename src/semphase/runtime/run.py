@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -366,7 +366,7 @@ class _BatchRun:
         if removed:
             self.progress.log(f"removed {removed} temporary file(s) a stopped run left behind")
         self.ledger = ledger
-        return ledger_closing(ledger)
+        return closing(ledger)  # opened above: the block only has to close it
 
     def _not_done(self, jobs: list[Job]) -> list[Job]:
         """The jobs to segment: all of them, or (with a ledger) those not done with the same signature."""
@@ -412,6 +412,7 @@ class _BatchRun:
 
     def _record(self, job: Job, answer: dict) -> None:
         worker = self._worker(answer)
+        extra = {"worker": answer.get("worker")} if "worker" in answer else {}  # the journal line's
         result = answer.get("result") if answer.get("status") == "done" else None
         reason = answer.get("reason")
         if self.ledger is not None:
@@ -430,7 +431,6 @@ class _BatchRun:
         if result is not None:
             if self.ledger is not None:
                 outputs = output_paths(result, self.out_dir)
-                extra = {"worker": answer.get("worker")} if "worker" in answer else {}
                 self.ledger.record_done(_key(job.path), job.signature, seconds, outputs, **extra)
                 if "worker" in answer:
                     result["worker"] = answer.get("worker")
@@ -447,7 +447,6 @@ class _BatchRun:
         reason = reason or "failed"
         if self.ledger is not None:
             state = FileState(f"{job.stem}{job.path.suffix}", str(job.path), *job.signature)
-            extra = {"worker": answer.get("worker")} if "worker" in answer else {}
             self.ledger.record_failed(_key(job.path), state, reason, seconds, strict=False, **extra)
         message = answer.get("message") or (reason if str(job.path) in reason else f"{job.path}: {reason}")
         row_reason = answer.get("reason") if answer.get("message") else None
@@ -484,16 +483,6 @@ class _BatchRun:
         classes = self.classes or _classes(ordered)
         if classes and ordered:
             write_summary(self.out_dir / SUMMARY_NAME, ordered, classes)
-
-
-class ledger_closing(AbstractContextManager):  # noqa: N801 - used like contextlib.closing
-    """Close a ledger opened already when the block ends."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-
-    def __exit__(self, *exc: object) -> None:
-        self.ledger.close()
 
 
 def _classes(results: list[dict]) -> list[str] | None:
