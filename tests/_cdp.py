@@ -30,7 +30,7 @@ class Browser:
     def __enter__(self) -> Browser:
         from websockets.sync.client import connect
 
-        self._profile = tempfile.TemporaryDirectory(prefix="semphase-cdp-")
+        self._profile = tempfile.TemporaryDirectory(prefix="semphase-cdp-", ignore_cleanup_errors=True)
         self.proc = subprocess.Popen(
             [
                 chromium(),
@@ -116,3 +116,31 @@ class Browser:
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(data["data"]))
+
+    def drag(self, points: list[tuple[float, float]], button: str = "left") -> None:
+        """Press the mouse at the first point, move through the others, release at the last (viewport
+        CSS pixels), as a hand on a mouse would."""
+        (x, y), rest = points[0], points[1:]
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+        self.call(
+            "Input.dispatchMouseEvent", session=True, type="mousePressed", x=x, y=y, button=button,
+            buttons=1, clickCount=1,
+        )  # fmt: skip
+        for x, y in rest:
+            move = {"type": "mouseMoved", "x": x, "y": y, "button": button, "buttons": 1}
+            self.call("Input.dispatchMouseEvent", session=True, **move)
+        self.call(
+            "Input.dispatchMouseEvent", session=True, type="mouseReleased", x=x, y=y, button=button,
+            buttons=0, clickCount=1,
+        )  # fmt: skip
+
+    def press(self, key: str, ctrl: bool = False, shift: bool = False) -> None:
+        """Press and release one key (``key`` as KeyboardEvent.key names it: "2", "z", "[")."""
+        modifiers = (2 if ctrl else 0) | (8 if shift else 0)
+        code = f"Key{key.upper()}" if key.isalpha() else (f"Digit{key}" if key.isdigit() else "")
+        vk = ord(key.upper()) if key.isalnum() else 0
+        for kind in ("keyDown", "keyUp"):
+            self.call(
+                "Input.dispatchKeyEvent", session=True, type=kind, key=key, code=code, modifiers=modifiers,
+                windowsVirtualKeyCode=vk,
+            )  # fmt: skip

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,59 +22,13 @@ import pytest
 
 from _cli import run_semphase
 from _runtime_models import micrograph, model_with_reference
+from _serve_server import Server
 from semphase.imageio import encode_image, write_image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`semphase serve MODEL ARGS` in a child process, until stopped."""
-
-    def __init__(self, model: Path, *args: str, host: str = "127.0.0.1") -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "semphase",
-            "serve",
-            str(model),
-            "--host",
-            host,
-            "--port",
-            str(self.port),
-        ]
-        self.proc = subprocess.Popen(
-            [*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.communicate()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not come up")
-
-    def stop(self) -> tuple[str, str]:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-        return out, err
 
 
 @pytest.fixture(scope="module")

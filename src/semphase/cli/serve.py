@@ -76,6 +76,13 @@ def serve_command(
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Run the model's self-check at start."),
     backend: Backend = "auto",
+    project: Path | None = typer.Option(
+        None,
+        "--project",
+        help="Labelling project folder (created when missing; the dataset layout `semphase train` reads: "
+        "images/, masks/): the page at /label then shows its micrographs with the model's phases to "
+        "correct with a brush. One server per project.",
+    ),
 ) -> None:
     """Load the model once (with its self-check), then answer HTTP requests until stopped."""
     import os
@@ -113,7 +120,18 @@ def serve_command(
         queue=queue,
         max_upload_bytes=int(max_upload_mb * 2**20),
     )
-    app = create_app(service, token)
+    labelling = None
+    if project is not None:
+        from semphase.runtime.suggest import model_table
+        from semphase.serve.labelling import Labelling
+        from semphase.serve.project import Project
+
+        try:
+            labelling = Labelling(Project(project, model_table(loaded)), service)
+        except BaseException:
+            service.close()
+            raise
+    app = create_app(service, token, labelling)
     try:
         sock = _listen(host, port)
     except BaseException:
@@ -129,6 +147,7 @@ def serve_command(
             f"{Path(model).name} ({loaded.variant.upper()}) on http://{shown}:{port}/ "
             f"({workers} worker(s) x {per_worker} thread(s), queue {queue}"
             + (", token required" if token else "")
+            + (f", labelling {project} at /label" if project is not None else "")
             + "); Ctrl-C stops",
         ),
         soft_wrap=True,
@@ -138,6 +157,8 @@ def serve_command(
     finally:
         sock.close()
         service.close()
+        if labelling is not None:
+            labelling.project.close()
 
 
 def _listen(host: str, port: int):

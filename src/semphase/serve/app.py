@@ -8,11 +8,20 @@ Endpoints (OpenAPI docs at ``/docs``):
 - ``GET /model``: classes, colours, variant, tiling, self-check verdict;
 - ``GET /health``: ``{"status": "ok"}`` (no token needed: a container's health check);
 - ``GET /metrics``: requests, failures, refusals, megapixels segmented, mean latency;
-- ``GET /``: the page to drop micrographs on.
+- ``GET /``: the page to drop micrographs on;
+- with ``--project DIR`` (:mod:`semphase.serve.labelling`): ``GET /label`` (the label view), ``GET /project``
+  (classes, colours, micrographs with their labelled pixels and suggest's ranks), ``POST /project/images``
+  (add a micrograph), ``GET /project/images/{name}`` (size, zoom levels, version, history),
+  ``POST .../predict`` (the model's phases and uncertainty, once per model), ``GET .../tiles/{layer}/{level}/
+  {col}/{row}.png``, ``POST .../strokes`` (save strokes made on version ``base``: merged when another page
+  saved since), ``PUT .../labels`` (a whole label image, checked), ``GET .../labels.png``,
+  ``POST .../restore``.
 
 Errors are one line in ``{"detail": ...}``: 400 for an upload that is not an image, 413 for an upload
 or image over the limits, 422 for a micrograph ``semphase segment`` would refuse (same reason), 401 for a
-missing or wrong token, 503 with ``Retry-After`` when the queue is full. Never a traceback.
+missing or wrong token, 503 with ``Retry-After`` when the queue is full; for the project 404 for a name
+that is no micrograph of it, 409 for a whole label image made on an older version, 422 for labels of the
+wrong size or values that are no class. Never a traceback.
 """
 
 import asyncio
@@ -23,7 +32,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from semphase.errors import InputError, OptionError, one_line
@@ -31,17 +40,22 @@ from semphase.limits import ImageTooLarge
 from semphase.serve.service import Busy, NotAnImage, Service, TooLarge, client_name, sniff_suffix
 
 #: Paths anyone may fetch without the token: the page (it asks for the token), its health, the docs.
-OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json", "/favicon.ico")
+OPEN_PATHS = ("/", "/label", "/health", "/docs", "/openapi.json", "/favicon.ico")
+#: Largest JSON body of strokes accepted (a long labelling session is well under 1 MiB).
+MAX_STROKES_BYTES = 16 << 20
 CHUNK = 1 << 20
 
 
-def create_app(service: Service, token: str | None = None):
-    """The app around ``service``; with ``token``, every other path needs ``Authorization: Bearer``."""
+def create_app(service: Service, token: str | None = None, labelling=None):
+    """The app around ``service``; with ``token``, every other path needs ``Authorization: Bearer``;
+    with ``labelling`` (a :class:`semphase.serve.labelling.Labelling`), the project's label view."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         service.close()  # the inference threads, and the private folder of uploads
+        if labelling is not None:
+            labelling.project.close()
 
     app = FastAPI(
         title="semphase",
@@ -146,7 +160,181 @@ def create_app(service: Service, token: str | None = None):
             return Response(base64.b64decode(document["overlay_png"]), media_type="image/png")
         return document
 
+    if labelling is not None:
+        _project_routes(app, service, labelling, expected is not None)
+    else:
+
+        @app.get("/label", include_in_schema=False)
+        @app.get("/project")
+        async def no_project() -> JSONResponse:
+            reason = "this server has no labelling project (start it with semphase serve MODEL --project DIR)"
+            return JSONResponse({"detail": reason}, status_code=404)
+
     return app
+
+
+def _project_routes(app, service: Service, labelling, token_required: bool) -> None:
+    """The label view's endpoints (see the module docstring)."""
+    from semphase.serve.labelling import NoPrediction
+    from semphase.serve.project import Conflict, NotFound
+    from semphase.serve.strokes import StrokeError, parse_strokes
+    from semphase.serve.tiles import LAYERS
+
+    project = labelling.project
+
+    def failure(exc: Exception) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        if isinstance(exc, Conflict | NoPrediction):
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse({"detail": str(exc)}, status_code=422)  # Rejected, StrokeError, InputError
+
+    known = (InputError, StrokeError)
+
+    @app.get("/label", response_class=HTMLResponse, include_in_schema=False)
+    async def label_page() -> HTMLResponse:
+        html = resources.files("semphase.serve").joinpath("label.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{TOKEN_REQUIRED}}", "true" if token_required else "false"))
+
+    @app.get("/project")
+    def project_listing() -> dict:
+        """The project: the model's classes and colours, every micrograph with its labelled pixels."""
+        m = service.model
+        return {
+            "model": {"file": Path(m.path).name, "sha256": m.sha256, "variant": m.variant},
+            "classes": list(m.classes),
+            "colors": [list(c) for c in m.colors],
+            "images": project.listing(),
+            "worklist": project.has_worklist(),
+        }
+
+    @app.post("/project/images")
+    async def project_upload(
+        file: UploadFile = File(..., description="A micrograph to label: TIFF, PNG, BMP or JPEG."),
+    ):
+        """Add a micrograph to the project (a new name is made from the file's; nothing is replaced)."""
+        from semphase.imageio import read_raw
+
+        name = client_name(file.filename)
+        folder = service.new_request_folder()
+        try:
+            upload = await _receive(file, folder, name, service.max_upload_bytes)
+            try:  # refuse what segment would refuse (truncated, corrupt), naming the client's file
+                await asyncio.to_thread(read_raw, upload)
+            except InputError as exc:
+                raise type(exc)(exc.reason, name) from None
+            entry = await asyncio.to_thread(project.add, upload, name, upload.suffix)
+        except (TooLarge, ImageTooLarge) as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=413)
+        except NotAnImage as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        finally:
+            service.discard(folder)
+        return {"name": entry.name, "width": entry.width, "height": entry.height}
+
+    @app.get("/project/images/{name}")
+    def project_image(name: str):
+        """One micrograph: size, zoom levels, label version and history, whether it is predicted."""
+        try:
+            return labelling.describe(name)
+        except known as exc:
+            return failure(exc)
+
+    @app.post("/project/images/{name}/predict")
+    async def project_predict(name: str):
+        """The model's phases and uncertainty of the micrograph (segmented once per model)."""
+        try:
+            project.entry(name)
+            service.admit()
+        except Busy as exc:
+            return JSONResponse(
+                {"detail": f"busy: {service.workers} segmenting and {service.queue} waiting; retry later"},
+                status_code=503,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        except known as exc:
+            return failure(exc)
+        try:
+            return await asyncio.wrap_future(service.run(labelling.predict, name))
+        except known as exc:
+            return failure(exc)
+        except MemoryError:
+            return JSONResponse({"detail": f"{name}: out of memory; try a smaller image"}, status_code=507)
+        finally:
+            service.release()
+
+    @app.get("/project/images/{name}/tiles/{layer}/{level}/{col}/{row}.png")
+    def project_tile(name: str, layer: str, level: int, col: int, row: int):
+        """One 256 x 256 tile of a layer (image, prediction, uncertainty, labels) at a zoom level."""
+        if layer not in LAYERS:
+            return JSONResponse({"detail": f"unknown layer {layer!r}; layers: {', '.join(LAYERS)}"}, 404)
+        try:
+            data = labelling.tile(name, layer, level, col, row)
+        except known as exc:
+            return failure(exc)
+        if data is None:
+            return JSONResponse({"detail": "no such tile"}, status_code=404)
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/project/images/{name}/strokes")
+    async def project_strokes(request: Request, name: str):
+        """Save strokes made on version ``base``: ``{"base": N, "strokes": [{"tool", "class", "radius",
+        "points"}, ...]}``. Made on an older version, they are merged onto the newer labels."""
+        if int(request.headers.get("content-length") or 0) > MAX_STROKES_BYTES:
+            return JSONResponse({"detail": "too many strokes in one save; save more often"}, status_code=413)
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"detail": "the body must be JSON: {base, strokes}"}, status_code=422)
+        base = body.get("base") if isinstance(body, dict) else None
+        if isinstance(base, bool) or not isinstance(base, int):
+            return JSONResponse({"detail": "base must be the version the strokes were made on"}, 422)
+        client = request.client.host if request.client else None
+        try:
+            strokes = parse_strokes(body.get("strokes"), len(service.model.classes))
+            saved = await asyncio.to_thread(labelling.save, name, base, strokes, client)
+        except known as exc:
+            return failure(exc)
+        return saved.as_dict()
+
+    @app.put("/project/images/{name}/labels")
+    async def project_put_labels(
+        request: Request,
+        name: str,
+        base: int = Query(..., description="the version this label image replaces"),
+        force: bool = Query(False, description="replace even when labels were saved since base"),
+    ):
+        """Replace the labels with a label image (PNG/TIFF, index or colour mask), checked."""
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > service.max_upload_bytes:
+                return JSONResponse({"detail": "label image larger than the upload limit"}, status_code=413)
+        client = request.client.host if request.client else None
+        try:
+            saved = await asyncio.to_thread(project.put_labels, name, data, base, force, client)
+        except known as exc:
+            return failure(exc)
+        return saved.as_dict()
+
+    @app.get("/project/images/{name}/labels.png")
+    def project_labels_png(name: str):
+        """The current labels as the colour PNG that ``masks/`` holds."""
+        try:
+            return Response(project.mask_png(name), media_type="image/png")
+        except known as exc:
+            return failure(exc)
+
+    @app.post("/project/images/{name}/restore")
+    def project_restore(request: Request, name: str, version: int = Body(..., embed=True)):
+        """Make an earlier version current again (as a new version)."""
+        client = request.client.host if request.client else None
+        try:
+            return project.restore(name, version, client).as_dict()
+        except known as exc:
+            return failure(exc)
 
 
 async def _receive(file, folder: Path, name: str, limit: int) -> Path:

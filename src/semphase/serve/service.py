@@ -192,6 +192,11 @@ class Service:
         """Run :meth:`segment` on an inference thread; returns a concurrent.futures.Future."""
         return self._pool.submit(self.segment, upload, name, options)
 
+    def run(self, fn, *args):
+        """Run ``fn(*args)`` on an inference thread (the label view's predictions share the model's
+        threads and admission limit with /segment); returns a concurrent.futures.Future."""
+        return self._pool.submit(fn, *args)
+
 
 def _b64(path: str | os.PathLike) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
