@@ -115,3 +115,16 @@ def test_flip_averaging_is_the_mean_of_the_four_flips():
     assert np.abs(plain - got).max() > 0.1  # this model is not flip-invariant: TTA changes its logits
     labels_tta = segment_array(model, image, tta=True)
     assert np.array_equal(labels_tta, expected.argmax(0).astype(np.uint8))
+
+
+def test_a_resolved_tiling_is_the_one_segment_array_uses_and_cannot_be_given_twice():
+    from semphase.model_format import Tiling
+
+    model, image = ContextModel(), _image(150, 170, seed=5)
+    tiling = Tiling.resolve(model, 96, 8)
+    by_tiling = segment_array(model, image, tiling=tiling)
+    assert np.array_equal(by_tiling, segment_array(model, image, tile=96, overlap=8))
+    assert not np.array_equal(by_tiling, segment_array(model, image))  # the model's own 64/16 differs
+    for given in ({"tile": 96}, {"overlap": 8}):
+        with pytest.raises(TypeError, match="give either a resolved tiling or tile and overlap, not both"):
+            next(iter_bands(model, image, tiling=tiling, **given))
