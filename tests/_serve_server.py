@@ -21,7 +21,7 @@ def _free_port() -> int:
 class Server:
     """`semphase serve MODEL ARGS` in a child process, until stopped."""
 
-    def __init__(self, model: Path, *args: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, model: Path, *args: str, host: str = "127.0.0.1", env: dict | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
@@ -36,7 +36,7 @@ class Server:
             str(self.port),
         ]
         self.proc = subprocess.Popen(
-            [*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -83,6 +83,17 @@ def serve_command(
         "images/, masks/): the page at /label then shows its micrographs with the model's phases to "
         "correct with a brush. One server per project.",
     ),
+    checkpoint: Path | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="With --project: the checkpoint MODEL was exported from; the page can then fine-tune it on the "
+        "project's labels (needs the train extra on this PC), export, check and serve the new model.",
+    ),
+    train_args: str = typer.Option(
+        "",
+        "--train-args",
+        help="With --checkpoint: extra options for the fine-tuning's `semphase train`, e.g. '--epochs 20'.",
+    ),
 ) -> None:
     """Load the model once (with its self-check), then answer HTTP requests until stopped."""
     import os
@@ -110,7 +121,11 @@ def serve_command(
     set_max_megapixels(max_megapixels, MAX_MEGAPIXELS_FLAG)
     per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
     check_backend(backend)
+    if checkpoint is not None and project is None:
+        raise OptionError("--checkpoint is for fine-tuning from the label view: give --project DIR too")
     loaded = load_model(model, provider=provider, threads=per_worker, verify=verify, backend=backend)
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, loaded)
     if loaded.self_check is not None:
         say_self_check(loaded.self_check)
     service = Service(
@@ -120,7 +135,7 @@ def serve_command(
         queue=queue,
         max_upload_bytes=int(max_upload_mb * 2**20),
     )
-    labelling = None
+    labelling = finetuner = None
     if project is not None:
         from semphase.runtime.suggest import model_table
         from semphase.serve.labelling import Labelling
@@ -128,10 +143,18 @@ def serve_command(
 
         try:
             labelling = Labelling(Project(project, model_table(loaded)), service)
+            from semphase.serve.finetune import FineTuner
+
+            def load(path: Path):  # a fine-tuned or rolled-back model, always self-checked
+                return load_model(path, provider=provider, threads=per_worker, verify=True, backend=backend)
+
+            finetuner = FineTuner(labelling, Path(model), checkpoint, load, train_args)
         except BaseException:
             service.close()
+            if labelling is not None:
+                labelling.project.close()
             raise
-    app = create_app(service, token, labelling)
+    app = create_app(service, token, labelling, finetuner)
     try:
         sock = _listen(host, port)
     except BaseException:
@@ -159,6 +182,21 @@ def serve_command(
         service.close()
         if labelling is not None:
             labelling.project.close()
+
+
+def check_checkpoint(checkpoint: Path, model) -> None:
+    """Refuse a checkpoint that is not the one ``model`` was exported from (its recorded sha256)."""
+    from semphase.imageio import file_sha256
+
+    if not checkpoint.is_file():
+        raise InputError("no such checkpoint file", checkpoint)
+    recorded = (model.source or {}).get("checkpoint_sha256")
+    if recorded and file_sha256(checkpoint) != recorded:
+        raise InputError(
+            f"not the checkpoint {Path(model.path).name} was exported from (its sha256 differs from the "
+            "one recorded in the model)",
+            checkpoint,
+        )
 
 
 def _listen(host: str, port: int):

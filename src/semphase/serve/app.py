@@ -46,13 +46,16 @@ MAX_STROKES_BYTES = 16 << 20
 CHUNK = 1 << 20
 
 
-def create_app(service: Service, token: str | None = None, labelling=None):
+def create_app(service: Service, token: str | None = None, labelling=None, finetuner=None):
     """The app around ``service``; with ``token``, every other path needs ``Authorization: Bearer``;
-    with ``labelling`` (a :class:`semphase.serve.labelling.Labelling`), the project's label view."""
+    with ``labelling`` (a :class:`semphase.serve.labelling.Labelling`), the project's label view, and
+    with ``finetuner`` (a :class:`semphase.serve.finetune.FineTuner`) its fine-tuning jobs."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
+        if finetuner is not None:
+            finetuner.close()  # a running job's child process
         service.close()  # the inference threads, and the private folder of uploads
         if labelling is not None:
             labelling.project.close()
@@ -162,6 +165,8 @@ def create_app(service: Service, token: str | None = None, labelling=None):
 
     if labelling is not None:
         _project_routes(app, service, labelling, expected is not None)
+        if finetuner is not None:
+            _finetune_routes(app, finetuner)
     else:
 
         @app.get("/label", include_in_schema=False)
@@ -335,6 +340,43 @@ def _project_routes(app, service: Service, labelling, token_required: bool) -> N
             return project.restore(name, version, client).as_dict()
         except known as exc:
             return failure(exc)
+
+
+def _finetune_routes(app, finetuner) -> None:
+    """Fine-tuning from the label view (:mod:`semphase.serve.finetune`)."""
+    from semphase.serve.finetune import JobRefused
+
+    @app.get("/project/finetune")
+    def finetune_status() -> dict:
+        """Whether this server can fine-tune (and why not), the job (stage, epoch, loss, outcome), the
+        model versions and which one is served."""
+        return finetuner.status()
+
+    @app.post("/project/finetune")
+    def finetune_start():
+        """Start fine-tuning the served model on the project's labelled pixels (one job at a time)."""
+        try:
+            return finetuner.start()
+        except JobRefused as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.post("/project/finetune/cancel")
+    def finetune_cancel():
+        """Stop the running job; the served model does not change."""
+        try:
+            return finetuner.cancel()
+        except JobRefused as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.post("/project/models/{version}/serve")
+    def serve_version(version: int):
+        """Serve a model version again (rollback), after its self-check on this machine."""
+        try:
+            return finetuner.serve_version(version)
+        except JobRefused as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
 async def _receive(file, folder: Path, name: str, limit: int) -> Path:

@@ -52,11 +52,9 @@ class Labelling:
     def model(self):
         return self.service.model
 
-    def _pred_dir(self) -> Path:
-        return self.project.prediction_dir(self.model.sha256)
-
-    def _pred_paths(self, name: str) -> tuple[Path, Path, Path]:
-        folder = self._pred_dir()
+    def _pred_paths(self, name: str, sha256: str | None = None) -> tuple[Path, Path, Path]:
+        """The prediction files of ``name`` by the model with ``sha256`` (default: the one served now)."""
+        folder = self.project.prediction_dir(sha256 or self.model.sha256)
         return folder / f"{name}.mask.png", folder / f"{name}.uncertainty.png", folder / f"{name}.json"
 
     # --------------------------------------------------------------------------------- predictions
@@ -89,14 +87,16 @@ class Labelling:
                 self._predicting.pop(name).set()
 
     def _segment(self, entry: Entry) -> None:
-        folder = self._pred_dir()
+        executor = self.service.executor  # one model for the whole prediction, even if another is swapped in
+        sha256 = executor.model.sha256
+        folder = self.project.prediction_dir(sha256)
         folder.mkdir(parents=True, exist_ok=True)
         signature = file_signature(entry.path)
         options = replace(self.service.options, uncertainty=True, format="png")
         scratch = Path(tempfile.mkdtemp(prefix=".predict-", dir=folder))
         try:
-            result = self.service.executor.segment(entry.path, scratch, options, stem="p")
-            mask, unc, stamp = self._pred_paths(entry.name)
+            result = executor.segment(entry.path, scratch, options, stem="p")
+            mask, unc, stamp = self._pred_paths(entry.name, sha256)
             outputs = result["outputs"]
             shutil.move(outputs["uncertainty"], unc)
             shutil.move(outputs["mask"], mask)
@@ -183,4 +183,3 @@ class Labelling:
             "history": self.project.history(name),
             "prediction": self.prediction_ready(entry),
         }
-

@@ -192,6 +192,15 @@ class Service:
         """Run :meth:`segment` on an inference thread; returns a concurrent.futures.Future."""
         return self._pool.submit(self.segment, upload, name, options)
 
+    def use_model(self, model) -> None:
+        """Serve ``model`` from now on (a fine-tuned or rolled-back version); requests in flight finish
+        on the model they started with."""
+        from semphase.runtime.run import InProcess
+
+        executor = InProcess(model)
+        with self.metrics.lock:
+            self.model, self.executor = model, executor
+
     def run(self, fn, *args):
         """Run ``fn(*args)`` on an inference thread (the label view's predictions share the model's
         threads and admission limit with /segment); returns a concurrent.futures.Future."""

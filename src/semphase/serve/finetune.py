@@ -1,0 +1,473 @@
+"""Fine-tuning from the label view: train on the project, export, check, serve, roll back (no torch here).
+
+The server itself never imports torch: a job runs ``semphase train PROJECT --init CHECKPOINT`` and then
+``semphase export`` as child processes (the server needs the ``train`` extra installed for them; without
+it the page shows the label view with fine-tuning off and says why), one job at a time, in
+``PROJECT/.semphase/models/vN/``:
+
+1. **train**: the fine-tuning recipe of ``train --init`` (every labelled field trains, labelled pixels
+   only) from the checkpoint of the model being served; progress is read from the run's
+   ``history.csv`` (epoch, training loss);
+2. **export**: FP32 and the variant being served (FP32 is every reduced variant's reference), at the
+   served model's tiling, with export's gates; FP32 and the served variant must pass theirs;
+3. **check**: the new file of that variant is loaded with its self-check on this machine (a file that
+   misses its stored reference is never served);
+4. **compare**: the old and the new model segment the project's labelled fields and are scored on the
+   labelled pixels (mIoU; these are the fields it was trained on, so this says it learnt them, not that
+   it generalises);
+5. **serve**: the new model replaces the old one in the running service (requests in flight finish on
+   the old one), unless it scores lower than the served one on the labelled pixels: then it is kept
+   (state ``kept``), listed, and served only when the user picks it. The old files stay; any version can
+   be served again from the page (rollback).
+
+Cancel stops the child process (its process group) and leaves the version folder with its log, marked
+cancelled; the served model never changes on a cancelled or failed job. The versions are listed in
+``PROJECT/.semphase/models/index.json``; version 0 is the model the server was started with. A restarted
+server serves the model on its command line again: serve a fine-tuned version with ``semphase serve
+PROJECT/.semphase/models/vN/export/model.int8.onnx --checkpoint PROJECT/.semphase/models/vN/run/best.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from semphase.errors import InputError, one_line
+from semphase.imageio import file_sha256, read_gray, to_uint8, write_text_atomic
+from semphase.serve.project import STATE_DIR, Project
+
+#: The export file of each variant.
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+STAGES = ("train", "export", "check", "compare", "serve")
+
+
+class JobRefused(InputError):
+    """A fine-tuning that cannot start (HTTP 409): one running, no labels, no checkpoint, no torch."""
+
+
+def training_unavailable() -> str | None:
+    """Why this server cannot fine-tune (None when it can): the ``train`` extra must be installed."""
+    missing = [m for m in ("torch", "segmentation_models_pytorch") if not _installed(m)]
+    if missing:
+        return (
+            f"fine-tuning needs the train extra on the server ({', '.join(missing)} not installed: "
+            "pip install 'semphase[train]'); labelling works without it"
+        )
+    return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as missing
+        return False
+
+
+@dataclass
+class Job:
+    """One fine-tuning: its version folder, stage, progress and outcome."""
+
+    version: int
+    folder: str
+    init: str
+    variant: str
+    state: str = "running"  # running | succeeded | kept (not served: scored lower) | failed | cancelled
+    stage: str = "train"
+    epoch: int = 0
+    epochs: int | None = None
+    loss: float | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    message: str = ""
+    labels: dict = field(default_factory=dict)  # name -> label version trained on
+    before: dict | None = None
+    after: dict | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["seconds"] = round((self.finished or time.time()) - self.started, 1)
+        return d
+
+
+def labelled_score(model, project: Project, names: list[str]) -> dict:
+    """mIoU of ``model`` on the labelled pixels of ``names`` (per class and mean over labelled classes)."""
+    from semphase.runtime.sliding import segment_array
+
+    c = project.table.num_classes
+    confusion = np.zeros((c, c), np.int64)
+    for name in names:
+        labels, _ = project.labels(name)
+        if not (labels != 255).any():
+            continue
+        image = to_uint8(read_gray(project.entry(name).path))
+        predicted = segment_array(model, image)
+        keep = labels != 255
+        truth, pred = labels[keep].astype(np.int64), np.minimum(predicted[keep], c).astype(np.int64)
+        ok = pred < c
+        np.add.at(confusion, (truth[ok], pred[ok]), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    truth_n, pred_n = confusion.sum(axis=1), confusion.sum(axis=0)
+    union = truth_n + pred_n - tp
+    ious = {}
+    for i, name in enumerate(project.table.names):
+        if truth_n[i]:  # scored where the user labelled it
+            ious[name] = float(tp[i] / union[i]) if union[i] else None
+    values = [v for v in ious.values() if v is not None]
+    return {"miou": float(np.mean(values)) if values else None, "iou": ious, "pixels": int(confusion.sum())}
+
+
+class FineTuner:
+    """The fine-tuning jobs and model versions of a served project.
+
+    Parameters
+    ----------
+    labelling : the :class:`semphase.serve.labelling.Labelling` (project and service).
+    model_path : the ONNX file the server started with (version 0).
+    checkpoint : the checkpoint that file was exported from (its sha256 is checked against the file's
+        ``semphase.source``), or None: then fine-tuning is off, and the page says why.
+    load : how the server loads a model (same provider, threads, backend; with the self-check).
+    train_args : extra options for ``semphase train`` (e.g. ``--epochs 5``), after the recipe's.
+    """
+
+    def __init__(
+        self,
+        labelling,
+        model_path: Path,
+        checkpoint: Path | None,
+        load: Callable[[Path], object],
+        train_args: str = "",
+    ) -> None:
+        self.labelling = labelling
+        self.project: Project = labelling.project
+        self.service = labelling.service
+        self.load = load
+        self.train_args = shlex.split(train_args)
+        self.folder = self.project.root / STATE_DIR / "models"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self._proc: subprocess.Popen | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checkpoint_problem = None
+        if checkpoint is None:
+            self.checkpoint_problem = (
+                "serve was started without --checkpoint (the checkpoint the model was exported from), "
+                "so there is nothing to fine-tune from"
+            )
+        index = self._read_index()
+        start = {
+            "version": 0,
+            "model": str(Path(model_path).resolve()),
+            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+            "sha256": self.service.model.sha256,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "note": "the model serve was started with",
+        }
+        versions = [v for v in index.get("versions", []) if v.get("version", 0) > 0]
+        self.versions = [start, *versions]
+        self.serving = 0
+        self._write_index()
+
+    # ------------------------------------------------------------------------------------- status
+
+    def _read_index(self) -> dict:
+        try:
+            return json.loads((self.folder / "index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_index(self) -> None:
+        document = {"serving": self.serving, "versions": self.versions}
+        write_text_atomic(self.folder / "index.json", json.dumps(document, indent=1))
+
+    def unavailable(self) -> str | None:
+        return training_unavailable() or self.checkpoint_problem
+
+    def status(self) -> dict:
+        with self._lock:
+            job = self._job.as_dict() if self._job else None
+        return {
+            "available": self.unavailable() is None,
+            "reason": self.unavailable(),
+            "job": job,
+            "serving": self.serving,
+            "versions": self.versions,
+        }
+
+    # -------------------------------------------------------------------------------------- start
+
+    def start(self) -> dict:
+        """Start a job (in a thread); JobRefused when one runs or there is nothing to train on."""
+        reason = self.unavailable()
+        if reason:
+            raise JobRefused(reason)
+        labelled = {}
+        for row in self.project.listing():
+            if not row.get("error") and row.get("version") and sum(row.get("counts", [])) > 0:
+                labelled[row["name"]] = row["version"]
+        if not labelled:
+            raise JobRefused("nothing is labelled yet: paint some strokes and save them first")
+        with self._lock:
+            if self._job is not None and self._job.state == "running":
+                raise JobRefused(f"a fine-tuning is running already (version {self._job.version})")
+            current = self.versions[self.serving]
+            if not current.get("checkpoint"):
+                raise JobRefused(f"version {self.serving} has no checkpoint to fine-tune from")
+            version = max(v["version"] for v in self.versions) + 1
+            folder = self.folder / f"v{version}"
+            if folder.exists():  # left by a job of an earlier server that did not finish
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            self._job = Job(
+                version=version,
+                folder=str(folder),
+                init=current["checkpoint"],
+                variant=self.service.model.variant,
+                labels=labelled,
+            )
+            self._cancel.clear()
+            self._thread = threading.Thread(target=self._run, name="semphase-finetune", daemon=True)
+            self._thread.start()
+            return self._job.as_dict()
+
+    def cancel(self) -> dict:
+        with self._lock:
+            job = self._job
+            if job is None or job.state != "running":
+                raise JobRefused("no fine-tuning is running")
+            self._cancel.set()
+            proc = self._proc
+        if proc is not None:
+            _stop(proc)
+        return job.as_dict()
+
+    def close(self) -> None:
+        """Stop a running job (the server is shutting down)."""
+        self._cancel.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            _stop(proc)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------------------------ the job
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._job, key, value)
+
+    def _run(self) -> None:
+        job = self._job
+        folder = Path(job.folder)
+        try:
+            run_dir, export_dir = folder / "run", folder / "export"
+            root = str(self.project.root)
+            train = ["train", root, "--init", job.init, "--out", str(run_dir), *self.train_args]
+            self._child(train, folder / "train.log", progress=lambda: self._read_history(run_dir))
+            self._set(stage="export")
+            export = ["export", str(run_dir / "best.pt"), "--out", str(export_dir)]
+            export += self._export_options(job)
+            self._child(export, folder / "export.log", allow=(0, 1))  # 1: a gate missed; checked below
+            self._check_gates(export_dir, job.variant)
+            self._set(stage="check")
+            new_path = export_dir / VARIANT_FILES[job.variant]
+            try:
+                new_model = self.load(new_path)
+            except InputError as exc:
+                reason = f"the new model failed its self-check on this machine: {exc.reason}"
+                raise _JobFailed(reason) from None
+            if self._cancel.is_set():
+                raise _Cancelled
+            self._set(stage="compare")
+            names = sorted(job.labels)
+            before = labelled_score(self.service.model, self.project, names)
+            after = labelled_score(new_model, self.project, names)
+            if self._cancel.is_set():
+                raise _Cancelled
+            self._set(before=before, after=after)
+            worse = before["miou"] is not None and (after["miou"] is None or after["miou"] < before["miou"])
+            entry = {
+                "version": job.version,
+                "model": str(new_path.resolve()),
+                "checkpoint": str((run_dir / "best.pt").resolve()),
+                "sha256": new_model.sha256,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "init_from": job.init,
+                "labels": job.labels,
+                "labelled_miou_before": before["miou"],
+                "labelled_miou_after": after["miou"],
+                "note": f"fine-tuned from version {self.serving} on {len(names)} labelled micrograph(s)",
+            }
+            with self._lock:
+                self.versions.append(entry)
+                self._write_index()
+            if worse:  # never made worse without asking: kept, servable from the list
+                after_text = "none" if after["miou"] is None else f"{after['miou']:.3f}"
+                self._set(
+                    state="kept",
+                    message=f"not served: version {job.version} scores lower on the labelled pixels "
+                    f"(mIoU {before['miou']:.3f} -> {after_text}); label more, or serve it from the list",
+                )
+                return
+            self._set(stage="serve")
+            self.service.use_model(new_model)
+            with self._lock:
+                self.serving = len(self.versions) - 1
+                self._write_index()
+            gain = ""
+            if before["miou"] is not None and after["miou"] is not None:
+                gain = f"; mIoU on the labelled pixels {before['miou']:.3f} -> {after['miou']:.3f}"
+            self._set(state="succeeded", message=f"serving version {job.version}{gain}")
+        except _Cancelled:
+            self._set(state="cancelled", message="cancelled; the served model did not change")
+        except _JobFailed as exc:
+            self._set(state="failed", message=str(exc))
+        except Exception as exc:  # a bug or a broken environment: one line, the server keeps serving
+            self._set(state="failed", message=f"{exc.__class__.__name__}: {one_line(exc, 300)}")
+        finally:
+            with self._lock:
+                self._job.finished = time.time()
+                self._proc = None
+            write_text_atomic(folder / "job.json", json.dumps(self._job.as_dict(), indent=1))
+
+    def _child(self, args: list[str], log: Path, progress=None, allow=(0,)) -> int:
+        if self._cancel.is_set():
+            raise _Cancelled
+        command = [sys.executable, "-m", "semphase", *args]
+        if os.name != "nt":
+            extra = {"start_new_session": True}
+        else:
+            extra = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+        with open(log, "w", encoding="utf-8") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **extra)
+            with self._lock:
+                self._proc = proc
+            while proc.poll() is None:
+                if progress is not None:
+                    progress()
+                time.sleep(0.5)
+            if progress is not None:
+                progress()
+        with self._lock:
+            self._proc = None
+        if self._cancel.is_set():
+            raise _Cancelled
+        if proc.returncode not in allow:
+            raise _JobFailed(f"{args[0]} failed (exit {proc.returncode}): {_last_line(log)}")
+        return proc.returncode
+
+    def _export_options(self, job: Job) -> list[str]:
+        """The served model's tiling, and FP32 plus the variant being served (FP32 is every reduced
+        variant's reference; export the others with ``semphase export`` when wanted)."""
+        model = self.service.model
+        options = ["--tile", str(model.tile_size), "--overlap", str(model.overlap)]
+        if job.variant != "fp16":
+            options.append("--no-fp16")
+        if job.variant != "int8":
+            options.append("--no-int8")
+        return options
+
+    def _read_history(self, run_dir: Path) -> None:
+        try:
+            with open(run_dir / "history.csv", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if rows:
+            last = rows[-1]
+            try:
+                loss = float(last["train_loss"])
+            except (KeyError, ValueError):
+                loss = None
+            self._set(epoch=int(float(last.get("epoch") or 0)), loss=loss, epochs=config.get("epochs"))
+        else:
+            self._set(epochs=config.get("epochs"))
+
+    def _check_gates(self, export_dir: Path, variant: str) -> None:
+        try:
+            report = json.loads((export_dir / "export_report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise _JobFailed("export wrote no export_report.json") from None
+        gates = report.get("gates", [])
+        failed = [g["text"] for g in gates if g.get("variant") in ("fp32", variant) and not g.get("passed")]
+        if failed:
+            raise _JobFailed(f"the new {variant.upper()} file missed export's gates: {'; '.join(failed)}")
+        if not (export_dir / VARIANT_FILES[variant]).is_file():
+            raise _JobFailed(f"export wrote no {VARIANT_FILES[variant]}")
+
+    # ------------------------------------------------------------------------------------ versions
+
+    def serve_version(self, version: int) -> dict:
+        """Serve an earlier (or later) version again: loaded with its self-check, then swapped in."""
+        with self._lock:
+            if self._job is not None and self._job.state == "running":
+                raise JobRefused("a fine-tuning is running; cancel it or wait for it first")
+            found = next((i for i, v in enumerate(self.versions) if v["version"] == version), None)
+        if found is None:
+            raise JobRefused(f"no model version {version}")
+        entry = self.versions[found]
+        path = Path(entry["model"])
+        if not path.is_file():
+            raise JobRefused(f"the files of version {version} are gone ({path})")
+        if file_sha256(path) != entry["sha256"]:
+            raise JobRefused(f"the file of version {version} changed on disk since it was made ({path})")
+        model = self.load(path)
+        self.service.use_model(model)
+        with self._lock:
+            self.serving = found
+            self._write_index()
+        return self.status()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _JobFailed(Exception):
+    pass
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a child and its own children (its process group), politely first."""
+    try:
+        if os.name != "nt":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired, PermissionError):
+        try:
+            if os.name != "nt":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
