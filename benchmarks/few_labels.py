@@ -655,8 +655,22 @@ def paired(rows: list[dict], a: dict, b: dict) -> list[tuple[float, float]]:
     return [(first[s], second[s]) for s in sorted(first) if s in second]
 
 
-def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
-    """The issue's criteria at the key point, each as a paired comparison over seeds."""
+def signed(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:+.3f}" if values else "-"
+    return f"{np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def verdict(differences: list[float]) -> str:
+    """Issue 24's criterion on paired differences suggest - random (module docstring, round 2, step 5)."""
+    if len(differences) >= 2 and np.mean(differences) > max(0.0, np.std(differences, ddof=1)):
+        return "met (the mean paired difference is positive and larger than its spread)"
+    return "not shown (the mean paired difference is not larger than its spread)"
+
+
+def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | None = None) -> list[str]:
+    """The issue's criteria at the key point, each as a paired comparison over seeds; with ``second`` (the
+    ``round2`` rows) whether suggest beats random in the second round."""
     n, share = KEY_POINT
     sparse = {"condition": "pretrained+sparse", "fields": n, "share": share}
     base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
@@ -679,7 +693,82 @@ def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
             name = condition.replace(" picks", "")
             differences = [a - b for a, b in arms]
             lines.append(f"- {name} - random picks at the same budget: {stats(differences)} mIoU")
+    arms = paired(second or [], {"condition": ROUND2_ARMS[0]}, {"condition": ROUND2_ARMS[1]})
+    if arms:
+        differences = [a - b for a, b in arms]
+        lines.append(
+            f"- second round, suggest - random picks at the same budget: {signed(differences)} mIoU "
+            f"({len(arms)} seed{'s' if len(arms) > 1 else ''}, paired): criterion {verdict(differences)}"
+        )
     return lines + ([""] if lines else [])
+
+
+def second_round_lines(second: list[dict], picks: list[dict]) -> list[str]:
+    """The ``round2`` stage's table: per seed and mean ± sd, with the paired differences."""
+    by = {(r["config"]["condition"], r["config"]["seed"]): r for r in second}
+    seeds = sorted({s for c, s in by if c == ROUND1})
+    if not seeds:
+        return []
+    c = second[0]["config"]
+    lines = [
+        "### Second round",
+        "",
+        f"Round 1: {c['regions']} random regions of {c['region']} px scribbled over {100 * c['share']:g} % "
+        "and `train --init` from the pretrained model; round 2: suggest's picks (with the round-1 model) or "
+        "random picks of as many regions from the fields round 1 left, corrected w.r.t. the round-1 model, "
+        "and `train --init` from the round-1 checkpoint on both rounds' labels. Test mIoU:",
+        "",
+        "| seed | round 1 (random) | round 2: suggest | round 2: random | suggest - random "
+        "| training s (round 1 / suggest / random) |",
+        "|--:|--:|--:|--:|--:|--:|",
+    ]
+    columns: dict[str, list[float]] = {name: [] for name in (ROUND1, *ROUND2_ARMS, "difference")}
+    for seed in seeds:
+        rows = [by.get((name, seed)) for name in (ROUND1, *ROUND2_ARMS)]
+        cells = []
+        for name, r in zip((ROUND1, *ROUND2_ARMS), rows, strict=True):
+            cells.append(f"{r['miou']:.3f}" if r else "-")
+            if r:
+                columns[name].append(r["miou"])
+        difference = "-"
+        if rows[1] and rows[2]:
+            columns["difference"].append(rows[1]["miou"] - rows[2]["miou"])
+            difference = f"{columns['difference'][-1]:+.3f}"
+        seconds = " / ".join(f"{r['train_seconds']:.0f}" if r else "-" for r in rows)
+        lines.append(f"| {seed} | {' | '.join(cells)} | {difference} | {seconds} |")
+    lines.append(
+        f"| mean ± sd | {stats(columns[ROUND1])} | {stats(columns[ROUND2_ARMS[0]])} | "
+        f"{stats(columns[ROUND2_ARMS[1]])} | {signed(columns['difference'])} | |"
+    )
+    lines.append("")
+    if columns["difference"]:
+        lines.append(f"- criterion (suggest > random in the second round): {verdict(columns['difference'])}")
+    for name in ROUND2_ARMS:
+        rs = [by[(name, s)] for s in seeds if (name, s) in by]
+        if rs:
+            lines.append(
+                f"- {name}: Reprecipitate IoU {stats([r['class_iou']['Reprecipitate'] for r in rs])}, "
+                f"labelled pixels (both rounds) {np.mean([r['labelled_pixels'] for r in rs]):.0f}"
+            )
+    firsts = [by[(ROUND1, s)] for s in seeds]
+    lines.append(f"- round 1: labelled pixels {np.mean([r['labelled_pixels'] for r in firsts]):.0f}")
+    same = {"condition": "random picks", **{k: c[k] for k in ("regions", "region", "share", "user")}}
+    again = paired(second + picks, {"condition": ROUND1}, same)
+    if again:
+        lines.append(
+            "- round 1 minus the `suggest` stage's random picks of the same seed (the same run again): "
+            + ", ".join(f"{a - b:+.4f}" for a, b in again)
+        )
+    suggested = [by[(ROUND2_ARMS[0], s)] for s in seeds if (ROUND2_ARMS[0], s) in by]
+    if suggested and "export_seconds" in suggested[0]:
+        lines.append(
+            "- per seed, export of the round-1 model to FP32 ONNX "
+            + ", ".join(f"{r['export_seconds']:.0f}" for r in suggested)
+            + " s; suggest over the 4 candidate fields "
+            + ", ".join(f"{r['suggest_seconds']:.0f}" for r in suggested)
+            + " s"
+        )
+    return lines + [""]
 
 
 def report(work: Path, out: Path) -> str:
@@ -716,8 +805,9 @@ def report(work: Path, out: Path) -> str:
                 f"{np.median([r['train_seconds'] for r in rs]):.0f} |"
             )
         lines.append("")
-    lines += criteria_lines(curve, [r for r in rows if r["config"]["stage"] == "suggest"])
     picks = [r for r in rows if r["config"]["stage"] == "suggest"]
+    second = [r for r in rows if r["config"]["stage"] == "round2"]
+    lines += criteria_lines(curve, picks, second)
     if picks:
         lines += [
             "| picks | regions | labelled share | runs | test mIoU | Reprecipitate IoU |",
@@ -732,6 +822,8 @@ def report(work: Path, out: Path) -> str:
                 f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
+    if second:
+        lines += ["", *second_round_lines(second, picks)]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "few_labels.md").write_text(text)
