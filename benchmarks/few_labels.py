@@ -20,6 +20,29 @@ The protocol (benchmarks/RESULTS.md, "Few labels"):
   scratch learning rate 1e-3), ``pretrained+dense``; and ``suggest`` against ``random`` picks: K regions
   from 8 unlabelled pool fields, picked by ``semphase suggest`` (with the pretrained model's FP32 ONNX) or
   at random (one per field at most, as suggest's default), each then scribbled at the same share.
+- **Second round** (stage ``round2``; the product's loop is segment -> suggest -> correct -> ``train
+  --init`` -> suggest again, and a ranking can only matter once the model is mostly right). Per seed s:
+
+  1. *Round 1*: the random-picks arm of ``suggest`` (4 random regions of 384 px, one per field, from pool
+     fields 8..15, random stream 31, strokes over 5 % of each by the corrective user w.r.t. the pretrained
+     model), fine-tuned from the pretrained checkpoint with the recipe and seed s; its test mIoU is the
+     row "round 1 (random)" and its checkpoint is kept (``WORK/runs/round2/seedS/round1``).
+  2. The round-1 checkpoint is exported to FP32 ONNX (``semphase export --no-fp16 --no-int8``; validated
+     on its own training regions, the run having no test split). The candidates are the 4 of pool fields
+     8..15 that round 1 did not touch (suggest matches labelled regions by name on its own grid, and
+     random regions are not on it, so passing the labels would not keep suggest off them). ``suggest``
+     with its defaults (``--score photometric``, at most one region per micrograph) picks n=4 regions of
+     384 px from them; the random arm picks 4 regions by the rule of round 1 (one per field, 32 px
+     aligned) from the same candidates with random stream 37 (round 1: 31).
+  3. Each arm's regions are scribbled over 5 % of their pixels by the corrective user w.r.t. the ROUND-1
+     model's prediction (stroke seeds s * 100 + 50 + j, both arms alike).
+  4. ``train --init ROUND1_CHECKPOINT`` on the union of the round-1 and round-2 labels (the project keeps
+     its labels), the same recipe and seed s; test mIoU on the 12 test fields. Rows "round 2: suggest" and
+     "round 2: random", compared per seed.
+  5. The criterion (issue 24: suggest's picks give a higher held-out mIoU than random picks at the same
+     budget) is *met* when the mean paired difference suggest - random over the seeds is positive and
+     larger than its standard deviation over the seeds; otherwise it is *not shown*.
+
 - Each configuration runs with several seeds (which pool fields, where the strokes fall, the training
   seed); the report gives mean and standard deviation over them and the wall time of each fine-tuning.
 
@@ -29,6 +52,7 @@ Stages (each resumable: finished runs are read back from ``WORK/results.jsonl``)
     python benchmarks/few_labels.py recipe --work fl --pretrained pre/best.pt
     python benchmarks/few_labels.py curve --work fl --pretrained pre/best.pt --seeds 3
     python benchmarks/few_labels.py suggest --work fl --pretrained pre/best.pt --seeds 3
+    python benchmarks/few_labels.py round2 --work fl --pretrained pre/best.pt --seeds 3
     python benchmarks/few_labels.py report --work fl --out benchmarks/few_labels
 """
 
@@ -140,20 +164,30 @@ def scribbled(truth: np.ndarray, share: float, seed: int, prediction: np.ndarray
     return scribble_labels(truth, share, seed, 5, prediction=prediction, corrective_share=CORRECTIVE_SHARE)
 
 
-def pretrained_prediction(work: Path, pretrained: Path, image_path: Path) -> np.ndarray:
-    """The pretrained model's phases for a pool field (what the user sees on the overlay), cached."""
+def model_prediction(checkpoint: Path, image_path: Path, cache: Path) -> np.ndarray:
+    """A model's phases for a whole pool field (what the user sees on the overlay and corrects), cached in
+    the folder ``cache`` (one per model: the cache knows fields by name only)."""
     from semphase.imageio import read_gray, write_image
 
-    cached = work / "domain" / "pool" / "pretrained-prediction" / image_path.name
+    cached = cache / image_path.name
     if cached.exists():
         return read_gray(cached)
     from semphase.train.checkpoint import load_checkpoint
     from semphase.train.inference import predict_labels
 
-    model, config, _ = load_checkpoint(pretrained, "cpu")
+    model, config, _ = load_checkpoint(checkpoint, "cpu")
     labels = predict_labels(model, config, read_gray(image_path), "cpu")
     write_image(cached, labels)
     return labels
+
+
+def pretrained_cache(work: Path) -> Path:
+    return work / "domain" / "pool" / "pretrained-prediction"
+
+
+def pretrained_prediction(work: Path, pretrained: Path, image_path: Path) -> np.ndarray:
+    """The pretrained model's phases for a pool field, cached."""
+    return model_prediction(pretrained, image_path, pretrained_cache(work))
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -212,10 +246,27 @@ def fine_tune(run_dir: Path, data: Path, init: Path | None, overrides: dict, see
     return train(options, Printing())
 
 
-def run_one(work: Path, config: dict, items, eval_name: str, pretrained: Path) -> dict:
-    """Train one configuration (or evaluate the pretrained model for ``synthetic-only``) and record it."""
+def run_one(
+    work: Path,
+    config: dict,
+    items,
+    eval_name: str,
+    pretrained: Path,
+    *,
+    init: Path | None = None,
+    run_dir: Path | None = None,
+    keep: bool = False,
+    redo: bool = False,
+    extra: dict | None = None,
+) -> dict:
+    """Train one configuration (or evaluate the pretrained model for ``synthetic-only``) and record it.
+
+    ``init`` replaces ``pretrained`` as the starting checkpoint, ``run_dir`` the run folder (default: one
+    named by the configuration's hash). ``keep`` keeps the run's best.pt (to start another run from);
+    ``redo`` trains again although the configuration is recorded (the new row supersedes the old one).
+    ``extra`` is merged into the row."""
     done = done_runs(work)
-    if key_of(config) in done:
+    if key_of(config) in done and not redo:
         return done[key_of(config)]
     log(f"run {config}")
     eval_set = fields(work, eval_name)
@@ -225,10 +276,11 @@ def run_one(work: Path, config: dict, items, eval_name: str, pretrained: Path) -
     if config["condition"] == "synthetic-only":
         checkpoint = pretrained
     else:
-        run_dir = work / "runs" / str(abs(hash(key_of(config))))
+        run_dir = run_dir or work / "runs" / str(abs(hash(key_of(config))))
         shutil.rmtree(run_dir, ignore_errors=True)
         labelled = write_training_set(run_dir / "data", items)
-        init = None if config["condition"].startswith("scratch") else pretrained
+        if init is None:
+            init = None if config["condition"].startswith("scratch") else pretrained
         result = fine_tune(run_dir, run_dir / "data", init, config.get("overrides", {}), config["seed"])
         train_seconds = result["train_seconds"]
         checkpoint = run_dir / "run" / "best.pt"
@@ -243,9 +295,11 @@ def run_one(work: Path, config: dict, items, eval_name: str, pretrained: Path) -
         "eval_seconds": time.perf_counter() - t1,
         "eval_set": eval_name,
         "cpu": machine_line(),
+        **(extra or {}),
     }
     if config["condition"] != "synthetic-only":
-        for name in ("best.pt", "last.pt"):  # 100 MB each; the run folder keeps config and history
+        # 100 MB each; the run folder keeps config and history (and best.pt with ``keep``)
+        for name in ("last.pt",) if keep else ("best.pt", "last.pt"):
             (checkpoint.parent / name).unlink(missing_ok=True)
     record(work, row)
     log(f"  -> mIoU {row['miou']:.4f} (Reprecipitate {row['class_iou']['Reprecipitate']:.3f}), "
@@ -401,35 +455,55 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def export_fp32(work: Path, pretrained: Path) -> Path:
-    out = work / "pretrained-onnx"
+def export_fp32(work: Path, checkpoint: Path, out: Path | None = None) -> Path:
+    """``semphase export CHECKPOINT --no-fp16 --no-int8`` into ``out`` (default ``WORK/pretrained-onnx``),
+    once."""
+    out = out or work / "pretrained-onnx"
     if not (out / "model.onnx").exists():
         exe = Path(sys.executable).with_name("semphase")
         subprocess.run(
-            [str(exe), "export", str(pretrained), "--out", str(out), "--no-fp16", "--no-int8"], check=True
+            [str(exe), "export", str(checkpoint), "--out", str(out), "--no-fp16", "--no-int8"], check=True
         )
     return out / "model.onnx"
 
 
+def candidate_fields(work: Path) -> list[Path]:
+    """The pool fields regions are picked from (8..15; the curve's picks of fields reach all 16)."""
+    return [p for p, _ in fields(work, "pool")][8:]
+
+
 def suggested_regions(
-    work: Path, onnx_path: Path, k: int, region: int, score: str = DEFAULT_SCORE
+    work: Path,
+    onnx_path: Path,
+    k: int,
+    region: int,
+    score: str = DEFAULT_SCORE,
+    out: Path | None = None,
+    pool: list[Path] | None = None,
 ) -> list[tuple[str, int, int]]:
+    """``suggest``'s ``k`` picks from the fields ``pool`` (default :func:`candidate_fields`), written to
+    ``out`` (default ``WORK/suggest-kK-rREGION[-SCORE]``) once and read back after."""
     from semphase.runtime import load_model
     from semphase.runtime.suggest import SuggestOptions, suggest
 
-    out = work / (f"suggest-k{k}-r{region}" + ("" if score == DEFAULT_SCORE else f"-{score}"))
+    if out is None:
+        out = work / (f"suggest-k{k}-r{region}" + ("" if score == DEFAULT_SCORE else f"-{score}"))
     document_path = out / "suggest.json"
     if not document_path.exists():
         model = load_model(onnx_path)
-        pool = [p for p, _ in fields(work, "pool")][8:]
+        pool = candidate_fields(work) if pool is None else pool
         suggest(model, pool, [p.stem for p in pool], out, SuggestOptions(n=k, region=region, score=score))
     document = json.loads(document_path.read_text())
     return [(Path(p["micrograph"]).stem, p["y"], p["x"]) for p in document["picks"]]
 
 
-def random_regions(work: Path, k: int, region: int, seed: int) -> list[tuple[str, int, int]]:
-    pool = [p for p, _ in fields(work, "pool")][8:]
-    rng = np.random.default_rng([seed, 31])
+def random_regions(
+    work: Path, k: int, region: int, seed: int, pool: list[Path] | None = None, stream: int = 31
+) -> list[tuple[str, int, int]]:
+    """``k`` random regions of ``region`` px (32 px aligned), one per field, from ``pool`` (default
+    :func:`candidate_fields`); ``stream`` tells independent draws of one seed apart."""
+    pool = candidate_fields(work) if pool is None else pool
+    rng = np.random.default_rng([seed, stream])
     chosen = rng.permutation(len(pool))[:k]
     h, w = FIELD
     return [
@@ -442,11 +516,25 @@ def random_regions(work: Path, k: int, region: int, seed: int) -> list[tuple[str
     ]
 
 
-def region_items(work: Path, regions, region: int, share: float, seed: int, pretrained: Path) -> list:
-    """The regions' micrograph crops, scribbled at ``share`` of their pixels by the simulated :data:`USER`."""
+def region_items(
+    work: Path,
+    regions,
+    region: int,
+    share: float,
+    seed: int,
+    pretrained: Path,
+    cache: Path | None = None,
+    first_stroke_seed: int = 0,
+) -> list:
+    """The regions' micrograph crops, scribbled at ``share`` of their pixels by the simulated :data:`USER`.
+
+    The corrective user corrects the overlay of the checkpoint ``pretrained`` (the model being corrected;
+    its whole-field predictions are cached in ``cache``, default the pretrained model's cache). Region j's
+    strokes are drawn with seed ``seed * 100 + first_stroke_seed + j``."""
     from semphase.imageio import read_gray
 
     folder = work / "domain" / "pool"
+    cache = cache or pretrained_cache(work)
     items = []
     for j, (stem, y, x) in enumerate(regions):
         window = (slice(y, y + region), slice(x, x + region))
@@ -454,8 +542,9 @@ def region_items(work: Path, regions, region: int, share: float, seed: int, pret
         truth = read_truth(folder / "masks" / f"{stem}.png")[window]
         prediction = None
         if USER == "corrective":
-            prediction = pretrained_prediction(work, pretrained, folder / "images" / f"{stem}.png")[window]
-        items.append((image, scribbled(truth, share, seed * 100 + j, prediction), f"{stem}__y{y}_x{x}"))
+            prediction = model_prediction(pretrained, folder / "images" / f"{stem}.png", cache)[window]
+        stroke_seed = seed * 100 + first_stroke_seed + j
+        items.append((image, scribbled(truth, share, stroke_seed, prediction), f"{stem}__y{y}_x{x}"))
     return items
 
 
@@ -476,6 +565,68 @@ def stage_suggest(
             run_one(
                 work, config, region_items(work, regions, region, share, seed, pretrained), "test", pretrained
             )
+
+
+#: Round 1 of the ``round2`` stage and the two arms of its second round (module docstring).
+ROUND1 = "round 1 (random)"
+ROUND2_ARMS = ("round 2: suggest", "round 2: random")
+#: Round 2's random regions come from this stream of the seed (round 1's, as the ``suggest`` stage's: 31).
+ROUND2_STREAM = 37
+#: Round 2's stroke seeds start at ``seed * 100 + ROUND2_STROKES`` (round 1's at ``seed * 100``).
+ROUND2_STROKES = 50
+
+
+def stage_round2(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
+    """suggest against random picks in the loop's second round (module docstring), per seed.
+
+    Everything of seed s lives in ``WORK/runs/round2/seedS``: ``round1/`` (the round-1 run with its best.pt,
+    its FP32 ONNX, suggest's folder and the round-1 model's predictions of the fields corrected in round 2,
+    all removed when round 1 is trained again) and one run folder per arm. A seed whose three rows are
+    recorded is skipped; a round-1 checkpoint that is missing while a row of the seed is not recorded is
+    trained again, and the seed's recorded rows with it (the new rows supersede the old)."""
+    done = done_runs(work)
+    for seed in range(seeds):
+        base = {"stage": "round2", "regions": k, "region": region, "share": share, "seed": seed, "user": USER}
+        configs = [{**base, "condition": c} for c in (ROUND1, *ROUND2_ARMS)]
+        if all(key_of(c) in done for c in configs):
+            continue
+        folder = work / "runs" / "round2" / f"seed{seed}"
+        first_dir = folder / "round1"
+        checkpoint = first_dir / "run" / "best.pt"
+        fresh = not checkpoint.exists()
+        first = random_regions(work, k, region, seed)
+        first_items = region_items(work, first, region, share, seed, pretrained)
+        run_one(
+            work, configs[0], first_items, "test", pretrained,
+            run_dir=first_dir, keep=True, redo=fresh, extra={"picks": first},
+        )  # fmt: skip
+        taken = {stem for stem, _, _ in first}
+        pool = [p for p in candidate_fields(work) if p.stem not in taken]
+        timings_path = first_dir / "timings.json"
+        timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        t0 = time.perf_counter()
+        onnx_path = export_fp32(work, checkpoint, first_dir / "onnx")
+        t1 = time.perf_counter()
+        picked = suggested_regions(
+            work, onnx_path, k, region, DEFAULT_SCORE, out=first_dir / f"suggest-k{k}-r{region}", pool=pool
+        )
+        t2 = time.perf_counter()
+        timings.setdefault("export_seconds", t1 - t0)
+        timings.setdefault("suggest_seconds", t2 - t1)
+        timings_path.write_text(json.dumps(timings) + "\n")
+        drawn = random_regions(work, k, region, seed, pool, ROUND2_STREAM)
+        log(f"seed {seed}: round 1 {first}; round 2 from {[p.stem for p in pool]}: suggest {picked}, "
+            f"random {drawn}")  # fmt: skip
+        for config, regions in zip(configs[1:], (picked, drawn), strict=True):
+            items = region_items(
+                work, regions, region, share, seed, checkpoint, first_dir / "prediction", ROUND2_STROKES
+            )
+            arm = config["condition"].split(": ")[1]
+            extra = {"picks": regions, "round1_picks": first, **(timings if arm == "suggest" else {})}
+            run_one(
+                work, config, first_items + items, "test", pretrained,
+                init=checkpoint, run_dir=folder / arm, redo=fresh, extra=extra,
+            )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -504,8 +655,22 @@ def paired(rows: list[dict], a: dict, b: dict) -> list[tuple[float, float]]:
     return [(first[s], second[s]) for s in sorted(first) if s in second]
 
 
-def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
-    """The issue's criteria at the key point, each as a paired comparison over seeds."""
+def signed(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:+.3f}" if values else "-"
+    return f"{np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def verdict(differences: list[float]) -> str:
+    """Issue 24's criterion on paired differences suggest - random (module docstring, round 2, step 5)."""
+    if len(differences) >= 2 and np.mean(differences) > max(0.0, np.std(differences, ddof=1)):
+        return "met (the mean paired difference is positive and larger than its spread)"
+    return "not shown (the mean paired difference is not larger than its spread)"
+
+
+def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | None = None) -> list[str]:
+    """The issue's criteria at the key point, each as a paired comparison over seeds; with ``second`` (the
+    ``round2`` rows) whether suggest beats random in the second round."""
     n, share = KEY_POINT
     sparse = {"condition": "pretrained+sparse", "fields": n, "share": share}
     base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
@@ -528,7 +693,82 @@ def criteria_lines(curve: list[dict], picks: list[dict]) -> list[str]:
             name = condition.replace(" picks", "")
             differences = [a - b for a, b in arms]
             lines.append(f"- {name} - random picks at the same budget: {stats(differences)} mIoU")
+    arms = paired(second or [], {"condition": ROUND2_ARMS[0]}, {"condition": ROUND2_ARMS[1]})
+    if arms:
+        differences = [a - b for a, b in arms]
+        lines.append(
+            f"- second round, suggest - random picks at the same budget: {signed(differences)} mIoU "
+            f"({len(arms)} seed{'s' if len(arms) > 1 else ''}, paired): criterion {verdict(differences)}"
+        )
     return lines + ([""] if lines else [])
+
+
+def second_round_lines(second: list[dict], picks: list[dict]) -> list[str]:
+    """The ``round2`` stage's table: per seed and mean ± sd, with the paired differences."""
+    by = {(r["config"]["condition"], r["config"]["seed"]): r for r in second}
+    seeds = sorted({s for c, s in by if c == ROUND1})
+    if not seeds:
+        return []
+    c = second[0]["config"]
+    lines = [
+        "### Second round",
+        "",
+        f"Round 1: {c['regions']} random regions of {c['region']} px scribbled over {100 * c['share']:g} % "
+        "and `train --init` from the pretrained model; round 2: suggest's picks (with the round-1 model) or "
+        "random picks of as many regions from the fields round 1 left, corrected w.r.t. the round-1 model, "
+        "and `train --init` from the round-1 checkpoint on both rounds' labels. Test mIoU:",
+        "",
+        "| seed | round 1 (random) | round 2: suggest | round 2: random | suggest - random "
+        "| training s (round 1 / suggest / random) |",
+        "|--:|--:|--:|--:|--:|--:|",
+    ]
+    columns: dict[str, list[float]] = {name: [] for name in (ROUND1, *ROUND2_ARMS, "difference")}
+    for seed in seeds:
+        rows = [by.get((name, seed)) for name in (ROUND1, *ROUND2_ARMS)]
+        cells = []
+        for name, r in zip((ROUND1, *ROUND2_ARMS), rows, strict=True):
+            cells.append(f"{r['miou']:.3f}" if r else "-")
+            if r:
+                columns[name].append(r["miou"])
+        difference = "-"
+        if rows[1] and rows[2]:
+            columns["difference"].append(rows[1]["miou"] - rows[2]["miou"])
+            difference = f"{columns['difference'][-1]:+.3f}"
+        seconds = " / ".join(f"{r['train_seconds']:.0f}" if r else "-" for r in rows)
+        lines.append(f"| {seed} | {' | '.join(cells)} | {difference} | {seconds} |")
+    lines.append(
+        f"| mean ± sd | {stats(columns[ROUND1])} | {stats(columns[ROUND2_ARMS[0]])} | "
+        f"{stats(columns[ROUND2_ARMS[1]])} | {signed(columns['difference'])} | |"
+    )
+    lines.append("")
+    if columns["difference"]:
+        lines.append(f"- criterion (suggest > random in the second round): {verdict(columns['difference'])}")
+    for name in ROUND2_ARMS:
+        rs = [by[(name, s)] for s in seeds if (name, s) in by]
+        if rs:
+            lines.append(
+                f"- {name}: Reprecipitate IoU {stats([r['class_iou']['Reprecipitate'] for r in rs])}, "
+                f"labelled pixels (both rounds) {np.mean([r['labelled_pixels'] for r in rs]):.0f}"
+            )
+    firsts = [by[(ROUND1, s)] for s in seeds]
+    lines.append(f"- round 1: labelled pixels {np.mean([r['labelled_pixels'] for r in firsts]):.0f}")
+    same = {"condition": "random picks", **{k: c[k] for k in ("regions", "region", "share", "user")}}
+    again = paired(second + picks, {"condition": ROUND1}, same)
+    if again:
+        lines.append(
+            "- round 1 minus the `suggest` stage's random picks of the same seed (the same run again): "
+            + ", ".join(f"{a - b:+.4f}" for a, b in again)
+        )
+    suggested = [by[(ROUND2_ARMS[0], s)] for s in seeds if (ROUND2_ARMS[0], s) in by]
+    if suggested and "export_seconds" in suggested[0]:
+        lines.append(
+            "- per seed, export of the round-1 model to FP32 ONNX "
+            + ", ".join(f"{r['export_seconds']:.0f}" for r in suggested)
+            + " s; suggest over the 4 candidate fields "
+            + ", ".join(f"{r['suggest_seconds']:.0f}" for r in suggested)
+            + " s"
+        )
+    return lines + [""]
 
 
 def report(work: Path, out: Path) -> str:
@@ -565,8 +805,9 @@ def report(work: Path, out: Path) -> str:
                 f"{np.median([r['train_seconds'] for r in rs]):.0f} |"
             )
         lines.append("")
-    lines += criteria_lines(curve, [r for r in rows if r["config"]["stage"] == "suggest"])
     picks = [r for r in rows if r["config"]["stage"] == "suggest"]
+    second = [r for r in rows if r["config"]["stage"] == "round2"]
+    lines += criteria_lines(curve, picks, second)
     if picks:
         lines += [
             "| picks | regions | labelled share | runs | test mIoU | Reprecipitate IoU |",
@@ -581,6 +822,8 @@ def report(work: Path, out: Path) -> str:
                 f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
+    if second:
+        lines += ["", *second_round_lines(second, picks)]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "few_labels.md").write_text(text)
@@ -633,7 +876,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=("prepare", "recipe", "curve", "signals", "suggest", "report"))
+    parser.add_argument(
+        "stage", choices=("prepare", "recipe", "curve", "signals", "suggest", "round2", "report")
+    )
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--pretrained", type=Path)
     parser.add_argument("--seeds", type=int, default=3)
@@ -642,7 +887,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=4)
     parser.add_argument("--region", type=int, default=384)
     parser.add_argument(
-        "--share", type=float, default=0.05, help="suggest stage: scribbled share of a region"
+        "--share", type=float, default=0.05, help="suggest and round2 stages: scribbled share of a region"
     )
     parser.add_argument(
         "--scores",
@@ -666,6 +911,8 @@ def main() -> None:
             stage_curve(args.work, args.pretrained, args.seeds, args.conditions.split(","), args.key_only)
         elif args.stage == "signals":
             stage_signals(args.work, args.pretrained)
+        elif args.stage == "round2":
+            stage_round2(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
         else:
             stage_suggest(
                 args.work, args.pretrained, args.seeds, args.regions, args.region, args.share,
