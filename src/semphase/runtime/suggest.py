@@ -20,8 +20,9 @@ On semphase's shifted synthetic domain, with a model trained on the default one,
 highest (4 per set, one per field) were wrong on 74-75 % of their pixels, against 60-69 % for H or H + D
 and 48-54 % for random regions, and P's rank correlation with the error on the fields a user labels was
 0.57 against 0.13-0.22 (benchmarks/RESULTS.md, "Few labels"). Fine-tuned on strokes in the picked regions,
-the model was no better than with random regions (+0.002 +- 0.018 mIoU, 3 seeds): the ranking says where
-the model is wrong, not yet which labels teach it most.
+the model was no better than with random regions (+0.002 +- 0.018 mIoU, 3 seeds), nor in the loop's second
+round, with the once fine-tuned model ranking (-0.008 +- 0.009): the ranking says where the model is wrong,
+not which labels teach it most.
 
 A candidate region (``region`` x ``region`` pixels on a grid, the data bar left out) scores the mean of
 ``u * (1 + rare_weight * r_c)`` over its pixels, where ``c`` is the pixel's predicted phase and ``r_c`` its
