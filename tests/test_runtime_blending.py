@@ -126,5 +126,5 @@ def test_a_resolved_tiling_is_the_one_segment_array_uses_and_cannot_be_given_twi
     assert np.array_equal(by_tiling, segment_array(model, image, tile=96, overlap=8))
     assert not np.array_equal(by_tiling, segment_array(model, image))  # the model's own 64/16 differs
     for given in ({"tile": 96}, {"overlap": 8}):
-        with pytest.raises(TypeError, match="give either a resolved tiling or tile and overlap, not both"):
+        with pytest.raises(TypeError, match="^give either a resolved tiling or tile and overlap, not both$"):
             next(iter_bands(model, image, tiling=tiling, **given))
