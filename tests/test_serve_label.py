@@ -484,3 +484,38 @@ def test_painting_in_the_browser_saves_exactly_the_stroke_and_two_pages_merge(mo
     out = os.environ.get("SEMPHASE_LABEL_SCREENSHOT")  # docs/serve-label.png is made this way
     if out:
         shutil.copyfile(shot, out)
+
+
+def test_suggest_picks_in_the_project_come_first_in_their_rank_order(project):
+    for name in ("a__y0_x0", "b__y0_x0"):
+        write_image(project.root / "images" / f"{name}.png", micrograph(20, 30, seed=3))
+    picks = [{"name": "b__y0_x0", "micrograph": "b.tif"}, {"name": "a__y0_x0", "micrograph": "a.tif"}]
+    (project.root / "suggest.json").write_text(json.dumps({"picks": picks}))
+    rows = project.listing()
+    assert [(r["name"], r["suggested"]) for r in rows] == [
+        ("b__y0_x0", 1),
+        ("a__y0_x0", 2),
+        ("field 1", None),
+    ]
+
+
+def test_off_localhost_the_label_api_needs_the_token(model, tmp_path):
+    root = _project_folder(tmp_path / "project")
+    token = "label-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token)
+    s = Server(model, "--project", str(root), "--token-file", str(tmp_path / "token"), host="0.0.0.0")
+    try:
+        assert httpx.get(s.url + "/label").status_code == 200  # the page asks for the token
+        for path in (
+            "/project",
+            "/project/images/field%20A",
+            "/project/images/field%20A/tiles/image/0/0/0.png",
+        ):
+            assert httpx.get(s.url + path).status_code == 401, path
+        stroke = {"base": 0, "strokes": [{"tool": "erase", "radius": 2, "points": [[1, 1]]}]}
+        assert httpx.post(s.url + "/project/images/field%20A/strokes", json=stroke).status_code == 401
+        right = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(s.url + "/project", headers=right).status_code == 200
+    finally:
+        s.stop()
+    assert not (root / ".semphase" / "labels").exists()  # nothing was written without the token
