@@ -352,31 +352,28 @@ def _finetune_routes(app, finetuner) -> None:
         model versions and which one is served."""
         return finetuner.status()
 
+    def answer(call, *args):
+        try:
+            return call(*args)
+        except JobRefused as exc:  # one running, nothing labelled, no torch or checkpoint, no version
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except InputError as exc:  # a version whose file fails its self-check
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.post("/project/finetune")
     def finetune_start():
         """Start fine-tuning the served model on the project's labelled pixels (one job at a time)."""
-        try:
-            return finetuner.start()
-        except JobRefused as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
+        return answer(finetuner.start)
 
     @app.post("/project/finetune/cancel")
     def finetune_cancel():
         """Stop the running job; the served model does not change."""
-        try:
-            return finetuner.cancel()
-        except JobRefused as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
+        return answer(finetuner.cancel)
 
     @app.post("/project/models/{version}/serve")
     def serve_version(version: int):
         """Serve a model version again (rollback), after its self-check on this machine."""
-        try:
-            return finetuner.serve_version(version)
-        except JobRefused as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
-        except InputError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
+        return answer(finetuner.serve_version, version)
 
 
 async def _receive(file, folder: Path, name: str, limit: int) -> Path:
