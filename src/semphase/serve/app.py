@@ -136,11 +136,7 @@ def create_app(service: Service, token: str | None = None, labelling=None, finet
         try:
             service.admit()
         except Busy as exc:
-            return JSONResponse(
-                {"detail": f"busy: {service.workers} segmenting and {service.queue} waiting; retry later"},
-                status_code=503,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
+            return _busy(service, exc)
         folder = service.new_request_folder()
         try:
             upload = await _receive(file, folder, name, service.max_upload_bytes)
@@ -254,11 +250,7 @@ def _project_routes(app, service: Service, labelling, token_required: bool) -> N
             project.entry(name)
             service.admit()
         except Busy as exc:
-            return JSONResponse(
-                {"detail": f"busy: {service.workers} segmenting and {service.queue} waiting; retry later"},
-                status_code=503,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
+            return _busy(service, exc)
         except known as exc:
             return failure(exc)
         try:
@@ -374,6 +366,15 @@ def _finetune_routes(app, finetuner) -> None:
     def serve_version(version: int):
         """Serve a model version again (rollback), after its self-check on this machine."""
         return answer(finetuner.serve_version, version)
+
+
+def _busy(service: Service, exc: Busy) -> JSONResponse:
+    """503 with Retry-After: every inference slot and queue place is taken."""
+    return JSONResponse(
+        {"detail": f"busy: {service.workers} segmenting and {service.queue} waiting; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 async def _receive(file, folder: Path, name: str, limit: int) -> Path:
