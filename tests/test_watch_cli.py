@@ -245,6 +245,7 @@ def test_first_ctrl_c_finishes_the_file_a_second_aborts_it_cleanly(tmp_path, mod
         return real(self, batch)
 
     monkeypatch.setattr(SegmentationModel, "logits", logits)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
     code = run_cli(
         [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
     )
@@ -252,7 +253,7 @@ def test_first_ctrl_c_finishes_the_file_a_second_aborts_it_cleanly(tmp_path, mod
     assert code == 2 and err.count("\n") == 1 and "interrupted" in err, err
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
     assert done_counts(out) == Counter()  # nothing was finished, so nothing is marked done
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handler is gone
+    assert signal.getsignal(signal.SIGINT) is before  # the CLI's handler is gone, the caller's is back
 
     monkeypatch.setattr(SegmentationModel, "logits", real)
     assert run_cli([str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST]) == 0
@@ -273,6 +274,7 @@ def test_first_ctrl_c_alone_finishes_the_current_file_and_exits_0(tmp_path, mode
         return real(self, batch)
 
     monkeypatch.setattr(SegmentationModel, "logits", logits)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
     code = run_cli(
         [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
     )
