@@ -274,7 +274,6 @@ def test_first_ctrl_c_alone_finishes_the_current_file_and_exits_0(tmp_path, mode
         return real(self, batch)
 
     monkeypatch.setattr(SegmentationModel, "logits", logits)
-    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
     code = run_cli(
         [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
     )
