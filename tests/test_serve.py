@@ -220,9 +220,9 @@ def test_the_page_in_headless_chromium_shows_the_overlay_and_the_phase_table(ser
             "[...document.querySelectorAll('.card.done')].map(c => [c.querySelector('h2').textContent, "
             "[...c.querySelectorAll('tr.phase')].map(r => [...r.cells].map(x => x.textContent))])"
         )
-        loaded = browser.evaluate(
-            "[...document.querySelectorAll('.card.done img')].every(i => i.complete && i.naturalWidth > 0)"
-        )
+        images = "[...document.querySelectorAll('.card.done img')]"
+        browser.wait_for(f"{images}.every(i => i.complete)")  # blob URLs decode after the card is done
+        loaded = browser.evaluate(f"{images}.every(i => i.naturalWidth > 0)")
         shot = tmp_path / "page.png"
         browser.screenshot(shot)
     names = {name for name, _ in rows}
