@@ -51,7 +51,6 @@ from semphase.serve.project import STATE_DIR, Project
 
 #: The export file of each variant.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-STAGES = ("train", "export", "check", "compare", "serve")
 
 
 class JobRefused(InputError):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from semphase.data.labels import (
 from semphase.errors import InputError
 from semphase.imageio import (
     IMAGE_SUFFIXES,
+    atomic_path,
     encode_image,
     file_sha256,
     read_raw,
@@ -263,15 +265,11 @@ class Project:
                 name = f"{stem}-{n}"
             target = self.root / IMAGES_DIR / f"{name}{suffix}"
             try:
-                tmp = target.with_name(f".{name}{suffix}.part")
-                with open(upload, "rb") as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
+                with atomic_path(target) as tmp, open(upload, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
                     dst.flush()
                     os.fsync(dst.fileno())
-                os.replace(tmp, target)
             except OSError as exc:
-                Path(tmp).unlink(missing_ok=True)
                 raise InputError(f"cannot add it to the project ({exc.strerror or exc})", filename) from None
         return self.entry(name)
 
@@ -327,12 +325,7 @@ class Project:
 
     def _read_mask(self, path: Path, entry: Entry) -> np.ndarray:
         labels = read_labels(path, self.table)
-        if labels.shape != entry.shape:
-            raise Rejected(
-                f"label image is {labels.shape[1]} x {labels.shape[0]} but the micrograph is "
-                f"{entry.width} x {entry.height}",
-                path,
-            )
+        _check_size(labels.shape, entry, path)
         return labels
 
     def labels(self, name: str) -> tuple[np.ndarray, int]:
@@ -340,9 +333,7 @@ class Project:
         entry = self.entry(name)
         with self._lock_of(name):
             version = self._sync(name)
-            if not version:
-                return np.full(entry.shape, IGNORE, np.uint8), 0
-            return read_labels(self._version_file(name, version), self.table), version
+            return self.version_labels(entry, version), version
 
     def _counts(self, name: str) -> list[int]:
         labels, _ = self.labels(name)
@@ -406,10 +397,7 @@ class Project:
             current = self._sync(name)
             if base < 0 or base > current:
                 raise Conflict(f"version {base} does not exist (current: {current}); reload the page", name)
-            if current:
-                labels = read_labels(self._version_file(name, current), self.table)
-            else:
-                labels = np.full(entry.shape, IGNORE, np.uint8)
+            labels = self.version_labels(entry, current)
             needs = any(s.tool == "accept" for s in strokes)
             changed = apply_strokes(labels, strokes, prediction() if needs and prediction else None)
             merged = tuple(v for v in self.versions(name) if base < v <= current)
@@ -452,7 +440,7 @@ class Project:
                     "cannot be merged: reload, or send it again with force=true to replace them",
                     name,
                 )
-            before = self._current_or_empty(name, entry, current)
+            before = self.version_labels(entry, current)
             changed = int(np.count_nonzero(before != labels))
             version = current
             if changed:
@@ -468,8 +456,8 @@ class Project:
             current = self._sync(name)
             if version not in self.versions(name):
                 raise NotFound(f"no version {version} of these labels", name)
-            labels = read_labels(self._version_file(name, version), self.table)
-            before = self._current_or_empty(name, entry, current)
+            labels = self.version_labels(entry, version)
+            before = self.version_labels(entry, current)
             changed = int(np.count_nonzero(before != labels))
             new = current
             if changed:
@@ -484,11 +472,6 @@ class Project:
             return np.full(entry.shape, IGNORE, np.uint8)
         return read_labels(self._version_file(entry.name, version), self.table)
 
-    def _current_or_empty(self, name: str, entry: Entry, current: int) -> np.ndarray:
-        if not current:
-            return np.full(entry.shape, IGNORE, np.uint8)
-        return read_labels(self._version_file(name, current), self.table)
-
     def mask_png(self, name: str) -> bytes:
         """The current labels as the colour PNG in ``masks/`` (empty labels: an all-transparent PNG)."""
         labels, version = self.labels(name)
@@ -499,8 +482,14 @@ class Project:
     def prediction_dir(self, model_sha256: str) -> Path:
         return self.root / STATE_DIR / "predictions" / model_sha256[:16]
 
-    def summary(self) -> dict:
-        return {"root": str(self.root), "worklist": self.has_worklist()}
+
+def _check_size(shape: tuple[int, ...], entry: Entry, path) -> None:
+    """Rejected (naming ``path``) when a label image of ``shape`` is not the micrograph's size."""
+    if tuple(shape[:2]) != entry.shape:
+        raise Rejected(
+            f"label image is {shape[1]} x {shape[0]} but the micrograph is {entry.width} x {entry.height}",
+            path,
+        )
 
 
 def _decode_labels(data: bytes, table: ClassTable, entry: Entry) -> np.ndarray:
@@ -519,12 +508,7 @@ def _decode_labels(data: bytes, table: ClassTable, entry: Entry) -> np.ndarray:
         path.write_bytes(data)
         try:
             raw = as_label_array(read_raw(path), name)
-            if raw.shape[:2] != entry.shape:
-                raise Rejected(
-                    f"label image is {raw.shape[1]} x {raw.shape[0]} but the micrograph is "
-                    f"{entry.width} x {entry.height}",
-                    name,
-                )
+            _check_size(raw.shape, entry, name)
             if raw.ndim == 2 and (wrong := unknown_ids(raw, table)):
                 shown = ", ".join(map(str, wrong[:5])) + (" ..." if len(wrong) > 5 else "")
                 known = ", ".join(f"{p.raw_id} {p.name}" for p in table.phases)

@@ -38,13 +38,6 @@ def level_count(height: int, width: int, tile: int = TILE) -> int:
     return levels
 
 
-def level_shape(height: int, width: int, level: int) -> tuple[int, int]:
-    """Size (rows, columns) of ``level`` (each halving rounds up)."""
-    for _ in range(level):
-        height, width = (height + 1) // 2, (width + 1) // 2
-    return height, width
-
-
 def _halve(array: np.ndarray, categorical: bool) -> np.ndarray:
     import cv2
 
