@@ -172,6 +172,7 @@ class Project:
         self._sizes: dict[tuple[str, tuple[int, int] | None], tuple[int, int]] = {}
         #: name -> (mask file signature, version) last found equal, so reads skip hashing both files
         self._synced: dict[str, tuple[tuple[int, int] | None, int]] = {}
+        self._version_counts: dict[tuple, list[int]] = {}
 
     def close(self) -> None:
         if self._lock is not None:
@@ -215,7 +216,7 @@ class Project:
             try:
                 entry = self._entry(name, path)
                 version = self.current_version(name)
-                counts = self._counts(name) if version else [0] * self.table.num_classes
+                counts = self._counts(entry, version)
             except InputError as exc:  # an unreadable micrograph, or a mask painted outside the page
                 rows.append({"name": name, "file": path.name, "error": str(exc)})
                 continue
@@ -335,9 +336,15 @@ class Project:
             version = self._sync(name)
             return self.version_labels(entry, version), version
 
-    def _counts(self, name: str) -> list[int]:
-        labels, _ = self.labels(name)
-        return [int(n) for n in labelled_counts(labels, self.table.num_classes)]
+    def _counts(self, entry: Entry, version: int) -> list[int]:
+        """Labelled pixels per class of one version, decoded once per version file (the page lists the
+        project after every save, and a version file is written once)."""
+        stored = file_signature(self._version_file(entry.name, version)) if version else None
+        key = (entry.name, version, stored)
+        if key not in self._version_counts:
+            labels = self.version_labels(entry, version)
+            self._version_counts[key] = [int(n) for n in labelled_counts(labels, self.table.num_classes)]
+        return self._version_counts[key]
 
     def _commit(self, name: str, labels: np.ndarray, source: str, base: int, client: str | None) -> int:
         """Write ``labels`` as the next version and as the current mask (lock held); returns the version."""
