@@ -221,10 +221,10 @@ def _project_routes(app, service: Service, labelling, token_required: bool) -> N
         try:
             upload = await _receive(file, folder, name, service.max_upload_bytes)
             try:  # refuse what segment would refuse (truncated, corrupt), naming the client's file
-                await asyncio.to_thread(read_raw, upload)
+                shape = (await asyncio.to_thread(read_raw, upload)).shape[:2]
             except InputError as exc:
                 raise type(exc)(exc.reason, name) from None
-            entry = await asyncio.to_thread(project.add, upload, name, upload.suffix)
+            entry = await asyncio.to_thread(project.add, upload, name, upload.suffix, shape)
         except (TooLarge, ImageTooLarge) as exc:
             return JSONResponse({"detail": str(exc)}, status_code=413)
         except NotAnImage as exc:

@@ -254,9 +254,10 @@ class Project:
 
     # ------------------------------------------------------------------------------------- uploads
 
-    def add(self, upload: Path, filename: str, suffix: str) -> Entry:
-        """Move ``upload`` (a checked micrograph in the service's private folder) into ``images/`` under a
-        new name made from the client's ``filename`` (never replacing a micrograph)."""
+    def add(self, upload: Path, filename: str, suffix: str, shape: tuple[int, int] | None = None) -> Entry:
+        """Copy ``upload`` (a checked micrograph in the service's private folder) into ``images/`` under a
+        new name made from the client's ``filename`` (never replacing a micrograph). ``shape`` (rows,
+        columns), when the caller decoded it already, spares decoding it again for its size."""
         stem = safe_stem(filename)
         with self._guard:
             taken = {p.stem for p in (self.root / IMAGES_DIR).iterdir()}
@@ -272,6 +273,8 @@ class Project:
                     os.fsync(dst.fileno())
             except OSError as exc:
                 raise InputError(f"cannot add it to the project ({exc.strerror or exc})", filename) from None
+            if shape is not None:
+                self._sizes[(target.name, file_signature(target))] = (int(shape[0]), int(shape[1]))
         return self.entry(name)
 
     # -------------------------------------------------------------------------------------- labels
