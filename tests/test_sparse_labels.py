@@ -269,6 +269,30 @@ def test_labelled_sampler_tiles_hold_labels_rare_classes_get_their_share_and_ign
     assert sum(np.any(c == rare) for c in crops) >= 400 / (2 * C)
 
 
+def test_validation_of_a_large_micrograph_scores_strokes_painted_off_centre():
+    from semphase.train.datasets import MAX_VALIDATION_SIDE, Micrograph, validation_view
+
+    side = MAX_VALIDATION_SIDE
+    h, w = side + 700, side + 900
+    image = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    labels = np.full((h, w), IGNORE, np.uint8)
+    labels[h - 60 : h - 20, w - 90 : w - 30] = 2  # strokes near the bottom-right corner ...
+    labels[h - 300 : h - 290, 40:80] = 0  # ... and near the bottom-left one
+    crop_image, crop_labels = validation_view(Micrograph("big", image, labels))
+    assert crop_labels.shape == crop_image.shape == (side, side)
+    assert np.count_nonzero(crop_labels == 2) == 40 * 60  # the corner strokes are all in the crop
+    ys, xs = np.nonzero(crop_labels == 2)
+    top, left = h - 60 - ys.min(), w - 90 - xs.min()
+    np.testing.assert_array_equal(crop_image, image[top : top + side, left : left + side])
+
+    dense = np.zeros((h, w), np.uint8)  # densely labelled: the centred crop, as before
+    crop_image, _ = validation_view(Micrograph("dense", image, dense))
+    top, left = (h - side) // 2, (w - side) // 2
+    np.testing.assert_array_equal(crop_image, image[top : top + side, left : left + side])
+    small = Micrograph("small", image[:300, :200], labels[:300, :200])  # small: whole
+    assert validation_view(small)[0] is small.image
+
+
 def test_dense_training_keeps_the_studys_uniform_crops():
     from semphase.train.datasets import resolve_sampler
 

@@ -267,14 +267,30 @@ class TileDataset(Dataset):
 
 
 def validation_view(micrograph: Micrograph) -> tuple[np.ndarray, np.ndarray]:
-    """The image and labels scored during validation: whole, or a centred crop when huge."""
+    """The image and labels scored during validation: whole, or when huge a crop of at most
+    ``MAX_VALIDATION_SIDE`` a side centred on its labelled pixels (their weighted median row and column),
+    so that strokes painted away from the middle of a large micrograph are still scored; densely labelled
+    micrographs get the centred crop."""
     h, w = micrograph.image.shape
     ch, cw = min(h, MAX_VALIDATION_SIDE), min(w, MAX_VALIDATION_SIDE)
-    top, left = (h - ch) // 2, (w - cw) // 2
+    if (ch, cw) == (h, w):
+        return micrograph.image, micrograph.labels
+    labelled = micrograph.labels != IGNORE
+    top = _window_start(labelled.sum(axis=1), ch)
+    left = _window_start(labelled.sum(axis=0), cw)
     return (
         micrograph.image[top : top + ch, left : left + cw],
         micrograph.labels[top : top + ch, left : left + cw],
     )
+
+
+def _window_start(counts: np.ndarray, size: int) -> int:
+    """Start of a window of ``size`` along an axis of ``counts`` (labelled pixels per row or column),
+    centred on their weighted median (on the middle when nothing is labelled), inside the axis."""
+    n = counts.size
+    total = int(counts.sum())
+    centre = n // 2 if total == 0 else int(np.searchsorted(np.cumsum(counts), total / 2, side="right"))
+    return min(max(centre - size // 2, 0), n - size)
 
 
 def pad_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
