@@ -7,6 +7,7 @@ at 64-pixel tiles so that a job (2 short epochs, FP32 export) takes seconds, not
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -144,7 +145,7 @@ def test_fine_tune_from_the_page_serves_the_new_model_rolls_back_and_cancels(tin
             browser.wait_for(f"semphaseLabel.model() === {json.dumps(new)} && semphaseLabel.ready()")
             assert browser.evaluate("document.querySelector('#models li.serving').dataset.version") == "1"
             progress = browser.evaluate("document.getElementById('ft-progress').textContent")
-            assert "serving version 1" in progress and "mIoU on the labelled pixels" in progress
+            assert "serving version 1" in progress and "mIoU on the trained labels" in progress
             browser.wait_for("semphaseLabel.tilesLoaded()")
             shot = tmp_path / "finetune.png"
             browser.screenshot(shot)
@@ -157,9 +158,24 @@ def test_fine_tune_from_the_page_serves_the_new_model_rolls_back_and_cancels(tin
             version1 = root / ".semphase" / "models" / "v1"
             assert (version1 / "export" / "model.onnx").is_file() and (version1 / "run" / "best.pt").is_file()
 
+            # one labelled micrograph: nothing to hold out, and the page says how to get a held-out score
+            assert browser.evaluate("document.getElementById('ft-holdout').disabled") is True
+            why = browser.evaluate("document.getElementById('ft-holdout-text').textContent")
+            assert "second micrograph" in why
+            _paint(s.url, "field1")  # a second one (labelled elsewhere): one of the two is held out
+            browser.evaluate("semphaseLabel.refresh()")
+            browser.wait_for("!document.getElementById('ft-holdout').disabled")
+            held = browser.evaluate("semphaseLabel.finetune().holdout.names")
+            assert held in (["field0"], ["field1"])
+            text = browser.evaluate("document.getElementById('ft-holdout-text').textContent")
+            assert text.startswith(f"hold out {held[0]}:")
             browser.evaluate("document.getElementById('ft-start').click()")
             browser.wait_for("semphaseLabel.finetune().job && semphaseLabel.finetune().job.version === 2")
             browser.wait_for("!document.getElementById('ft-cancel').hidden")
+            assert browser.evaluate("semphaseLabel.finetune().job.heldout") == held
+            browser.wait_for(  # each epoch is scored on the held-out labels, and the page shows it
+                "document.getElementById('ft-progress').textContent.includes('held-out mIoU')", timeout=120
+            )
             browser.evaluate("document.getElementById('ft-cancel').click()")
             browser.wait_for("semphaseLabel.finetune().job.state === 'cancelled'", timeout=60)
     finally:
@@ -219,6 +235,83 @@ def test_a_new_model_that_fails_its_check_or_scores_worse_is_not_served(tiny, tm
             assert [v["version"] for v in status["versions"]] == [0, 1]  # kept, servable on request
             tuner.serve_version(1)
             assert service.model is not served and tuner.status()["serving"] == 1
+    finally:
+        tuner.close()
+        service.close()
+        project.close()
+
+
+def test_a_held_out_micrograph_is_scored_each_epoch_not_trained_on_and_decides(tiny, tmp_path, monkeypatch):
+    """Two labelled micrographs: one is the run's val split (history, job and version show its score),
+    the served-or-kept decision follows it; ``holdout=False`` trains on both and decides on them."""
+    import semphase.serve.finetune as finetune
+    from semphase.runtime.model import load_model
+    from semphase.runtime.segment import SegmentOptions
+    from semphase.runtime.suggest import model_table
+    from semphase.serve.labelling import Labelling
+    from semphase.serve.project import Project
+    from semphase.serve.service import Service
+    from semphase.serve.strokes import parse_strokes
+
+    served = load_model(tiny["model"])
+    service = Service(served, SegmentOptions(format="png"))
+    root = _project(tmp_path / "project", tiny["images"])
+    project = Project(root, model_table(served))
+    labelling = Labelling(project, service)
+    args = "--epochs 2 " + " ".join(FAST)
+    tuner = finetune.FineTuner(labelling, tiny["model"], tiny["checkpoint"], load_model, args)
+    real_score = finetune.labelled_score
+    calls = []
+
+    def score(model, project_, names):  # real scores, then: the new model is worse on held-out labels only
+        result = real_score(model, project_, names)
+        calls.append((model is served, list(names)))
+        if tuner._job.heldout:
+            result["miou"] = {True: 0.3, False: 0.9}[model is served]
+            if names == tuner._job.heldout:
+                result["miou"] = {True: 0.5, False: 0.4}[model is served]
+        return result
+
+    monkeypatch.setattr(finetune, "labelled_score", score)
+    try:
+        assert tuner.status()["holdout"] == {"names": [], "reason": "nothing is labelled yet"}
+        stroke = [{"tool": "paint", "class": 2, "radius": 8, "points": [[30, 30], [40, 44]]}]
+        project.save_strokes("field0", 0, parse_strokes(stroke, 5))
+        assert "second micrograph" in tuner.status()["holdout"]["reason"]
+        project.save_strokes("field1", 0, parse_strokes(stroke, 5))
+        held = tuner.status()["holdout"]["names"]
+        assert held in (["field0"], ["field1"])
+        (trained,) = {"field0", "field1"} - set(held)
+
+        tuner.start()
+        tuner._thread.join(timeout=400)
+        job = tuner.status()["job"]
+        run = Path(job["folder"]) / "run"
+        split = json.loads((run / "split.json").read_text())
+        assert split["val"] == [f"{held[0]}.png"] and split["train"] == [f"{trained}.png"]
+        with open(run / "history.csv") as fh:
+            scores = [float(row["val_miou"]) for row in csv.DictReader(fh)]
+        assert len(scores) == 2 and all(0 <= v <= 1 for v in scores)  # every epoch, on the held-out labels
+        assert job["epoch"] == 2 and job["val_miou"] == scores[-1] and job["best_val_miou"] == max(scores)
+        assert job["heldout"] == held and (True, held) in calls and (False, held) in calls
+        assert (True, [trained]) in calls and (False, [trained]) in calls
+        assert job["state"] == "kept", job  # better on what it trained on, worse held out: not served
+        assert "held-out" in job["message"] and "0.500 -> 0.400" in job["message"]
+        index = json.loads((root / ".semphase/models/index.json").read_text())
+        assert index["holdout"] == held and service.model is served
+        version = index["versions"][1]
+        assert version["heldout"] == held and version["heldout_miou_before"] == 0.5
+        assert version["heldout_miou_after"] == 0.4 and version["labelled_miou_after"] == 0.9
+
+        calls.clear()
+        tuner.start(holdout=False)  # both train; the decision on the trained labels (real scores)
+        tuner._thread.join(timeout=400)
+        job = tuner.status()["job"]
+        split = json.loads((Path(job["folder"]) / "run" / "split.json").read_text())
+        assert split["val"] == [] and split["train"] == ["field0.png", "field1.png"]
+        assert job["heldout"] == [] and job["val_miou"] is None and job["heldout_before"] is None
+        assert {tuple(names) for _, names in calls} == {("field0", "field1")}
+        assert tuner.status()["holdout"]["names"] == held  # the record stays for the next job
     finally:
         tuner.close()
         service.close()

@@ -519,3 +519,34 @@ def test_off_localhost_the_label_api_needs_the_token(model, tmp_path):
     finally:
         s.stop()
     assert not (root / ".semphase" / "labels").exists()  # nothing was written without the token
+
+
+def test_held_out_micrographs_are_whole_groups_stay_put_and_grow_with_the_project():
+    from semphase.serve.finetune import HOLDOUT_EVERY, choose_holdout
+
+    assert choose_holdout({}) == [] and choose_holdout({"a": "a.png"}) == []
+    # regions suggest cut from one micrograph are one group: nothing to hold out against
+    regions = {"m__y0_x0": "m__y0_x0.png", "m__y0_x512": "m__y0_x512.png"}
+    assert choose_holdout(regions) == []
+
+    two = {"a": "a.png", **regions}
+    first = choose_holdout(two)
+    assert first in (["a"], sorted(regions))  # a whole group, one of the two
+    assert choose_holdout(two) == first  # the same every time
+
+    fields = {f"f{i:02d}": f"f{i:02d}.tif" for i in range(2 * HOLDOUT_EVERY - 2)}
+    picked = choose_holdout(fields)
+    assert len(picked) == 1
+    # the first pick stays held out as fields join, whatever their names sort like, ...
+    for extra in ["a0", "zz", "f00b"] + [f"new{i}" for i in range(200)]:
+        grown = {**fields, extra: extra + ".png"}
+        assert choose_holdout(grown, picked) == picked
+    # ... and a second joins at 2 x HOLDOUT_EVERY groups
+    grown = {**fields, "zz": "zz.png", "a0": "a0.png"}
+    second = choose_holdout(grown, picked)
+    assert len(second) == 2 and set(picked) < set(second)
+    # never everything: one group always trains
+    assert len(choose_holdout({"a": "a.png", "b": "b.png"}, ["a", "b"])) == 1
+    # without a record, the pick is spread by a fixed hash, not the first names in order
+    many = {f"f{i:02d}": f"f{i:02d}.tif" for i in range(40)}
+    assert choose_holdout(many) != sorted(many)[:8]

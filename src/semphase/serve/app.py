@@ -353,9 +353,10 @@ def _finetune_routes(app, finetuner) -> None:
             return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.post("/project/finetune")
-    def finetune_start():
-        """Start fine-tuning the served model on the project's labelled pixels (one job at a time)."""
-        return answer(finetuner.start)
+    def finetune_start(holdout: bool = Body(True, embed=True)):
+        """Start fine-tuning the served model on the project's labelled pixels (one job at a time);
+        ``{"holdout": false}`` trains on every labelled micrograph (none held out to score it on)."""
+        return answer(finetuner.start, holdout)
 
     @app.post("/project/finetune/cancel")
     def finetune_cancel():

@@ -5,19 +5,25 @@ The server itself never imports torch: a job runs ``semphase train PROJECT --ini
 it the page shows the label view with fine-tuning off and says why), one job at a time, in
 ``PROJECT/.semphase/models/vN/``:
 
-1. **train**: the fine-tuning recipe of ``train --init`` (every labelled field trains, labelled pixels
-   only) from the checkpoint of the model being served; progress is read from the run's
-   ``history.csv`` (epoch, training loss);
+1. **train**: the fine-tuning recipe of ``train --init`` (labelled pixels only) from the checkpoint of
+   the model being served. With two or more labelled micrographs (crop groups, as ``train`` splits
+   them), one in five of them (at least one) is **held out** by default: it is the run's val split, so
+   every epoch is scored on labels the network never trained on, and ``best.pt`` is the epoch that
+   scored best there. The held-out micrographs stay the same from job to job (recorded in
+   ``index.json``; new ones join only when the project grows), so versions are compared on the same
+   labels; ``holdout=False`` trains on every labelled micrograph instead. Progress is read from the
+   run's ``history.csv`` (epoch, training loss, held-out mIoU);
 2. **export**: FP32 and the variant being served (FP32 is every reduced variant's reference), at the
    served model's tiling, with export's gates; FP32 and the served variant must pass theirs;
 3. **check**: the new file of that variant is loaded with its self-check on this machine (a file that
    misses its stored reference is never served);
 4. **compare**: the old and the new model segment the project's labelled fields and are scored on the
-   labelled pixels (mIoU; these are the fields it was trained on, so this says it learnt them, not that
-   it generalises);
+   labelled pixels (mIoU), separately on the trained micrographs (this says it learnt them) and on the
+   held-out ones (this says it generalises; mildly optimistic, since ``best.pt`` was picked on them);
 5. **serve**: the new model replaces the old one in the running service (requests in flight finish on
-   the old one), unless it scores lower than the served one on the labelled pixels: then it is kept
-   (state ``kept``), listed, and served only when the user picks it. The old files stay; any version can
+   the old one), unless it scores lower than the served one on the held-out labels (on the trained
+   labels when nothing was held out): then it is kept (state ``kept``), listed, and served only when the
+   user picks it. The old files stay; any version can
    be served again from the page (rollback).
 
 Cancel stops the child process (its process group) and leaves the version folder with its log, marked
@@ -30,6 +36,7 @@ PROJECT/.semphase/models/vN/export/model.int8.onnx --checkpoint PROJECT/.semphas
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -45,12 +52,40 @@ from pathlib import Path
 
 import numpy as np
 
+from semphase.data.layout import group_key
+from semphase.data.split import save_split
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256, read_gray, to_uint8, write_text_atomic
 from semphase.serve.project import STATE_DIR, Project
 
 #: The export file of each variant.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+#: One labelled micrograph (crop group) in this many is held out, at least one when there are two.
+HOLDOUT_EVERY = 5
+
+
+def choose_holdout(files: dict[str, str], previous: list[str] | tuple = ()) -> list[str]:
+    """The labelled micrographs to hold out of a job (sorted names; empty when fewer than two groups).
+
+    Parameters
+    ----------
+    files : labelled micrograph name -> its file name in images/ (what ``train`` groups by: regions that
+        ``suggest`` cut from one micrograph are one group and go to one side together).
+    previous : names held out by the jobs before: their groups stay held out (while at least one group is
+        left to train on), so that versions are compared on the same labels; further groups join, in a
+        fixed pseudo-random order, only as the project grows to need them.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, file in sorted(files.items()):
+        groups.setdefault(group_key(file), []).append(name)
+    if len(groups) < 2:
+        return []
+    was = set(previous)
+    kept = [g for g, names in groups.items() if was.intersection(names)]
+    fresh = sorted((g for g in groups if g not in kept), key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    want = min(max(1, len(groups) // HOLDOUT_EVERY, len(kept)), len(groups) - 1)
+    return sorted(name for g in (kept + fresh)[:want] for name in groups[g])
 
 
 class JobRefused(InputError):
@@ -88,12 +123,18 @@ class Job:
     epoch: int = 0
     epochs: int | None = None
     loss: float | None = None
+    heldout: list = field(default_factory=list)  # names scored each epoch and never trained on
+    val_miou: float | None = None  # held-out mIoU of the latest epoch
+    best_val_miou: float | None = None  # and the best so far (the epoch best.pt keeps)
     started: float = field(default_factory=time.time)
     finished: float | None = None
     message: str = ""
-    labels: dict = field(default_factory=dict)  # name -> label version trained on
-    before: dict | None = None
+    labels: dict = field(default_factory=dict)  # name -> label version trained on (or held out)
+    files: dict = field(default_factory=dict)  # name -> its file in images/ (as the split names it)
+    before: dict | None = None  # scores of the served and the new model on the trained labels
     after: dict | None = None
+    heldout_before: dict | None = None  # ... and on the held-out labels
+    heldout_after: dict | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -179,6 +220,8 @@ class FineTuner:
         versions = [v for v in index.get("versions", []) if v.get("version", 0) > 0]
         self.versions = [start, *versions]
         self.serving = 0
+        held = index.get("holdout", [])
+        self.holdout = [n for n in held if isinstance(n, str)] if isinstance(held, list) else []
         self._write_index()
 
     # ------------------------------------------------------------------------------------- status
@@ -190,7 +233,7 @@ class FineTuner:
             return {}
 
     def _write_index(self) -> None:
-        document = {"serving": self.serving, "versions": self.versions}
+        document = {"serving": self.serving, "holdout": self.holdout, "versions": self.versions}
         write_text_atomic(self.folder / "index.json", json.dumps(document, indent=1))
 
     def unavailable(self) -> str | None:
@@ -205,21 +248,45 @@ class FineTuner:
             "job": job,
             "serving": self.serving,
             "versions": self.versions,
+            "holdout": self.holdout_plan(),
         }
+
+    def _labelled(self) -> dict[str, tuple[int, str]]:
+        """The labelled micrographs: name -> (current label version, file name)."""
+        found = {}
+        for row in self.project.listing():
+            if not row.get("error") and row.get("version") and sum(row.get("counts", [])) > 0:
+                found[row["name"]] = (row["version"], row["file"])
+        return found
+
+    def holdout_plan(self, labelled: dict | None = None) -> dict:
+        """Which labelled micrographs a job started now would hold out (``names``), or why none."""
+        labelled = self._labelled() if labelled is None else labelled
+        names = choose_holdout({n: file for n, (_, file) in labelled.items()}, self.holdout)
+        reason = None
+        if not names:
+            reason = (
+                "label a second micrograph to see a held-out score while it trains"
+                if labelled
+                else "nothing is labelled yet"
+            )
+        return {"names": names, "reason": reason}
 
     # -------------------------------------------------------------------------------------- start
 
-    def start(self) -> dict:
-        """Start a job (in a thread); JobRefused when one runs or there is nothing to train on."""
+    def start(self, holdout: bool = True) -> dict:
+        """Start a job (in a thread); JobRefused when one runs or there is nothing to train on.
+
+        ``holdout``: hold out micrographs as :func:`choose_holdout` picks them (when there are two or more
+        labelled ones), scored every epoch and never trained on; False trains on every labelled one.
+        """
         reason = self.unavailable()
         if reason:
             raise JobRefused(reason)
-        labelled = {}
-        for row in self.project.listing():
-            if not row.get("error") and row.get("version") and sum(row.get("counts", [])) > 0:
-                labelled[row["name"]] = row["version"]
+        labelled = self._labelled()
         if not labelled:
             raise JobRefused("nothing is labelled yet: paint some strokes and save them first")
+        heldout = self.holdout_plan(labelled)["names"] if holdout else []
         with self._lock:
             if self._job is not None and self._job.state == "running":
                 raise JobRefused(f"a fine-tuning is running already (version {self._job.version})")
@@ -238,8 +305,13 @@ class FineTuner:
                 folder=str(folder),
                 init=current["checkpoint"],
                 variant=self.service.model.variant,
-                labels=labelled,
+                labels={name: version for name, (version, _) in labelled.items()},
+                heldout=heldout,
+                files={name: file for name, (_, file) in labelled.items()},
             )
+            if heldout:
+                self.holdout = heldout
+                self._write_index()
             self._cancel.clear()
             self._thread = threading.Thread(target=self._run, name="semphase-finetune", daemon=True)
             self._thread.start()
@@ -279,7 +351,17 @@ class FineTuner:
         try:
             run_dir, export_dir = folder / "run", folder / "export"
             root = str(self.project.root)
-            train = ["train", root, "--init", job.init, "--out", str(run_dir), *self.train_args]
+            train = ["train", root, "--init", job.init, "--out", str(run_dir)]
+            trained = sorted(n for n in job.labels if n not in job.heldout)
+            if job.heldout:  # the held-out micrographs are the run's val split: scored, never trained on
+                split = {
+                    "train": [job.files[n] for n in trained],
+                    "val": [job.files[n] for n in job.heldout],
+                    "test": [],
+                }
+                save_split(split, folder / "split.json")
+                train += ["--split-file", str(folder / "split.json")]
+            train += self.train_args
             self._child(train, folder / "train.log", progress=lambda: self._read_history(run_dir))
             self._set(stage="export")
             export = ["export", str(run_dir / "best.pt"), "--out", str(export_dir)]
@@ -296,13 +378,20 @@ class FineTuner:
             if self._cancel.is_set():
                 raise _Cancelled
             self._set(stage="compare")
-            names = sorted(job.labels)
-            before = labelled_score(self.service.model, self.project, names)
-            after = labelled_score(new_model, self.project, names)
+            before = labelled_score(self.service.model, self.project, trained)
+            after = labelled_score(new_model, self.project, trained)
+            self._set(before=before, after=after)
+            if job.heldout:
+                self._set(
+                    heldout_before=labelled_score(self.service.model, self.project, job.heldout),
+                    heldout_after=labelled_score(new_model, self.project, job.heldout),
+                )
             if self._cancel.is_set():
                 raise _Cancelled
-            self._set(before=before, after=after)
-            worse = before["miou"] is not None and (after["miou"] is None or after["miou"] < before["miou"])
+            # the decision: on the held-out labels when there are some (generalisation), else the trained
+            old, new = (job.heldout_before, job.heldout_after) if job.heldout else (before, after)
+            where = "held-out" if job.heldout else "labelled"
+            worse = old["miou"] is not None and (new["miou"] is None or new["miou"] < old["miou"])
             entry = {
                 "version": job.version,
                 "model": str(new_path.resolve()),
@@ -311,19 +400,22 @@ class FineTuner:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "init_from": job.init,
                 "labels": job.labels,
+                "heldout": job.heldout,
                 "labelled_miou_before": before["miou"],
                 "labelled_miou_after": after["miou"],
-                "note": f"fine-tuned from version {self.serving} on {len(names)} labelled micrograph(s)",
+                "heldout_miou_before": job.heldout_before["miou"] if job.heldout else None,
+                "heldout_miou_after": job.heldout_after["miou"] if job.heldout else None,
+                "note": f"fine-tuned from version {self.serving} on {len(trained)} labelled micrograph(s)"
+                + (f", {len(job.heldout)} held out" if job.heldout else ""),
             }
             with self._lock:
                 self.versions.append(entry)
                 self._write_index()
             if worse:  # never made worse without asking: kept, servable from the list
-                after_text = "none" if after["miou"] is None else f"{after['miou']:.3f}"
                 self._set(
                     state="kept",
-                    message=f"not served: version {job.version} scores lower on the labelled pixels "
-                    f"(mIoU {before['miou']:.3f} -> {after_text}); label more, or serve it from the list",
+                    message=f"not served: version {job.version} scores lower on the {where} pixels "
+                    f"(mIoU {_score_change(old, new)}); label more, or serve it from the list",
                 )
                 return
             self._set(stage="serve")
@@ -331,9 +423,9 @@ class FineTuner:
             with self._lock:
                 self.serving = len(self.versions) - 1
                 self._write_index()
-            gain = ""
-            if before["miou"] is not None and after["miou"] is not None:
-                gain = f"; mIoU on the labelled pixels {before['miou']:.3f} -> {after['miou']:.3f}"
+            gain = f"; mIoU on the trained labels {_score_change(before, after)}"
+            if job.heldout:
+                gain = f"; mIoU on the held-out labels {_score_change(old, new)}{gain.replace(';', ',')}"
             self._set(state="succeeded", message=f"serving version {job.version}{gain}")
         except _Cancelled:
             self._set(state="cancelled", message="cancelled; the served model did not change")
@@ -393,11 +485,14 @@ class FineTuner:
             return
         if rows:
             last = rows[-1]
-            try:
-                loss = float(last["train_loss"])
-            except (KeyError, ValueError):
-                loss = None
-            self._set(epoch=int(float(last.get("epoch") or 0)), loss=loss, epochs=config.get("epochs"))
+            scores = [v for v in (_number(r.get("val_miou")) for r in rows) if v is not None]
+            self._set(
+                epoch=int(_number(last.get("epoch")) or 0),
+                loss=_number(last.get("train_loss")),
+                epochs=config.get("epochs"),
+                val_miou=_number(last.get("val_miou")),
+                best_val_miou=max(scores) if scores else None,
+            )
         else:
             self._set(epochs=config.get("epochs"))
 
@@ -443,6 +538,22 @@ class _Cancelled(Exception):
 
 class _JobFailed(Exception):
     pass
+
+
+def _number(text) -> float | None:
+    """A finite number from a history.csv cell (empty for NaN), else None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _score_change(before: dict, after: dict) -> str:
+    def text(score: dict) -> str:
+        return "none" if score["miou"] is None else f"{score['miou']:.3f}"
+
+    return f"{text(before)} -> {text(after)}"
 
 
 def _last_line(log: Path) -> str:
