@@ -150,6 +150,19 @@ def test_options_refuse_what_the_budget_plans_itself():
         TrainOptions.create("o", dataset="d", time_budget=-1.0)
 
 
+def test_a_budget_from_random_weights_trains_at_the_higher_rate_and_nothing_else_does():
+    from semphase.train.options import BUDGET_SCRATCH_LR
+
+    scratch = {"dataset": "d", "encoder_weights": "none"}
+    assert TrainOptions.lr < BUDGET_SCRATCH_LR
+    assert TrainOptions.create("o", **scratch, time_budget=4.0).lr == BUDGET_SCRATCH_LR
+    assert TrainOptions.create("o", **scratch, time_budget=4.0, lr=5e-4).lr == 5e-4  # given: kept
+    assert TrainOptions.create("o", **scratch).lr == TrainOptions.lr  # the study's recipe
+    assert TrainOptions.create("o", dataset="d", time_budget=4.0).lr == TrainOptions.lr  # imagenet encoder
+    tuned = TrainOptions.create("o", dataset="d", time_budget=4.0, init="best.pt")  # the fine-tuning recipe's
+    assert tuned.lr == 3e-4
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("budget-data") / "ds", groups=4, size=96)

@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
             help="Train for about MINUTES, the test evaluation included, planning optimizer steps instead "
             "of epochs: a short first epoch measures this machine's speed, then the crop size (--tile or "
             "smaller, so that ~400 steps fit), the steps, the validations and a cosine learning rate over "
-            "them are planned, and re-planned after every epoch. Excludes --epochs, --steps-per-epoch and "
+            "them are planned, and re-planned after every epoch; from random weights --lr defaults to "
+            "3e-3. Excludes --epochs, --steps-per-epoch and "
             "--time-limit; recorded in config.json (time_budget) and history.csv.",
         ),
         max_steps: int = typer.Option(
