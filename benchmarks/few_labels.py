@@ -43,6 +43,12 @@ The protocol (benchmarks/RESULTS.md, "Few labels"):
      budget) is *met* when the mean paired difference suggest - random over the seeds is positive and
      larger than its standard deviation over the seeds; otherwise it is *not shown*.
 
+  ``--pool wide`` (rows with ``"pool": "wide"``, arms in ``seedS/suggest-wide`` and ``random-wide``, the
+  same round 1) offers round 2 twelve candidate fields instead of four: pool fields 0..7 (which no run of
+  this stage labels) and the 4 that round 1 left. Both arms still take one region from each of 4 fields,
+  so suggest now also chooses *which* fields (its ranking across micrographs), and random draws 4 of the
+  12 fields (random stream 37).
+
 - Each configuration runs with several seeds (which pool fields, where the strokes fall, the training
   seed); the report gives mean and standard deviation over them and the wall time of each fine-tuning.
 
@@ -576,7 +582,14 @@ ROUND2_STREAM = 37
 ROUND2_STROKES = 50
 
 
-def stage_round2(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
+#: Round 2's candidate fields: ``left`` (the 4 of pool fields 8..15 round 1 left) or ``wide`` (those and
+#: pool fields 0..7: 12 fields, so suggest also chooses which fields).
+POOLS = ("left", "wide")
+
+
+def stage_round2(
+    work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float, pool_kind: str = "left"
+) -> None:
     """suggest against random picks in the loop's second round (module docstring), per seed.
 
     Everything of seed s lives in ``WORK/runs/round2/seedS``: ``round1/`` (the round-1 run with its best.pt,
@@ -587,7 +600,8 @@ def stage_round2(work: Path, pretrained: Path, seeds: int, k: int, region: int, 
     done = done_runs(work)
     for seed in range(seeds):
         base = {"stage": "round2", "regions": k, "region": region, "share": share, "seed": seed, "user": USER}
-        configs = [{**base, "condition": c} for c in (ROUND1, *ROUND2_ARMS)]
+        wide = {"pool": "wide"} if pool_kind == "wide" else {}  # round 1 is the same run either way
+        configs = [{**base, "condition": ROUND1}] + [{**base, **wide, "condition": c} for c in ROUND2_ARMS]
         if all(key_of(c) in done for c in configs):
             continue
         folder = work / "runs" / "round2" / f"seed{seed}"
@@ -602,18 +616,24 @@ def stage_round2(work: Path, pretrained: Path, seeds: int, k: int, region: int, 
         )  # fmt: skip
         taken = {stem for stem, _, _ in first}
         pool = [p for p in candidate_fields(work) if p.stem not in taken]
+        if pool_kind == "wide":
+            pool = [p for p, _ in fields(work, "pool")][:8] + pool
         timings_path = first_dir / "timings.json"
         timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
         t0 = time.perf_counter()
         onnx_path = export_fp32(work, checkpoint, first_dir / "onnx")
         t1 = time.perf_counter()
-        picked = suggested_regions(
-            work, onnx_path, k, region, DEFAULT_SCORE, out=first_dir / f"suggest-k{k}-r{region}", pool=pool
-        )
+        suffix = "-wide" if pool_kind == "wide" else ""
+        out = first_dir / f"suggest-k{k}-r{region}{suffix}"
+        picked = suggested_regions(work, onnx_path, k, region, DEFAULT_SCORE, out=out, pool=pool)
         t2 = time.perf_counter()
         timings.setdefault("export_seconds", t1 - t0)
-        timings.setdefault("suggest_seconds", t2 - t1)
+        timings.setdefault(f"suggest_seconds{suffix}", t2 - t1)  # each pool's suggest run, once
         timings_path.write_text(json.dumps(timings) + "\n")
+        spent = {
+            "export_seconds": timings["export_seconds"],
+            "suggest_seconds": timings[f"suggest_seconds{suffix}"],
+        }
         drawn = random_regions(work, k, region, seed, pool, ROUND2_STREAM)
         log(f"seed {seed}: round 1 {first}; round 2 from {[p.stem for p in pool]}: suggest {picked}, "
             f"random {drawn}")  # fmt: skip
@@ -622,10 +642,10 @@ def stage_round2(work: Path, pretrained: Path, seeds: int, k: int, region: int, 
                 work, regions, region, share, seed, checkpoint, first_dir / "prediction", ROUND2_STROKES
             )
             arm = config["condition"].split(": ")[1]
-            extra = {"picks": regions, "round1_picks": first, **(timings if arm == "suggest" else {})}
+            extra = {"picks": regions, "round1_picks": first, **(spent if arm == "suggest" else {})}
             run_one(
                 work, config, first_items + items, "test", pretrained,
-                init=checkpoint, run_dir=folder / arm, redo=fresh, extra=extra,
+                init=checkpoint, run_dir=folder / f"{arm}{suffix}", redo=fresh, extra=extra,
             )  # fmt: skip
 
 
@@ -693,29 +713,51 @@ def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | No
             name = condition.replace(" picks", "")
             differences = [a - b for a, b in arms]
             lines.append(f"- {name} - random picks at the same budget: {stats(differences)} mIoU")
-    arms = paired(second or [], {"condition": ROUND2_ARMS[0]}, {"condition": ROUND2_ARMS[1]})
-    if arms:
-        differences = [a - b for a, b in arms]
-        lines.append(
-            f"- second round, suggest - random picks at the same budget: {signed(differences)} mIoU "
-            f"({len(arms)} seed{'s' if len(arms) > 1 else ''}, paired): criterion {verdict(differences)}"
-        )
+    for pool_kind in POOLS:
+        rows = pool_rows(second or [], pool_kind)
+        arms = paired(rows, {"condition": ROUND2_ARMS[0]}, {"condition": ROUND2_ARMS[1]})
+        if arms:
+            differences = [a - b for a, b in arms]
+            where = "" if pool_kind == "left" else " (wide pool)"
+            lines.append(
+                f"- second round{where}, suggest - random picks at the same budget: {signed(differences)} "
+                f"mIoU ({len(arms)} seed{'s' if len(arms) > 1 else ''}, paired): criterion "
+                f"{verdict(differences)}"
+            )
     return lines + ([""] if lines else [])
 
 
-def second_round_lines(second: list[dict], picks: list[dict]) -> list[str]:
+def pool_rows(second: list[dict], pool_kind: str) -> list[dict]:
+    """The ``round2`` rows of one kind of candidate pool (round 1's rows belong to every kind)."""
+    return [
+        r
+        for r in second
+        if r["config"]["condition"] == ROUND1 or r["config"].get("pool", "left") == pool_kind
+    ]
+
+
+def second_round_lines(second: list[dict], picks: list[dict], pool_kind: str = "left") -> list[str]:
     """The ``round2`` stage's table: per seed and mean ± sd, with the paired differences."""
+    second = pool_rows(second, pool_kind)
+    if not any(r["config"]["condition"] != ROUND1 for r in second):
+        return []
     by = {(r["config"]["condition"], r["config"]["seed"]): r for r in second}
     seeds = sorted({s for c, s in by if c == ROUND1})
     if not seeds:
         return []
     c = second[0]["config"]
+    candidates = (
+        "the fields round 1 left"
+        if pool_kind == "left"
+        else "12 candidate fields (the 4 round 1 left and 8 others; one region per field, so suggest "
+        "also chooses the fields)"
+    )
     lines = [
-        "### Second round",
+        "### Second round" + ("" if pool_kind == "left" else ", wide pool"),
         "",
         f"Round 1: {c['regions']} random regions of {c['region']} px scribbled over {100 * c['share']:g} % "
         "and `train --init` from the pretrained model; round 2: suggest's picks (with the round-1 model) or "
-        "random picks of as many regions from the fields round 1 left, corrected w.r.t. the round-1 model, "
+        f"random picks of as many regions from {candidates}, corrected w.r.t. the round-1 model, "
         "and `train --init` from the round-1 checkpoint on both rounds' labels. Test mIoU:",
         "",
         "| seed | round 1 (random) | round 2: suggest | round 2: random | suggest - random "
@@ -764,7 +806,7 @@ def second_round_lines(second: list[dict], picks: list[dict]) -> list[str]:
         lines.append(
             "- per seed, export of the round-1 model to FP32 ONNX "
             + ", ".join(f"{r['export_seconds']:.0f}" for r in suggested)
-            + " s; suggest over the 4 candidate fields "
+            + f" s; suggest over the {'4' if pool_kind == 'left' else '12'} candidate fields "
             + ", ".join(f"{r['suggest_seconds']:.0f}" for r in suggested)
             + " s"
         )
@@ -822,8 +864,8 @@ def report(work: Path, out: Path) -> str:
                 f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
-    if second:
-        lines += ["", *second_round_lines(second, picks)]
+    for pool_kind in POOLS:
+        lines += ["", *second_round_lines(second, picks, pool_kind)]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "few_labels.md").write_text(text)
@@ -894,6 +936,9 @@ def main() -> None:
         default=DEFAULT_SCORE,
         help="suggest stage: suggest's --score values to compare, comma-separated",
     )
+    parser.add_argument(
+        "--pool", choices=POOLS, default="left", help="round2 stage: round 2's candidate fields"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/few_labels"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -912,7 +957,9 @@ def main() -> None:
         elif args.stage == "signals":
             stage_signals(args.work, args.pretrained)
         elif args.stage == "round2":
-            stage_round2(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
+            stage_round2(
+                args.work, args.pretrained, args.seeds, args.regions, args.region, args.share, args.pool
+            )
         else:
             stage_suggest(
                 args.work, args.pretrained, args.seeds, args.regions, args.region, args.share,
