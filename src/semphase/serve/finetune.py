@@ -56,6 +56,8 @@ from semphase.data.layout import group_key
 from semphase.data.split import save_split
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256, read_gray, to_uint8, write_text_atomic
+from semphase.metrics import confusion_counts
+from semphase.phases import IGNORE
 from semphase.serve.project import STATE_DIR, Project
 
 #: The export file of each variant.
@@ -147,26 +149,22 @@ def labelled_score(model, project: Project, names: list[str]) -> dict:
     from semphase.runtime.sliding import segment_array
 
     c = project.table.num_classes
-    confusion = np.zeros((c, c), np.int64)
+    counts = np.zeros((c, c + 1), np.int64)  # rows: labelled class; unlabelled pixels are in no cell
     for name in names:
         labels, _ = project.labels(name)
-        if not (labels != 255).any():
+        if not (labels != IGNORE).any():
             continue
         image = to_uint8(read_gray(project.entry(name).path))
-        predicted = segment_array(model, image)
-        keep = labels != 255
-        truth, pred = labels[keep].astype(np.int64), np.minimum(predicted[keep], c).astype(np.int64)
-        ok = pred < c
-        np.add.at(confusion, (truth[ok], pred[ok]), 1)
-    tp = np.diag(confusion).astype(np.float64)
-    truth_n, pred_n = confusion.sum(axis=1), confusion.sum(axis=0)
-    union = truth_n + pred_n - tp
-    ious = {}
-    for i, name in enumerate(project.table.names):
-        if truth_n[i]:  # scored where the user labelled it
-            ious[name] = float(tp[i] / union[i]) if union[i] else None
-    values = [v for v in ious.values() if v is not None]
-    return {"miou": float(np.mean(values)) if values else None, "iou": ious, "pixels": int(confusion.sum())}
+        counts += confusion_counts(labels, segment_array(model, image), c)
+    tp = np.diag(counts[:, :c]).astype(np.float64)
+    truth_n, pred_n = counts.sum(axis=1), counts[:, :c].sum(axis=0)
+    ious = {  # scored where the user labelled the class (so its union is never empty)
+        name: float(tp[i] / (truth_n[i] + pred_n[i] - tp[i]))
+        for i, name in enumerate(project.table.names)
+        if truth_n[i]
+    }
+    values = list(ious.values())
+    return {"miou": float(np.mean(values)) if values else None, "iou": ious, "pixels": int(counts.sum())}
 
 
 class FineTuner:
@@ -242,9 +240,10 @@ class FineTuner:
     def status(self) -> dict:
         with self._lock:
             job = self._job.as_dict() if self._job else None
+        reason = self.unavailable()
         return {
-            "available": self.unavailable() is None,
-            "reason": self.unavailable(),
+            "available": reason is None,
+            "reason": reason,
             "job": job,
             "serving": self.serving,
             "versions": self.versions,
@@ -305,7 +304,7 @@ class FineTuner:
                 folder=str(folder),
                 init=current["checkpoint"],
                 variant=self.service.model.variant,
-                labels={name: version for name, (version, _) in labelled.items()},
+                labels={name: label_version for name, (label_version, _) in labelled.items()},
                 heldout=heldout,
                 files={name: file for name, (_, file) in labelled.items()},
             )
