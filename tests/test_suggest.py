@@ -15,6 +15,7 @@ from _runtime_models import build_blur_classifier, micrograph
 from semphase.cli.main import main
 from semphase.data.check import check_dataset
 from semphase.data.labels import read_labels
+from semphase.errors import OptionError
 from semphase.imageio import read_gray, write_image
 from semphase.phases import IGNORE
 from semphase.runtime import load_model, segment_array
@@ -28,6 +29,7 @@ from semphase.runtime.suggest import (
     SuggestOptions,
     combine,
     model_table,
+    phase_turns,
     pick,
     pixel_uncertainty,
     rarity,
@@ -139,6 +141,25 @@ def test_rare_phases_weigh_more_and_picks_spread_without_overlap():
     assert many[0].name not in {
         c.name for c in pick([common, rare], weights, SuggestOptions(n=4, region=64), taken)
     }
+
+
+def test_order_phases_takes_the_phases_in_turn_rarest_first_then_falls_back_to_the_score():
+    common = _scan("common", np.full((4, 4), 0.9), predicted=0, classes=4)  # 16 cells, most uncertain
+    middle = _scan("middle", np.full((2, 4), 0.3), predicted=1, classes=4)  # 8 cells
+    rare = _scan("rare", np.full((2, 2), 0.2), predicted=2, classes=4)  # 4 cells: one 64 px region
+    scans = [common, middle, rare]
+    assert phase_turns(scans, 6) == [3, 2, 1, 0, 3, 2]  # phase 3 is never predicted: rarest of all
+    weights = rarity(scans, 4)
+    options = {"region": 64, "per_image": 2, "rare_weight": 0.0}
+    by_score = pick(scans, weights, SuggestOptions(n=3, **options), set())
+    assert [c.scan.stem for c in by_score] == ["common", "common", "middle"]
+    by_phase = pick(scans, weights, SuggestOptions(n=4, order="phases", **options), set())
+    # phase 3 has no uncertain pixels anywhere: its turn falls to the best score; then phases 2, 1, 0
+    assert [c.scan.stem for c in by_phase] == ["common", "rare", "middle", "common"]
+    for a in by_phase:
+        assert not any(a.overlaps(b) for b in by_phase if b is not a)
+    with pytest.raises(OptionError, match="order"):
+        SuggestOptions(order="random")
 
 
 def test_region_candidates_cover_the_frame_flush_with_its_edges():

@@ -73,6 +73,13 @@ def register(app: typer.Typer) -> None:
             help="Uncertain pixels of the rarest predicted phase count 1 + this times more (phases in "
             "between by frequency^-0.5); 0 ranks by uncertainty alone.",
         ),
+        order: str = typer.Option(
+            "score",
+            "--order",
+            help="score: the highest-scoring regions first; phases: the phases in turn, rarest predicted "
+            "first, each pick the region with the most uncertain pixels of its phase (picks that cover "
+            "every phase's errors instead of the most uncertain kind of region).",
+        ),
         max_entropy: float = typer.Option(
             0.3,
             "--max-entropy",
@@ -117,6 +124,7 @@ def register(app: typer.Typer) -> None:
             per_image=per_image,
             score=score,
             rare_weight=rare_weight,
+            order=order,
             max_entropy=max_entropy,
             tta=tta,
             photometric=photometric,

@@ -72,6 +72,9 @@ from semphase.runtime.sliding import DEFAULT_BATCH, argmax_classes, iter_bands, 
 from semphase.runtime.source import open_micrograph
 
 SCORES = ("photometric", "combined", "entropy", "disagreement")
+#: How the picks are ordered: ``score`` (the highest-scoring regions first) or ``phases`` (the phases in
+#: turn, the rarest predicted first: each pick is the region with the most uncertain pixels of its phase).
+ORDERS = ("score", "phases")
 #: Side of the cells the region statistics are summed over; regions are multiples of it.
 CELL = 32
 #: Planes of :attr:`Scan.sums` before the per-phase ones: uncertainty, entropy, disagreement, photometric.
@@ -114,6 +117,7 @@ class SuggestOptions:
         spread over the micrographs).
     score : ``"photometric"``, ``"combined"``, ``"entropy"`` or ``"disagreement"`` (module docstring).
     rare_weight : how much more an uncertain pixel of the rarest phase counts (0: phases count alike).
+    order : ``"score"`` or ``"phases"`` (:data:`ORDERS`, module docstring).
     max_entropy : a pixel is pre-filled when its entropy is at most this and every pass agrees.
     tta : segment with the four flips (False: one pass, no flip disagreement).
     photometric : also segment the four photometric variants (False: no photometric disagreement).
@@ -125,6 +129,7 @@ class SuggestOptions:
     per_image: int | None = None
     score: str = "photometric"
     rare_weight: float = 1.0
+    order: str = "score"
     max_entropy: float = 0.3
     tta: bool = True
     photometric: bool = True
@@ -146,6 +151,7 @@ class SuggestOptions:
             (self.per_image is None or self.per_image >= 1, "per_image", "must be >= 1"),
             (self.score in SCORES, "score", f"must be one of {', '.join(SCORES)}, got {self.score!r}"),
             (math.isfinite(self.rare_weight) and self.rare_weight >= 0, "rare_weight", "must be >= 0"),
+            (self.order in ORDERS, "order", f"must be one of {', '.join(ORDERS)}, got {self.order!r}"),
             (0 <= self.max_entropy <= 1, "max_entropy", "must be in 0..1"),
             # two flags in one message: the CLI's own words (its --no-* flags have no argument of that name)
             (
@@ -442,16 +448,46 @@ def pick(
     pool.sort(key=lambda c: (-c.score, c.scan.stem, c.y, c.x))
     chosen: list[Candidate] = []
     per_scan: dict[str, int] = {}
+
+    def allowed(candidate: Candidate) -> bool:
+        return (
+            candidate.name not in taken
+            and per_scan.get(candidate.scan.stem, 0) < per_image
+            and not any(candidate.overlaps(c) for c in chosen)
+        )
+
+    def take(candidate: Candidate) -> None:
+        chosen.append(candidate)
+        per_scan[candidate.scan.stem] = per_scan.get(candidate.scan.stem, 0) + 1
+
+    if options.order == "phases":
+        for phase in phase_turns(scans, options.n):
+            # the most uncertain pixels predicted as this phase; ties (none at all) fall to the score order
+            best = max(
+                (c for c in pool if allowed(c)),
+                key=lambda c: c.mean(PLANES + phase),
+                default=None,
+            )
+            if best is None:
+                break
+            take(best)
+        return chosen
     for candidate in pool:
         if len(chosen) >= options.n:
             break
-        if candidate.name in taken or per_scan.get(candidate.scan.stem, 0) >= per_image:
-            continue
-        if any(candidate.overlaps(c) for c in chosen):
-            continue
-        chosen.append(candidate)
-        per_scan[candidate.scan.stem] = per_scan.get(candidate.scan.stem, 0) + 1
+        if allowed(candidate):
+            take(candidate)
     return chosen
+
+
+def phase_turns(scans: Sequence[Scan], n: int) -> list[int]:
+    """The phase of each of ``n`` picks in ``order="phases"``: the phases by predicted pixels, rarest
+    first (never predicted: rarest of all), in turn."""
+    if not scans:
+        return []
+    counts = np.sum([scan.counts.sum(axis=(1, 2)) for scan in scans], axis=0)
+    order = [int(c) for c in np.argsort(counts, kind="stable")]
+    return [order[j % len(order)] for j in range(n)]
 
 
 def labelled_names(out_dir: Path) -> set[str]:
