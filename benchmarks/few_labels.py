@@ -49,6 +49,15 @@ The protocol (benchmarks/RESULTS.md, "Few labels"):
   so suggest now also chooses *which* fields (its ranking across micrographs), and random draws 4 of the
   12 fields (random stream 37).
 
+  ``--round2-user review`` (rows with ``"user2": "review"``, arms in ``seedS/suggest[-wide]-review`` and
+  ``random[-wide]-review``, the same round 1 and the same picks) changes only round 2's user: instead of
+  strokes over ``--share`` of a region, the user reviews each region the way ``suggest`` hands it over
+  (its pre-filled label) and corrects it until every pixel is right, so the region's label is its truth,
+  the loop of MONAI Label and Cellpose 2.0. Both arms label the same pixels (4 regions of 384 px); what a
+  ranking can change is how many of them were wrong. With strokes it cannot: the corrective user spends
+  the same strokes on the errors of whichever region it is shown, and a region with more errors gets no
+  more corrections.
+
 - Each configuration runs with several seeds (which pool fields, where the strokes fall, the training
   seed); the report gives mean and standard deviation over them and the wall time of each fine-tuning.
 
@@ -78,6 +87,9 @@ import numpy as np
 FIELD = (768, 1024)  # height, width of a target-domain field
 MAGNIFICATIONS = (600, 700, 800, 1000)
 SETS = {"pool": (1000, 16), "dev": (2000, 8), "test": (3000, 12)}
+#: The ``archive`` stage's fields of the source domain (``ni-wc``, what the pretrained model was trained
+#: on; seeds far from any ``semphase synth`` run's): a lab archive holds micrographs like those too.
+NATIVE_SETS = {"pool-native": (900000, 8), "test-native": (910000, 12)}
 SCRATCH_LR = 1e-3
 #: The simulated user of the curve: ``corrective`` (half the strokes where the pretrained model's overlay is
 #: wrong, half inside the phases) or ``interior`` (inside the phases only).
@@ -122,14 +134,16 @@ def prepare(work: Path) -> None:
     from semphase.data.synth import synth_micrograph, to_raw_ids
     from semphase.imageio import write_image
 
-    for name, (first, count) in SETS.items():
+    sets = [(name, first, count, "shifted") for name, (first, count) in SETS.items()]
+    sets += [(name, first, count, "ni-wc") for name, (first, count) in NATIVE_SETS.items()]
+    for name, first, count, domain in sets:
         folder = work / "domain" / name
         for i in range(count):
             seed = first + i
             image_path = folder / "images" / f"field{seed}.png"
             if image_path.exists():
                 continue
-            image, labels = synth_micrograph(*FIELD, seed, MAGNIFICATIONS[i % 4], "shifted")
+            image, labels = synth_micrograph(*FIELD, seed, MAGNIFICATIONS[i % 4], domain)
             write_image(folder / "masks" / f"field{seed}.png", to_raw_ids(labels))
             write_image(image_path, image)
         log(f"{name}: {count} fields in {folder}")
@@ -231,6 +245,7 @@ def evaluate(checkpoint: Path, eval_set: list[tuple[Path, Path]]) -> dict:
         "miou": result["summary"]["miou"]["mean"],
         "class_iou": dict(zip(DEFAULT_TABLE.names, result["per_class"]["iou"], strict=True)),
         "pixel_accuracy": result["pixel_accuracy"],
+        "image_miou": {r["name"]: r["miou"] for r in result["per_image"]},
     }
 
 
@@ -275,7 +290,11 @@ def run_one(
     if key_of(config) in done and not redo:
         return done[key_of(config)]
     log(f"run {config}")
-    eval_set = fields(work, eval_name)
+    eval_set = (
+        fields(work, "test") + fields(work, "test-native")
+        if eval_name == "archive"
+        else fields(work, eval_name)
+    )
     t0 = time.perf_counter()
     labelled = 0
     train_seconds = 0.0
@@ -292,6 +311,13 @@ def run_one(
         checkpoint = run_dir / "run" / "best.pt"
     t1 = time.perf_counter()
     scores = evaluate(checkpoint, eval_set)
+    if eval_name == "archive":  # the mean over each half of the archive's test fields too
+        for half in ("test", "test-native"):
+            names = {image.name for image, _ in fields(work, half)}
+            values = [v for k, v in scores["image_miou"].items() if k in names]
+            scores[f"miou_{half.replace('-', '_')}"] = float(np.nanmean(values))
+    if eval_name != "archive":
+        scores.pop("image_miou")
     row = {
         "config": config,
         **scores,
@@ -486,9 +512,11 @@ def suggested_regions(
     score: str = DEFAULT_SCORE,
     out: Path | None = None,
     pool: list[Path] | None = None,
+    order: str = "score",
 ) -> list[tuple[str, int, int]]:
-    """``suggest``'s ``k`` picks from the fields ``pool`` (default :func:`candidate_fields`), written to
-    ``out`` (default ``WORK/suggest-kK-rREGION[-SCORE]``) once and read back after."""
+    """``suggest``'s ``k`` picks (``--order ORDER``) from the fields ``pool`` (default
+    :func:`candidate_fields`), written to ``out`` (default ``WORK/suggest-kK-rREGION[-SCORE]``) once and
+    read back after."""
     from semphase.runtime import load_model
     from semphase.runtime.suggest import SuggestOptions, suggest
 
@@ -498,7 +526,8 @@ def suggested_regions(
     if not document_path.exists():
         model = load_model(onnx_path)
         pool = candidate_fields(work) if pool is None else pool
-        suggest(model, pool, [p.stem for p in pool], out, SuggestOptions(n=k, region=region, score=score))
+        options = SuggestOptions(n=k, region=region, score=score, order=order)
+        suggest(model, pool, [p.stem for p in pool], out, options)
     document = json.loads(document_path.read_text())
     return [(Path(p["micrograph"]).stem, p["y"], p["x"]) for p in document["picks"]]
 
@@ -522,6 +551,14 @@ def random_regions(
     ]
 
 
+def pool_folder(work: Path, stem: str) -> Path:
+    """The folder of a pool field: the target domain's pool, or the archive stage's native pool."""
+    folder = work / "domain" / "pool"
+    if (folder / "images" / f"{stem}.png").exists():
+        return folder
+    return work / "domain" / "pool-native"
+
+
 def region_items(
     work: Path,
     regions,
@@ -539,10 +576,10 @@ def region_items(
     strokes are drawn with seed ``seed * 100 + first_stroke_seed + j``."""
     from semphase.imageio import read_gray
 
-    folder = work / "domain" / "pool"
     cache = cache or pretrained_cache(work)
     items = []
     for j, (stem, y, x) in enumerate(regions):
+        folder = pool_folder(work, stem)
         window = (slice(y, y + region), slice(x, x + region))
         image = read_gray(folder / "images" / f"{stem}.png")[window]
         truth = read_truth(folder / "masks" / f"{stem}.png")[window]
@@ -573,6 +610,41 @@ def stage_suggest(
             )
 
 
+#: The ``archive`` stage's random regions come from this stream of the seed.
+ARCHIVE_STREAM = 41
+
+
+def archive_pool(work: Path) -> list[Path]:
+    """The ``archive`` stage's 16 candidate fields: 8 of the target domain (pool fields 0..7, which the
+    ``suggest`` and ``round2`` stages never label) and the 8 source-domain fields of ``pool-native``."""
+    return [p for p, _ in fields(work, "pool")][:8] + [p for p, _ in fields(work, "pool-native")]
+
+
+def stage_archive(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
+    """suggest against random picks on a mixed archive (module docstring), per seed."""
+    pool = archive_pool(work)
+    t0 = time.perf_counter()
+    onnx_path = export_fp32(work, pretrained)
+    picked = suggested_regions(
+        work, onnx_path, k, region, out=work / f"suggest-archive-k{k}-r{region}", pool=pool
+    )
+    log(f"archive: suggest picked {picked} in {time.perf_counter() - t0:.0f} s (export included)")
+    by_phase = suggested_regions(
+        work, onnx_path, k, region, out=work / f"suggest-archive-k{k}-r{region}-phases", pool=pool,
+        order="phases",
+    )  # fmt: skip
+    log(f"archive: suggest --order phases picked {by_phase}")
+    run_one(work, {"stage": "archive", "condition": "synthetic-only", "seed": 0}, [], "archive", pretrained)
+    for seed in range(seeds):
+        drawn = random_regions(work, k, region, seed, pool, ARCHIVE_STREAM)
+        arms = (("suggest picks", picked), ("random picks", drawn), ("suggest picks (phases)", by_phase))
+        for condition, regions in arms:
+            config = {"stage": "archive", "condition": condition, "regions": k, "region": region,
+                      "share": share, "seed": seed, "user": USER}  # fmt: skip
+            items = region_items(work, regions, region, share, seed, pretrained)
+            run_one(work, config, items, "archive", pretrained, extra={"picks": regions})
+
+
 #: Round 1 of the ``round2`` stage and the two arms of its second round (module docstring).
 ROUND1 = "round 1 (random)"
 ROUND2_ARMS = ("round 2: suggest", "round 2: random")
@@ -587,8 +659,21 @@ ROUND2_STROKES = 50
 POOLS = ("left", "wide")
 
 
+#: Round 2's user: ``strokes`` (scribbles over ``--share`` of each region, as round 1) or ``review``
+#: (corrects the pre-filled region until every pixel is right: the region's label is its truth).
+REVIEWS = ("strokes", "review")
+
+
 def stage_round2(
-    work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float, pool_kind: str = "left"
+    work: Path,
+    pretrained: Path,
+    seeds: int,
+    k: int,
+    region: int,
+    share: float,
+    pool_kind: str = "left",
+    user2: str = "strokes",
+    order: str = "score",
 ) -> None:
     """suggest against random picks in the loop's second round (module docstring), per seed.
 
@@ -601,7 +686,11 @@ def stage_round2(
     for seed in range(seeds):
         base = {"stage": "round2", "regions": k, "region": region, "share": share, "seed": seed, "user": USER}
         wide = {"pool": "wide"} if pool_kind == "wide" else {}  # round 1 is the same run either way
+        if user2 == "review":
+            wide["user2"] = "review"
         configs = [{**base, "condition": ROUND1}] + [{**base, **wide, "condition": c} for c in ROUND2_ARMS]
+        if order != "score":  # the random arm is the same run whatever suggest's order
+            configs[1]["order"] = order
         if all(key_of(c) in done for c in configs):
             continue
         folder = work / "runs" / "round2" / f"seed{seed}"
@@ -624,28 +713,32 @@ def stage_round2(
         onnx_path = export_fp32(work, checkpoint, first_dir / "onnx")
         t1 = time.perf_counter()
         suffix = "-wide" if pool_kind == "wide" else ""
-        out = first_dir / f"suggest-k{k}-r{region}{suffix}"
-        picked = suggested_regions(work, onnx_path, k, region, DEFAULT_SCORE, out=out, pool=pool)
+        ordered = "" if order == "score" else f"-{order}"
+        out = first_dir / f"suggest-k{k}-r{region}{suffix}{ordered}"
+        picked = suggested_regions(work, onnx_path, k, region, DEFAULT_SCORE, out=out, pool=pool, order=order)
         t2 = time.perf_counter()
         timings.setdefault("export_seconds", t1 - t0)
-        timings.setdefault(f"suggest_seconds{suffix}", t2 - t1)  # each pool's suggest run, once
+        timings.setdefault(f"suggest_seconds{suffix}{ordered}", t2 - t1)  # each suggest run, once
         timings_path.write_text(json.dumps(timings) + "\n")
         spent = {
             "export_seconds": timings["export_seconds"],
-            "suggest_seconds": timings[f"suggest_seconds{suffix}"],
+            "suggest_seconds": timings[f"suggest_seconds{suffix}{ordered}"],
         }
         drawn = random_regions(work, k, region, seed, pool, ROUND2_STREAM)
         log(f"seed {seed}: round 1 {first}; round 2 from {[p.stem for p in pool]}: suggest {picked}, "
             f"random {drawn}")  # fmt: skip
+        share2 = 1.0 if user2 == "review" else share  # 1.0: scribble_labels hands back the truth
         for config, regions in zip(configs[1:], (picked, drawn), strict=True):
             items = region_items(
-                work, regions, region, share, seed, checkpoint, first_dir / "prediction", ROUND2_STROKES
+                work, regions, region, share2, seed, checkpoint, first_dir / "prediction", ROUND2_STROKES
             )
             arm = config["condition"].split(": ")[1]
             extra = {"picks": regions, "round1_picks": first, **(spent if arm == "suggest" else {})}
+            name = f"{arm}{suffix}" + ("-review" if user2 == "review" else "")
+            name += ordered if arm == "suggest" else ""
             run_one(
                 work, config, first_items + items, "test", pretrained,
-                init=checkpoint, run_dir=folder / f"{arm}{suffix}", redo=fresh, extra=extra,
+                init=checkpoint, run_dir=folder / name, redo=fresh, extra=extra,
             )  # fmt: skip
 
 
@@ -713,12 +806,12 @@ def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | No
             name = condition.replace(" picks", "")
             differences = [a - b for a, b in arms]
             lines.append(f"- {name} - random picks at the same budget: {stats(differences)} mIoU")
-    for pool_kind in POOLS:
-        rows = pool_rows(second or [], pool_kind)
+    for pool_kind, user2, order in ROUND2_KINDS:
+        rows = pool_rows(second or [], pool_kind, user2, order)
         arms = paired(rows, {"condition": ROUND2_ARMS[0]}, {"condition": ROUND2_ARMS[1]})
         if arms:
             differences = [a - b for a, b in arms]
-            where = "" if pool_kind == "left" else " (wide pool)"
+            where = kind_text(pool_kind, user2, order)
             lines.append(
                 f"- second round{where}, suggest - random picks at the same budget: {signed(differences)} "
                 f"mIoU ({len(arms)} seed{'s' if len(arms) > 1 else ''}, paired): criterion "
@@ -727,18 +820,49 @@ def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | No
     return lines + ([""] if lines else [])
 
 
-def pool_rows(second: list[dict], pool_kind: str) -> list[dict]:
-    """The ``round2`` rows of one kind of candidate pool (round 1's rows belong to every kind)."""
-    return [
-        r
-        for r in second
-        if r["config"]["condition"] == ROUND1 or r["config"].get("pool", "left") == pool_kind
-    ]
+#: The kinds of second round the report tells apart: (candidate pool, round 2's user).
+ROUND2_KINDS = tuple(
+    (pool, user2, order)
+    for user2 in ("strokes", "review")
+    for pool in ("left", "wide")
+    for order in ("score", "phases")
+)
 
 
-def second_round_lines(second: list[dict], picks: list[dict], pool_kind: str = "left") -> list[str]:
+def kind_text(pool_kind: str, user2: str, order: str) -> str:
+    return (
+        ("" if pool_kind == "left" else " (wide pool)")
+        + (", regions reviewed" if user2 == "review" else "")
+        + (f", suggest --order {order}" if order != "score" else "")
+    )
+
+
+def pool_rows(second: list[dict], pool_kind: str, user2: str = "strokes", order: str = "score") -> list[dict]:
+    """The ``round2`` rows of one kind of second round: candidate pool, round-2 user and suggest's order
+    (round 1's rows belong to every kind, the random arm's to every order)."""
+    rows = []
+    for r in second:
+        c = r["config"]
+        if c["condition"] == ROUND1 or (
+            c.get("pool", "left") == pool_kind
+            and c.get("user2", "strokes") == user2
+            and (c["condition"] == ROUND2_ARMS[1] or c.get("order", "score") == order)
+        ):
+            rows.append(r)
+    return rows
+
+
+def second_round_lines(
+    second: list[dict],
+    picks: list[dict],
+    pool_kind: str = "left",
+    user2: str = "strokes",
+    order: str = "score",
+) -> list[str]:
     """The ``round2`` stage's table: per seed and mean ± sd, with the paired differences."""
-    second = pool_rows(second, pool_kind)
+    second = pool_rows(second, pool_kind, user2, order)
+    if not any(r["config"]["condition"] == ROUND2_ARMS[0] for r in second):
+        return []
     if not any(r["config"]["condition"] != ROUND1 for r in second):
         return []
     by = {(r["config"]["condition"], r["config"]["seed"]): r for r in second}
@@ -752,12 +876,17 @@ def second_round_lines(second: list[dict], picks: list[dict], pool_kind: str = "
         else "12 candidate fields (the 4 round 1 left and 8 others; one region per field, so suggest "
         "also chooses the fields)"
     )
+    corrected = (
+        "each reviewed until every pixel is right (its label is its truth)"
+        if user2 == "review"
+        else f"scribbled over {100 * c['share']:g} % correcting the round-1 model's overlay"
+    )
     lines = [
-        "### Second round" + ("" if pool_kind == "left" else ", wide pool"),
+        "### Second round" + kind_text(pool_kind, user2, order),
         "",
         f"Round 1: {c['regions']} random regions of {c['region']} px scribbled over {100 * c['share']:g} % "
         "and `train --init` from the pretrained model; round 2: suggest's picks (with the round-1 model) or "
-        f"random picks of as many regions from {candidates}, corrected w.r.t. the round-1 model, "
+        f"random picks of as many regions from {candidates}, {corrected}, "
         "and `train --init` from the round-1 checkpoint on both rounds' labels. Test mIoU:",
         "",
         "| seed | round 1 (random) | round 2: suggest | round 2: random | suggest - random "
@@ -813,6 +942,56 @@ def second_round_lines(second: list[dict], picks: list[dict], pool_kind: str = "
     return lines + [""]
 
 
+#: The ``archive`` stage's arms (random last: the others are compared with it).
+ARCHIVE_ARMS = ("suggest picks", "suggest picks (phases)", "random picks")
+
+
+def archive_lines(rows: list[dict]) -> list[str]:
+    """The ``archive`` stage's table: per arm, test mIoU on the mixed test set and each half (mean ± sd over
+    seeds), the target-domain fields among its picks, and each suggest arm minus random, paired."""
+    by = {(r["config"]["condition"], r["config"].get("seed", 0)): r for r in rows}
+    arms = [a for a in ARCHIVE_ARMS if any(c == a for c, _ in by)]
+    if "random picks" not in arms or len(arms) < 2:
+        return []
+    c = next(r["config"] for r in rows if r["config"]["condition"] in arms)
+    first_native = min(first for first, _ in NATIVE_SETS.values())
+    lines = [
+        "### A mixed archive",
+        "",
+        f"{c['regions']} regions of {c['region']} px from 16 candidate fields (8 of the target domain, 8 of "
+        f"the source domain), one per field, scribbled over {100 * c['share']:g} % correcting the pretrained "
+        "model's overlay; `train --init` from the pretrained model. Test mIoU over 24 fields (12 of each "
+        "domain) and over each half, mean ± sd over seeds:",
+        "",
+        "| picks | runs | test mIoU | target half | source half | target-domain fields picked "
+        "| minus random, paired per seed |",
+        "|:--|--:|--:|--:|--:|--:|--:|",
+    ]
+    base = by.get(("synthetic-only", 0))
+    if base:
+        lines.append(
+            f"| none (synthetic-only) | 1 | {base['miou']:.3f} | {base['miou_test']:.3f} | "
+            f"{base['miou_test_native']:.3f} | | |"
+        )
+    verdicts = []
+    for arm in arms:
+        rs = [r for (a, _), r in sorted(by.items()) if a == arm]
+        target = [
+            sum(int(stem.removeprefix("field")) < first_native for stem, _, _ in r["picks"]) for r in rs
+        ]
+        difference = ""
+        if arm != "random picks":
+            pairs = paired(rows, {"condition": arm}, {"condition": "random picks"})
+            differences = [a - b for a, b in pairs]
+            difference = f"{signed(differences)} ({', '.join(f'{d:+.3f}' for d in differences)})"
+            verdicts.append(f"- {arm} > random on the mixed archive: {verdict(differences)}")
+        scores = " | ".join(stats([r[key] for r in rs]) for key in ("miou", "miou_test", "miou_test_native"))
+        picked = f"{'/'.join(map(str, target))} of {c['regions']}"
+        lines.append(f"| {arm} | {len(rs)} | {scores} | {picked} | {difference} |")
+    seconds = [r["train_seconds"] for r in rows if r["config"]["condition"] in arms]
+    return lines + ["", *verdicts, f"- training {min(seconds):.0f}-{max(seconds):.0f} s per run", ""]
+
+
 def report(work: Path, out: Path) -> str:
     rows = list(done_runs(work).values())
     lines = []
@@ -864,8 +1043,9 @@ def report(work: Path, out: Path) -> str:
                 f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
-    for pool_kind in POOLS:
-        lines += ["", *second_round_lines(second, picks, pool_kind)]
+    for pool_kind, user2, order in ROUND2_KINDS:
+        lines += ["", *second_round_lines(second, picks, pool_kind, user2, order)]
+    lines += ["", *archive_lines([r for r in rows if r["config"]["stage"] == "archive"])]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "few_labels.md").write_text(text)
@@ -919,7 +1099,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "stage", choices=("prepare", "recipe", "curve", "signals", "suggest", "round2", "report")
+        "stage",
+        choices=("prepare", "recipe", "curve", "signals", "suggest", "round2", "archive", "report"),
     )
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--pretrained", type=Path)
@@ -939,6 +1120,15 @@ def main() -> None:
     parser.add_argument(
         "--pool", choices=POOLS, default="left", help="round2 stage: round 2's candidate fields"
     )
+    parser.add_argument(
+        "--round2-user",
+        choices=REVIEWS,
+        default="strokes",
+        help="round2 stage: strokes over --share of each region, or review (each region corrected fully)",
+    )
+    parser.add_argument(
+        "--order", choices=("score", "phases"), default="score", help="round2 stage: suggest's --order"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/few_labels"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -956,9 +1146,19 @@ def main() -> None:
             stage_curve(args.work, args.pretrained, args.seeds, args.conditions.split(","), args.key_only)
         elif args.stage == "signals":
             stage_signals(args.work, args.pretrained)
+        elif args.stage == "archive":
+            stage_archive(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
         elif args.stage == "round2":
             stage_round2(
-                args.work, args.pretrained, args.seeds, args.regions, args.region, args.share, args.pool
+                args.work,
+                args.pretrained,
+                args.seeds,
+                args.regions,
+                args.region,
+                args.share,
+                args.pool,
+                args.round2_user,
+                args.order,
             )
         else:
             stage_suggest(
