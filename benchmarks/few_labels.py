@@ -1043,9 +1043,10 @@ def report(work: Path, out: Path) -> str:
                 f"| {condition} | {c['regions']} x {c['region']} px | {100 * c['share']:g} % | {len(rs)} | "
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
-    for pool_kind, user2, order in ROUND2_KINDS:
-        lines += ["", *second_round_lines(second, picks, pool_kind, user2, order)]
-    lines += ["", *archive_lines([r for r in rows if r["config"]["stage"] == "archive"])]
+    parts = [second_round_lines(second, picks, *kind) for kind in ROUND2_KINDS]
+    parts.append(archive_lines([r for r in rows if r["config"]["stage"] == "archive"]))
+    for part in parts:
+        lines += ["", *part] if part else []
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "few_labels.md").write_text(text)

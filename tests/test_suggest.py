@@ -203,6 +203,12 @@ def test_suggest_writes_exactly_n_picks_prefilled_with_the_models_confident_labe
     assert "Label next" in text and len(document["micrographs"]) == 3
     report = check_dataset(out)  # the folder is a dataset train reads
     assert report.ok and report.n_images == 3
+    phased = tmp_path / "phased"
+    args = [model_path, fields, "--out", phased, "--n", "2", "--region", "64", "--order", "phases"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    document = json.loads((phased / "suggest.json").read_text())
+    assert document["settings"]["order"] == "phases" and len(document["picks"]) == 2
 
 
 def test_a_second_run_suggests_new_regions_and_never_overwrites_a_corrected_mask(
@@ -233,6 +239,7 @@ def test_bad_options_and_inputs_are_one_line(model_path, fields, tmp_path, capsy
         (["--no-tta", "--score", "combined"], "--score combined needs them"),
         (["--no-photometric"], "--no-photometric"),
         (["--score", "luck"], "--score"),
+        (["--order", "luck"], "--order"),
     ):
         code, _, err = run([model_path, fields, "--out", tmp_path / "o", *args], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, (args, err)
