@@ -21,8 +21,10 @@ highest (4 per set, one per field) were wrong on 74-75 % of their pixels, agains
 and 48-54 % for random regions, and P's rank correlation with the error on the fields a user labels was
 0.57 against 0.13-0.22 (benchmarks/RESULTS.md, "Few labels"). Fine-tuned on strokes in the picked regions,
 the model was no better than with random regions (+0.002 +- 0.018 mIoU, 3 seeds), nor in the loop's second
-round, with the once fine-tuned model ranking (-0.008 +- 0.009): the ranking says where the model is wrong,
-not which labels teach it most.
+round, with the once fine-tuned model ranking (-0.008 +- 0.009), and worse where each pick was corrected
+completely (-0.034 +- 0.028): the ranking says where the model is wrong, not which labels teach it most.
+Among micrographs of a look the model knows and of one it does not, it picks the unknown ones, and a model
+fine-tuned on those alone forgets the known ones (RESULTS.md): a project should hold some of those too.
 
 A candidate region (``region`` x ``region`` pixels on a grid, the data bar left out) scores the mean of
 ``u * (1 + rare_weight * r_c)`` over its pixels, where ``c`` is the pixel's predicted phase and ``r_c`` its
@@ -30,7 +32,10 @@ rarity: ``f_c ** -0.5`` over the predicted phase fractions ``f`` of all the micr
 1 for the rarest phase. Uncertain pixels of a rare phase (the thin Reprecipitate rim, Carbide specks)
 therefore count up to ``1 + rare_weight`` times more than those of the common ones. The ``n`` best regions
 are picked greedily, at most ``per_image`` per micrograph and never overlapping, skipping regions whose
-label file already exists in the output folder (they are labelled: a second run suggests new ones).
+label file already exists in the output folder (they are labelled: a second run suggests new ones). With
+``order="phases"`` the predicted phases take turns instead, rarest first (:func:`phase_turns`), and each
+pick is the allowed region with the most uncertainty on pixels predicted as its phase, so the picks keep
+the phases' mix rather than all being the most uncertain kind of region.
 
 For every pick the output folder gets, in the dataset layout ``semphase train`` reads:
 
