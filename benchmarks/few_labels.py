@@ -316,7 +316,7 @@ def run_one(
             names = {image.name for image, _ in fields(work, half)}
             values = [v for k, v in scores["image_miou"].items() if k in names]
             scores[f"miou_{half.replace('-', '_')}"] = float(np.nanmean(values))
-    if eval_name != "archive":
+    else:
         scores.pop("image_miou")
     row = {
         "config": config,
@@ -820,7 +820,7 @@ def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | No
     return lines + ([""] if lines else [])
 
 
-#: The kinds of second round the report tells apart: (candidate pool, round 2's user).
+#: The kinds of second round the report tells apart: (candidate pool, round 2's user, suggest's order).
 ROUND2_KINDS = tuple(
     (pool, user2, order)
     for user2 in ("strokes", "review")
@@ -862,8 +862,6 @@ def second_round_lines(
     """The ``round2`` stage's table: per seed and mean ± sd, with the paired differences."""
     second = pool_rows(second, pool_kind, user2, order)
     if not any(r["config"]["condition"] == ROUND2_ARMS[0] for r in second):
-        return []
-    if not any(r["config"]["condition"] != ROUND1 for r in second):
         return []
     by = {(r["config"]["condition"], r["config"]["seed"]): r for r in second}
     seeds = sorted({s for c, s in by if c == ROUND1})

@@ -114,7 +114,7 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> n
     return confusion_counts(truth, pred, num_classes)[:, :num_classes].copy()
 
 
-def _iou_dice(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def iou_dice(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU, Dice and "present in truth or prediction" per class from (C, C+1) counts.
 
     Classes present in neither get NaN.
@@ -186,7 +186,7 @@ def score_image(
     """
     tolerance = check_tolerance(tolerance)
     counts = confusion_counts(truth, pred, num_classes)
-    iou, dice, present = _iou_dice(counts)
+    iou, dice, present = iou_dice(counts)
     bf1 = np.full(num_classes, np.nan)
     valid = truth != IGNORE
     all_valid = bool(valid.all())
@@ -302,7 +302,7 @@ class Scorer:
         """
         c = self.num_classes
         counts = self._counts
-        iou, dice, present = _iou_dice(counts)
+        iou, dice, present = iou_dice(counts)
         # Per-class BF1: mean over the images where it is not NaN (the class is present in truth or
         # prediction; under the study convention, every image).
         stacked = np.stack([s.bf1 for s in self.images]) if self.images else np.full((0, c), np.nan)

@@ -56,7 +56,7 @@ from semphase.data.layout import group_key
 from semphase.data.split import save_split
 from semphase.errors import InputError, one_line
 from semphase.imageio import file_sha256, read_gray, to_uint8, write_text_atomic
-from semphase.metrics import confusion_counts
+from semphase.metrics import confusion_counts, iou_dice
 from semphase.phases import IGNORE
 from semphase.serve.project import STATE_DIR, Project
 
@@ -156,13 +156,10 @@ def labelled_score(model, project: Project, names: list[str]) -> dict:
             continue
         image = to_uint8(read_gray(project.entry(name).path))
         counts += confusion_counts(labels, segment_array(model, image), c)
-    tp = np.diag(counts[:, :c]).astype(np.float64)
-    truth_n, pred_n = counts.sum(axis=1), counts[:, :c].sum(axis=0)
-    ious = {  # scored where the user labelled the class (so its union is never empty)
-        name: float(tp[i] / (truth_n[i] + pred_n[i] - tp[i]))
-        for i, name in enumerate(project.table.names)
-        if truth_n[i]
-    }
+    iou, _, _ = iou_dice(counts)
+    labelled = counts.sum(axis=1)
+    # scored where the user labelled the class (so its union is never empty)
+    ious = {name: float(iou[i]) for i, name in enumerate(project.table.names) if labelled[i]}
     values = list(ious.values())
     return {"miou": float(np.mean(values)) if values else None, "iou": ious, "pixels": int(counts.sum())}
 
