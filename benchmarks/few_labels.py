@@ -58,6 +58,18 @@ The protocol (benchmarks/RESULTS.md, "Few labels"):
   the same strokes on the errors of whichever region it is shown, and a region with more errors gets no
   more corrections.
 
+- **A mixed archive** (stage ``archive``): a lab's archive holds micrographs like those the model learnt
+  from as well as new ones. The candidates are 16 fields: 8 of the target domain (pool fields 0..7) and 8
+  of the source domain (``pool-native``, seeds 900000..); the test set is 12 + 12 fields (``test`` and
+  ``test-native``), scored as a whole and per half. ``suggest`` (with the pretrained model's FP32 ONNX;
+  ``--order score`` and ``phases``) or random picks (one region per field, random stream 41) choose 4
+  regions of 384 px, scribbled over 5 % by the corrective user; ``train --init`` from the pretrained
+  model. ``--replay DATA`` (rows with ``"replay"``) fine-tunes with ``train --replay DATA``, DATA being
+  the pretrained model's own training data, so the fine-tuning also sees what the model knew; ``--arms``
+  runs a subset of the arms.
+- ``--prior auto|off``: ``train --prior-correction`` of the sparse-label runs (rows made with ``auto``
+  carry ``"prior": "auto"``; rows without the key were trained before the correction existed). Dense
+  runs never correct (``auto`` skips them).
 - Each configuration runs with several seeds (which pool fields, where the strokes fall, the training
   seed); the report gives mean and standard deviation over them and the wall time of each fine-tuning.
 
@@ -68,6 +80,7 @@ Stages (each resumable: finished runs are read back from ``WORK/results.jsonl``)
     python benchmarks/few_labels.py curve --work fl --pretrained pre/best.pt --seeds 3
     python benchmarks/few_labels.py suggest --work fl --pretrained pre/best.pt --seeds 3
     python benchmarks/few_labels.py round2 --work fl --pretrained pre/best.pt --seeds 3
+    python benchmarks/few_labels.py archive --work fl --pretrained pre/best.pt --seeds 3 --replay pre-data
     python benchmarks/few_labels.py report --work fl --out benchmarks/few_labels
 """
 
@@ -173,6 +186,10 @@ def write_training_set(root: Path, items: list[tuple[np.ndarray, np.ndarray, str
         labelled += int(np.count_nonzero(labels != 255))
     return labelled
 
+
+#: ``train --prior-correction`` of the sparse-label runs (``--prior``; rows record it as ``"prior"``, rows
+#: without the key were trained before the correction existed, i.e. ``off``). Dense runs never correct.
+PRIOR = "auto"
 
 #: With the ``corrective`` user: the share of the strokes painted where the model's overlay is wrong.
 CORRECTIVE_SHARE = 0.5
@@ -286,6 +303,8 @@ def run_one(
     named by the configuration's hash). ``keep`` keeps the run's best.pt (to start another run from);
     ``redo`` trains again although the configuration is recorded (the new row supersedes the old one).
     ``extra`` is merged into the row."""
+    if PRIOR != "off" and config["condition"] != "synthetic-only" and config.get("share", 1.0) < 1:
+        config = {**config, "prior": PRIOR}
     done = done_runs(work)
     if key_of(config) in done and not redo:
         return done[key_of(config)]
@@ -306,7 +325,10 @@ def run_one(
         labelled = write_training_set(run_dir / "data", items)
         if init is None:
             init = None if config["condition"].startswith("scratch") else pretrained
-        result = fine_tune(run_dir, run_dir / "data", init, config.get("overrides", {}), config["seed"])
+        overrides = {**config.get("overrides", {}), "prior_correction": config.get("prior", "off")}
+        if config.get("replay"):
+            overrides["replay"] = config["replay"]
+        result = fine_tune(run_dir, run_dir / "data", init, overrides, config["seed"])
         train_seconds = result["train_seconds"]
         checkpoint = run_dir / "run" / "best.pt"
     t1 = time.perf_counter()
@@ -327,6 +349,11 @@ def run_one(
         "eval_seconds": time.perf_counter() - t1,
         "eval_set": eval_name,
         "cpu": machine_line(),
+        **(
+            {"prior_correction": result.get("prior_correction")}
+            if config["condition"] != "synthetic-only"
+            else {}
+        ),
         **(extra or {}),
     }
     if config["condition"] != "synthetic-only":
@@ -620,8 +647,22 @@ def archive_pool(work: Path) -> list[Path]:
     return [p for p, _ in fields(work, "pool")][:8] + [p for p, _ in fields(work, "pool-native")]
 
 
-def stage_archive(work: Path, pretrained: Path, seeds: int, k: int, region: int, share: float) -> None:
-    """suggest against random picks on a mixed archive (module docstring), per seed."""
+#: The ``archive`` stage's arms (random last: the others are compared with it).
+ARCHIVE_ARMS = ("suggest picks", "suggest picks (phases)", "random picks")
+
+
+def stage_archive(
+    work: Path,
+    pretrained: Path,
+    seeds: int,
+    k: int,
+    region: int,
+    share: float,
+    arms: tuple[str, ...] = ARCHIVE_ARMS,
+    replay: Path | None = None,
+) -> None:
+    """suggest against random picks on a mixed archive (module docstring), per seed; ``arms`` the arms to
+    run, ``replay`` the data the fine-tuning replays (``train --replay``: the pretrained model's data)."""
     pool = archive_pool(work)
     t0 = time.perf_counter()
     onnx_path = export_fp32(work, pretrained)
@@ -637,10 +678,13 @@ def stage_archive(work: Path, pretrained: Path, seeds: int, k: int, region: int,
     run_one(work, {"stage": "archive", "condition": "synthetic-only", "seed": 0}, [], "archive", pretrained)
     for seed in range(seeds):
         drawn = random_regions(work, k, region, seed, pool, ARCHIVE_STREAM)
-        arms = (("suggest picks", picked), ("random picks", drawn), ("suggest picks (phases)", by_phase))
-        for condition, regions in arms:
+        chosen = {"suggest picks": picked, "random picks": drawn, "suggest picks (phases)": by_phase}
+        for condition in arms:
+            regions = chosen[condition]
             config = {"stage": "archive", "condition": condition, "regions": k, "region": region,
                       "share": share, "seed": seed, "user": USER}  # fmt: skip
+            if replay is not None:
+                config["replay"] = str(replay)
             items = region_items(work, regions, region, share, seed, pretrained)
             run_one(work, config, items, "archive", pretrained, extra={"picks": regions})
 
@@ -781,25 +825,46 @@ def verdict(differences: list[float]) -> str:
     return "not shown (the mean paired difference is not larger than its spread)"
 
 
+def shown(row: dict) -> str:
+    """A row's condition as the report shows it: ``..., prior corrected`` for ``train
+    --prior-correction`` runs (config ``"prior"``)."""
+    prior = row["config"].get("prior")
+    return row["config"]["condition"] + (", prior corrected" if prior else "")
+
+
 def criteria_lines(curve: list[dict], picks: list[dict], second: list[dict] | None = None) -> list[str]:
-    """The issue's criteria at the key point, each as a paired comparison over seeds; with ``second`` (the
-    ``round2`` rows) whether suggest beats random in the second round."""
+    """The issue's criteria at the key point, each as a paired comparison over seeds (once per
+    ``--prior`` the sparse runs were made with); with ``second`` (the ``round2`` rows) whether suggest
+    beats random in the second round."""
     n, share = KEY_POINT
-    sparse = {"condition": "pretrained+sparse", "fields": n, "share": share}
     base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
     lines = []
-    rows = [r for r in curve if all(r["config"].get(k) == v for k, v in sparse.items())]
-    if base and rows:
-        gains = [r["miou"] - base[0] for r in rows]
-        lines.append(f"- gain over synthetic-only ({n} fields, {100 * share:g} %): {stats(gains)} mIoU")
-    dense = paired(curve, sparse, {"condition": "pretrained+dense", "fields": n})
-    if dense:
-        lines.append(f"- sparse / dense of the same fields: {stats([a / b for a, b in dense])} (per seed)")
-    scratch = paired(curve, sparse, {"condition": "scratch+sparse", "fields": n, "share": share})
-    if scratch:
-        lines.append(f"- pretrained - scratch at the same strokes: {stats([a - b for a, b in scratch])} mIoU")
-    if rows:
-        lines.append(f"- fine-tuning wall time: at most {max(r['train_seconds'] for r in rows):.0f} s")
+    priors = sorted({r["config"].get("prior") or "" for r in curve if r["config"].get("share", 1) < 1})
+    for prior in priors:
+        sparse = {"condition": "pretrained+sparse", "fields": n, "share": share, "prior": prior or None}
+        rows = [r for r in curve if all(r["config"].get(k) == v for k, v in sparse.items())]
+        pad = "  " if prior else ""
+        if prior and rows:
+            lines.append(f"- with `train --prior-correction {prior}`:")
+        if base and rows:
+            gains = [r["miou"] - base[0] for r in rows]
+            lines.append(
+                f"{pad}- gain over synthetic-only ({n} fields, {100 * share:g} %): {stats(gains)} mIoU"
+            )
+        dense = paired(curve, sparse, {"condition": "pretrained+dense", "fields": n})
+        if dense:
+            lines.append(
+                f"{pad}- sparse / dense of the same fields: {stats([a / b for a, b in dense])} (per seed)"
+            )
+        scratch = paired(curve, sparse, {**sparse, "condition": "scratch+sparse"})
+        if scratch:
+            lines.append(
+                f"{pad}- pretrained - scratch at the same strokes: {stats([a - b for a, b in scratch])} mIoU"
+            )
+        if rows:
+            lines.append(
+                f"{pad}- fine-tuning wall time: at most {max(r['train_seconds'] for r in rows):.0f} s"
+            )
     for condition in sorted({r["config"]["condition"] for r in picks} - {"random picks"}):
         arms = paired(picks, {"condition": condition}, {"condition": "random picks"})
         if arms:
@@ -940,13 +1005,10 @@ def second_round_lines(
     return lines + [""]
 
 
-#: The ``archive`` stage's arms (random last: the others are compared with it).
-ARCHIVE_ARMS = ("suggest picks", "suggest picks (phases)", "random picks")
-
-
-def archive_lines(rows: list[dict]) -> list[str]:
+def archive_lines(rows: list[dict], variant: str = "") -> list[str]:
     """The ``archive`` stage's table: per arm, test mIoU on the mixed test set and each half (mean ± sd over
-    seeds), the target-domain fields among its picks, and each suggest arm minus random, paired."""
+    seeds), the target-domain fields among its picks, and each suggest arm minus random, paired.
+    ``variant`` names how these rows were fine-tuned (``--replay``, ``--prior``) in the heading."""
     by = {(r["config"]["condition"], r["config"].get("seed", 0)): r for r in rows}
     arms = [a for a in ARCHIVE_ARMS if any(c == a for c, _ in by)]
     if "random picks" not in arms or len(arms) < 2:
@@ -954,7 +1016,7 @@ def archive_lines(rows: list[dict]) -> list[str]:
     c = next(r["config"] for r in rows if r["config"]["condition"] in arms)
     first_native = min(first for first, _ in NATIVE_SETS.values())
     lines = [
-        "### A mixed archive",
+        f"### A mixed archive{variant}",
         "",
         f"{c['regions']} regions of {c['region']} px from 16 candidate fields (8 of the target domain, 8 of "
         f"the source domain), one per field, scribbled over {100 * c['share']:g} % correcting the pretrained "
@@ -1013,7 +1075,7 @@ def report(work: Path, out: Path) -> str:
         groups: dict[tuple, list[dict]] = {}
         for r in curve:
             c = r["config"]
-            groups.setdefault((c["condition"], c.get("fields", 0), c.get("share", 0)), []).append(r)
+            groups.setdefault((shown(r), c.get("fields", 0), c.get("share", 0)), []).append(r)
         for (condition, n, share), rs in sorted(groups.items()):
             share_text = "dense" if share >= 1 else (f"{100 * share:g} %" if share else "-")
             lines.append(
@@ -1042,7 +1104,21 @@ def report(work: Path, out: Path) -> str:
                 f"{stats([r['miou'] for r in rs])} | {stats([r['class_iou']['Reprecipitate'] for r in rs])} |"
             )
     parts = [second_round_lines(second, picks, *kind) for kind in ROUND2_KINDS]
-    parts.append(archive_lines([r for r in rows if r["config"]["stage"] == "archive"]))
+    archive = [r for r in rows if r["config"]["stage"] == "archive"]
+    base = [r for r in archive if r["config"]["condition"] == "synthetic-only"]
+    variants = sorted(
+        {(r["config"].get("replay", ""), r["config"].get("prior", "")) for r in archive if r not in base}
+    )
+    for replay, prior in variants:
+        group = [
+            r
+            for r in archive
+            if (r["config"].get("replay", ""), r["config"].get("prior", "")) == (replay, prior)
+        ]
+        text = (f", `train --replay` ({Path(replay).name})" if replay else "") + (
+            f", `--prior-correction {prior}`" if prior else ""
+        )
+        parts.append(archive_lines(base + group, text))
     for part in parts:
         lines += ["", *part] if part else []
     text = "\n".join(lines) + "\n"
@@ -1063,10 +1139,16 @@ def plot(curve: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     base = [r["miou"] for r in curve if r["config"]["condition"] == "synthetic-only"]
-    styles = {"pretrained+sparse": "o-", "scratch+sparse": "s--", "pretrained+dense": "^-"}
+    styles = {
+        "pretrained+sparse": "o-",
+        "scratch+sparse": "s--",
+        "pretrained+dense": "^-",
+        "pretrained+sparse, prior corrected": "D",
+        "scratch+sparse, prior corrected": "x",
+    }
     for condition, style in styles.items():
         for ax, vary, fixed in ((axes[0], "fields", ("share", 0.02)), (axes[1], "share", ("fields", 4))):
-            rs = [r for r in curve if r["config"]["condition"] == condition]
+            rs = [r for r in curve if shown(r) == condition]
             if condition == "pretrained+dense":
                 rs = [r for r in rs if vary == "fields"]
             else:
@@ -1094,6 +1176,7 @@ def plot(curve: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    global PRIOR
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1128,8 +1211,23 @@ def main() -> None:
     parser.add_argument(
         "--order", choices=("score", "phases"), default="score", help="round2 stage: suggest's --order"
     )
+    parser.add_argument(
+        "--arms", default=",".join(ARCHIVE_ARMS), help="archive stage: the arms to run, comma-separated"
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="archive stage: train --replay DATA (the pretrained model's training data)",
+    )
+    parser.add_argument(
+        "--prior",
+        choices=("auto", "off"),
+        default=PRIOR,
+        help="train --prior-correction of sparse-label runs",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/few_labels"))
     args = parser.parse_args()
+    PRIOR = args.prior
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "prepare":
         prepare(args.work)
@@ -1146,7 +1244,17 @@ def main() -> None:
         elif args.stage == "signals":
             stage_signals(args.work, args.pretrained)
         elif args.stage == "archive":
-            stage_archive(args.work, args.pretrained, args.seeds, args.regions, args.region, args.share)
+            arms = tuple(args.arms.split(","))
+            stage_archive(
+                args.work,
+                args.pretrained,
+                args.seeds,
+                args.regions,
+                args.region,
+                args.share,
+                arms,
+                args.replay,
+            )
         elif args.stage == "round2":
             stage_round2(
                 args.work,

@@ -153,6 +153,20 @@ def register(app: typer.Typer) -> None:
             "not starved: for strokes) or auto (default: labelled when under 90 % of the pixels are "
             "labelled).",
         ),
+        replay: Path = typer.Option(
+            None,
+            help="Data the model learnt before (e.g. its training fields): a share of the training tiles "
+            "comes from it, so fine-tuning on new micrographs does not forget the old ones.",
+        ),
+        replay_share: float = typer.Option(
+            None, help="Share of the training tiles drawn from --replay (default 0.3)."
+        ),
+        prior_correction: str = typer.Option(
+            None,
+            help="After training, move the network's class prior from the labels' class shares to the "
+            "micrographs' own (estimated by EM on every training pixel; strokes over-sample rare phases): "
+            "auto (default: when under 50 % of the pixels are labelled), on or off. Recorded in config.json.",
+        ),
     ) -> None:
         """Train a U-Net on DATASET: grouped split, 0.6 CE + 0.4 Dice with class weights, AdamW, frozen then
         gradually unfrozen encoder, ReduceLROnPlateau and early stopping on val mIoU (or a time limit); the
@@ -190,6 +204,9 @@ def register(app: typer.Typer) -> None:
             "class_map": class_map,
             "schedule": schedule,
             "sampler": sampler,
+            "prior_correction": prior_correction,
+            "replay": None if replay is None else str(replay),
+            "replay_share": replay_share,
             "augment": augment,
             "time_budget": time_budget,
             "max_steps": max_steps,

@@ -114,6 +114,9 @@ def build_metadata(
     }
     if isinstance(config.get("init_from"), dict):  # fine-tuned (train --init): what it started from
         source["init_from"] = config["init_from"]
+    prior = config.get("prior_correction_result")
+    if isinstance(prior, dict) and prior.get("applied"):  # train --prior-correction moved the output bias
+        source["prior_correction"] = {k: prior[k] for k in ("label_shares", "estimated_shares", "bias")}
     values = {
         "semphase.classes": table.names,
         "semphase.colors": [list(c) for c in table.colors],

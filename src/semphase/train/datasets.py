@@ -266,6 +266,39 @@ class TileDataset(Dataset):
         return m.image[y : y + t, x : x + t], m.labels[y : y + t, x : x + t]
 
 
+class ReplayTiles(Dataset):
+    """Tiles of the new labels, a ``share`` of them replaced by tiles of the data learnt before
+    (``train --replay``), so that fine-tuning does not forget what the model knew.
+
+    Each index draws (from the new set's seed, the epoch and the index) which of the two
+    :class:`TileDataset` gives its tile; both get the epoch and the length.
+    """
+
+    def __init__(self, new: TileDataset, old: TileDataset, share: float) -> None:
+        if not 0 < share < 1:
+            raise ValueError(f"share must be between 0 and 1, got {share}")
+        self.new, self.old, self.share = new, old, float(share)
+
+    @property
+    def length(self) -> int:
+        return self.new.length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.new.length = self.old.length = int(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.new.set_epoch(epoch)
+        self.old.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.new.length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.new.seed, self.new.epoch, index, 0x8E9])
+        return (self.old if rng.random() < self.share else self.new)[index]
+
+
 def validation_view(micrograph: Micrograph) -> tuple[np.ndarray, np.ndarray]:
     """The image and labels scored during validation: whole, or when huge a crop of at most
     ``MAX_VALIDATION_SIDE`` a side centred on its labelled pixels (their weighted median row and column),

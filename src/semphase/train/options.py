@@ -14,6 +14,9 @@ from semphase.train.models import ARCHITECTURES, SIZE_MULTIPLE
 IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
 
 #: Options that only say how to run, not what to train: a resumed run may change them.
+#: ``--replay DATA``: the share of the training tiles drawn from DATA (the data the model learnt before).
+REPLAY_SHARE = 0.3
+
 RUNTIME_OPTIONS = ("device", "threads", "workers", "precision", "time_limit")
 
 #: Learning-rate schedules: ``plateau`` (the study's: ReduceLROnPlateau on val mIoU, needs a val split)
@@ -83,6 +86,9 @@ class TrainOptions:
     class_map: str | None = None
     schedule: str = "plateau"
     sampler: str = "auto"
+    prior_correction: str = "auto"
+    replay: str | None = None
+    replay_share: float = REPLAY_SHARE
     augment: str = "study"
     time_budget: float | None = None
     max_steps: int | None = None
@@ -145,7 +151,9 @@ class TrainOptions:
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
             (self.schedule in SCHEDULES, f"--schedule: {' or '.join(SCHEDULES)}"),
             (self.sampler in ("auto", "uniform", "labelled"), "--sampler: auto, uniform or labelled"),
+            (self.prior_correction in ("auto", "on", "off"), "--prior-correction: auto, on or off"),
             (self.augment in ("study", "light"), "--augment: study or light"),
+            (0 < self.replay_share < 1, f"--replay-share must be between 0 and 1, got {self.replay_share}"),
             (self.class_map is None or self.init is not None, "--class-map needs --init CHECKPOINT"),
             (
                 self.time_budget is None or (math.isfinite(self.time_budget) and self.time_budget > 0),

@@ -68,6 +68,11 @@ def describe(progress: Progress, run: Prepared, start_epoch: int) -> None:
         f"labelled pixels: {100 * labelled / total:.2f}% of the training fields; crops: {options.sampler} "
         f"sampler, {options.batch_size} x {options.tile} px"
     )
+    if run.replay_set:
+        progress.log(
+            f"replay: {len(run.replay_set)} fields of {options.replay} give {100 * options.replay_share:g} % "
+            "of the training tiles (what the model learnt before, so that it is not forgotten)"
+        )
     if not split["val"]:
         progress.log("no val split: nothing is validated, best.pt holds the last epoch's weights")
     weights = ", ".join(f"{n} {w:.2f}" for n, w in zip(run.table.names, config["class_weights"], strict=True))

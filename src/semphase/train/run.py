@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from semphase.errors import OptionError
+from semphase.data.layout import open_dataset
+from semphase.errors import InputError, OptionError
 from semphase.phases import ClassTable, load_class_table
 from semphase.progress import SILENT, Progress
 from semphase.train import rundir
@@ -36,8 +37,10 @@ from semphase.train.budget import describe as describe_budget
 from semphase.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from semphase.train.datasets import (
     Micrograph,
+    ReplayTiles,
     TileDataset,
     check_tile_fits,
+    labelled_share,
     load_micrographs,
     resolve_sampler,
     validation_view,
@@ -50,6 +53,7 @@ from semphase.train.losses import HybridLoss, class_weights, pixel_frequencies
 from semphase.train.models import build_model
 from semphase.train.options import RUNTIME_OPTIONS, TrainOptions
 from semphase.train.plots import plot_training_curves
+from semphase.train.prior import RECORD_KEY, correct_prior, describe_prior
 from semphase.train.progress import describe, epoch_line, stage_text
 from semphase.train.schedule import EarlyStopping, TimeLimit, apply_freeze_schedule, cosine_schedule
 from semphase.train.setup import (
@@ -85,6 +89,7 @@ class Prepared:
     weights_source: str
     last_state: dict | None
     clock: Callable[[], float] = time.perf_counter
+    replay_set: list[Micrograph] = field(default_factory=list)
 
 
 @dataclass
@@ -152,6 +157,7 @@ def train(
             f"(best {state.early.best:.4f} at epoch {state.early.best_epoch}); "
             "--resume continues the run with a fresh budget"
         )
+    prior = correct_best_prior(run, progress)
     test = None
     if run.data.samples["test"]:
         test = evaluate_best(run.run_dir, run.data.samples["test"], run.table, run.device, progress)
@@ -170,7 +176,27 @@ def train(
         "train_seconds": train_seconds,
         "test": test,
         "time_budget": budget,
+        "prior_correction": prior,
     }
+
+
+def correct_best_prior(run: Prepared, progress: Progress) -> dict | None:
+    """``--prior-correction`` on best.pt (:mod:`semphase.train.prior`), recorded in config.json."""
+    best = run.run_dir / rundir.BEST_NAME
+    if not best.exists():
+        return None
+    share = labelled_share(run.train_set, run.table.num_classes)
+    images = [m.image for m in run.train_set]
+    label_shares = None
+    if run.replay_set:  # the network learnt from a mixture: the new labels' shares and the replayed ones'
+        r = run.options.replay_share
+        new = np.asarray(run.config["train_pixel_fractions"])
+        label_shares = (1 - r) * new + r * np.asarray(run.config["replay_pixel_fractions"])
+    record = correct_prior(best, images, run.options.prior_correction, share, run.device, label_shares)
+    run.config[RECORD_KEY] = record
+    rundir.write_config(run.run_dir, run.config)
+    progress.log(describe_prior(record, run.table.names))
+    return record
 
 
 def spent_budget(run: Prepared, state: Progressing, train_seconds: float) -> dict:
@@ -232,6 +258,7 @@ def prepare(
     train_set = load_micrographs(data.samples["train"], table, lambda: progress.advance("read"))
     val_set = load_micrographs(data.samples["val"], table, lambda: progress.advance("read"))
     check_tile_fits(train_set, options.tile, data.samples["train"])
+    replay_set = load_replay(options, table, progress)
     if not val_set and options.schedule == "plateau":
         raise OptionError(
             "--schedule plateau lowers the learning rate on val mIoU, and this run has no val split; "
@@ -239,6 +266,8 @@ def prepare(
         )
     if stored is not None:
         config = {**stored, **{k: getattr(options, k) for k in (*RUNTIME_OPTIONS, "epochs")}}
+        # the correction belongs to the best.pt it was made on: a new best epoch is trained uncorrected
+        config.pop(RECORD_KEY, None)
     else:
         if options.steps_per_epoch is None:
             options.steps_per_epoch = default_steps_per_epoch(train_set, options.tile, options.batch_size)
@@ -250,6 +279,10 @@ def prepare(
         config = build_config(options, table, normalization, frequencies, weights)
         if init_record is not None:
             config["init_from"] = init_record
+        if replay_set:
+            frequencies = pixel_frequencies((m.labels for m in replay_set), table.num_classes)
+            config["replay_fields"] = len(replay_set)
+            config["replay_pixel_fractions"] = [float(f) for f in frequencies]
     config["encoder_weights_file"] = weights_source
     rundir.write_config(run_dir, config)
     model.to(device).to(memory_format=torch.channels_last)
@@ -268,7 +301,21 @@ def prepare(
         weights_source,
         last_state,
         clock,
+        replay_set,
     )
+
+
+def load_replay(options: TrainOptions, table: ClassTable, progress: Progress) -> list[Micrograph]:
+    """``--replay DATA``: every image/mask pair of DATA, read with the run's class table."""
+    if options.replay is None:
+        return []
+    dataset = open_dataset(options.replay)
+    if not dataset.samples:
+        raise InputError("the --replay dataset has no image/mask pairs", dataset.root)
+    progress.start("replay", "reading --replay", len(dataset.samples))
+    replay_set = load_micrographs(dataset.samples, table, lambda: progress.advance("replay"))
+    check_tile_fits(replay_set, options.tile, dataset.samples)
+    return replay_set
 
 
 def restore(run: Prepared) -> Progressing:
@@ -351,6 +398,17 @@ def fit(run: Prepared, state: Progressing, progress: Progress) -> None:
                     num_classes=run.table.num_classes,
                     augment=options.augment,
                 )
+                if run.replay_set:
+                    old = TileDataset(
+                        run.replay_set,
+                        tile,
+                        steps * options.batch_size,
+                        options.seed + 1,
+                        sampler=resolve_sampler(options.sampler, run.replay_set, run.table.num_classes),
+                        num_classes=run.table.num_classes,
+                        augment=options.augment,
+                    )
+                    tiles_by_size[tile] = ReplayTiles(tiles_by_size[tile], old, options.replay_share)
             tiles = tiles_by_size[tile]
             tiles.length = steps * options.batch_size
             tiles.set_epoch(state.epoch)
