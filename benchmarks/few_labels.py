@@ -1146,6 +1146,7 @@ def plot(curve: list[dict], path: Path) -> None:
         "pretrained+sparse, prior corrected": "D",
         "scratch+sparse, prior corrected": "x",
     }
+    colours = dict(zip(styles, ("C0", "C1", "C2", "C3", "C4"), strict=True))  # the same in both panels
     for condition, style in styles.items():
         for ax, vary, fixed in ((axes[0], "fields", ("share", 0.02)), (axes[1], "share", ("fields", 4))):
             rs = [r for r in curve if shown(r) == condition]
@@ -1159,7 +1160,8 @@ def plot(curve: list[dict], path: Path) -> None:
             means = [np.mean([r["miou"] for r in rs if r["config"][vary] == x]) for x in xs]
             sds = [np.std([r["miou"] for r in rs if r["config"][vary] == x]) for x in xs]
             plotted = [100 * x for x in xs] if vary == "share" else xs
-            ax.errorbar(plotted, means, yerr=sds, fmt=style, label=condition, capsize=3)
+            colour = colours[condition]
+            ax.errorbar(plotted, means, yerr=sds, fmt=style, label=condition, capsize=3, color=colour)
     for ax, title, xlabel in ((axes[0], "strokes over 2 % of each field", "labelled fields"),
                               (axes[1], "4 fields", "labelled share of the pixels (%)")):  # fmt: skip
         if base:

@@ -8,6 +8,9 @@ and early-stopping state, and (tiles being seeded by epoch) the same training ti
 
 Training ends at ``--epochs``, by early stopping, or after the epoch that reaches ``--time-limit`` minutes
 of training in this invocation; whichever it was, the best checkpoint is tested and reported the same way.
+Before that test, ``--prior-correction`` may move best.pt's output bias from the labels' class shares to
+the micrographs' (:mod:`semphase.train.prior`; sparse labels only by default). ``--replay DATA`` mixes
+tiles of DATA into the training tiles (:class:`~semphase.train.datasets.ReplayTiles`).
 
 A run without a val split (``--fractions 1,0,0``: every labelled field trains, the fine-tuning recipe of
 ``--init``) validates nothing: each epoch's weights are the best so far, so best.pt is the last epoch's,
