@@ -7,12 +7,14 @@ main thread under cProfile, and prints one JSON line and the functions that took
     python benchmarks/segment_profile.py demo/model/model.int8.onnx --size 8192 --work bench/profile
     python benchmarks/segment_profile.py demo/model/model.int8.onnx --tile 1024 --work bench/profile
 
-The JSON line: ``raw_ms_per_tile`` (the bare model on a batch of non-overlapping tiles of the run's tile
-size, median of 6 batches), ``total_s`` (the whole ``segment_file``), ``model_s`` (the model calls inside
-it), ``model_share`` (model_s / total_s), ``work_ratio`` (tiled pixels / analysed pixels) and
-``efficiency`` (end-to-end megapixels per second over the raw model's). Efficiency below
-``1 / work_ratio * model_share`` is the model running slower inside the run than alone. Writing the
-outputs happens on a background thread, which cProfile does not see; its cost shows as model_share < 1.
+The JSON line: ``raw_ms_per_tile`` (the bare model on non-overlapping tiles of the run's tile size cut
+from a rendered micrograph, 2 at a time, median of 6 batches: ``segment_throughput.time_tiles``, the
+measurement of ``segment_throughput.py``'s raw row), ``total_s`` (the whole ``segment_file``),
+``model_s`` (the model calls inside it), ``model_share`` (model_s / total_s), ``work_ratio`` (tiled
+pixels / analysed pixels) and ``efficiency`` (end-to-end megapixels per second over the raw model's).
+Efficiency below ``1 / work_ratio * model_share`` is the model running slower inside the run than
+alone. Writing the outputs happens on a background thread, which cProfile does not see; its cost shows
+as model_share < 1.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15, help="functions to list")
     args = p.parse_args(argv)
 
+    from segment_throughput import time_tiles  # this script's folder is on sys.path
+
     from semphase.data.synth.large import write_large
     from semphase.runtime import load_model
     from semphase.runtime.segment import SegmentOptions, segment_file
@@ -59,14 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     tile = args.tile or model.tile_size
-    batch = np.random.default_rng(0).integers(0, 256, (2, tile, tile), dtype=np.uint8)
-    inner(batch)  # warm-up
-    per_tile = []
-    for _ in range(6):
-        start = time.perf_counter()
-        inner(batch)
-        per_tile.append((time.perf_counter() - start) / len(batch))
-    raw = float(np.median(per_tile))
+    raw = time_tiles(model, 2, 12, tile)["seconds_per_tile"]
     raw_mps = tile * tile / raw / 1e6
 
     model.logits = timed

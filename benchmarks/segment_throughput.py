@@ -73,11 +73,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def raw_throughput(model_path: Path, threads: int | None, batch: int, tiles: int) -> dict:
     """Median per-tile seconds of the bare model on non-overlapping tiles of its recommended size."""
-    from semphase.data.synth.render import prepare
     from semphase.runtime.model import load_model
 
-    model = load_model(model_path, threads=threads)
-    t = model.tile_size
+    return time_tiles(load_model(model_path, threads=threads), batch, tiles)
+
+
+def time_tiles(model, batch: int, tiles: int, tile: int | None = None) -> dict:
+    """Median per-tile seconds of a loaded model on non-overlapping ``tile`` px tiles (default: its
+    recommended size) of a rendered synthetic micrograph, ``batch`` at a time after one warm-up batch."""
+    from semphase.data.synth.render import prepare
+
+    t = tile or model.tile_size
     side = t * int(np.ceil(np.sqrt(max(tiles, batch))))
     scene = prepare(side, side, 3, 700)
     image = np.empty((side, side), np.uint8)
