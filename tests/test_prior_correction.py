@@ -191,3 +191,24 @@ def test_exported_files_say_their_prior_was_corrected():
     config["prior_correction_result"] = {"applied": False, "reason": "--prior-correction off"}
     source = json.loads(build_metadata(config, {}, variant="fp32", checkpoint_sha256="0")["semphase.source"])
     assert "prior_correction" not in source
+
+
+def test_stroke_scores_weighed_by_the_class_shares_rank_models_as_dense_labels_do():
+    from semphase.metrics import iou_dice
+    from semphase.serve.finetune import share_weighted
+
+    # micrographs: 98 % A, 2 % B; strokes: 50 / 50. Model "rare" paints B on 10 % of A, model "prior" on
+    # 1 % of A but misses 20 % of B. Dense truth (per 10 000 px) decides for "prior".
+    def counts(a_as_b: float, b_missed: float, a: float, b: float) -> np.ndarray:
+        return np.array([[a * (1 - a_as_b), a * a_as_b, 0], [b * b_missed, b * (1 - b_missed), 0]])
+
+    def miou(c):
+        return float(np.nanmean(iou_dice(c)[0]))
+
+    dense = {"rare": counts(0.10, 0.0, 9800, 200), "prior": counts(0.01, 0.2, 9800, 200)}
+    strokes = {"rare": counts(0.10, 0.0, 500, 500), "prior": counts(0.01, 0.2, 500, 500)}
+    assert miou(dense["prior"]) > miou(dense["rare"]) and miou(strokes["prior"]) < miou(strokes["rare"])
+    weighted = {k: share_weighted(v, [0.98, 0.02]) for k, v in strokes.items()}
+    assert miou(weighted["prior"]) > miou(weighted["rare"])
+    np.testing.assert_allclose(weighted["prior"], dense["prior"] / 10, rtol=1e-9)  # 1 000 labelled pixels
+    np.testing.assert_array_equal(share_weighted(np.zeros((2, 3)), [0.5, 0.5]), np.zeros((2, 3)))

@@ -263,9 +263,12 @@ def test_a_held_out_micrograph_is_scored_each_epoch_not_trained_on_and_decides(t
     real_score = finetune.labelled_score
     calls = []
 
-    def score(model, project_, names):  # real scores, then: the new model is worse on held-out labels only
-        result = real_score(model, project_, names)
+    shares_given = []
+
+    def score(model, project_, names, shares=None):  # real scores, then: worse on held-out labels only
+        result = real_score(model, project_, names, shares)
         calls.append((model is served, list(names)))
+        shares_given.append(shares)
         if tuner._job.heldout:
             result["miou"] = {True: 0.3, False: 0.9}[model is served]
             if names == tuner._job.heldout:
@@ -276,6 +279,10 @@ def test_a_held_out_micrograph_is_scored_each_epoch_not_trained_on_and_decides(t
     try:
         assert tuner.status()["holdout"] == {"names": [], "reason": "nothing is labelled yet"}
         stroke = [{"tool": "paint", "class": 2, "radius": 8, "points": [[30, 30], [40, 44]]}]
+        # every class somewhere, so that the run corrects its prior and the scores weigh by its shares
+        stroke += [
+            {"tool": "paint", "class": c, "radius": 3, "points": [[8 + 12 * c, 6]]} for c in (0, 1, 3, 4)
+        ]
         project.save_strokes("field0", 0, parse_strokes(stroke, 5))
         assert "second micrograph" in tuner.status()["holdout"]["reason"]
         project.save_strokes("field1", 0, parse_strokes(stroke, 5))
@@ -294,6 +301,9 @@ def test_a_held_out_micrograph_is_scored_each_epoch_not_trained_on_and_decides(t
         assert len(scores) == 2 and all(0 <= v <= 1 for v in scores)  # every epoch, on the held-out labels
         assert job["epoch"] == 2 and job["val_miou"] == scores[-1] and job["best_val_miou"] == max(scores)
         assert job["heldout"] == held and (True, held) in calls and (False, held) in calls
+        shares = finetune.estimated_shares(run)
+        assert shares is not None and len(shares_given) == 4 and all(g == shares for g in shares_given)
+        assert job["class_shares"] == shares
         assert (True, [trained]) in calls and (False, [trained]) in calls
         assert job["state"] == "kept", job  # better on what it trained on, worse held out: not served
         assert "held-out" in job["message"] and "0.500 -> 0.400" in job["message"]
