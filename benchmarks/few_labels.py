@@ -1106,15 +1106,12 @@ def report(work: Path, out: Path) -> str:
     parts = [second_round_lines(second, picks, *kind) for kind in ROUND2_KINDS]
     archive = [r for r in rows if r["config"]["stage"] == "archive"]
     base = [r for r in archive if r["config"]["condition"] == "synthetic-only"]
-    variants = sorted(
-        {(r["config"].get("replay", ""), r["config"].get("prior", "")) for r in archive if r not in base}
-    )
-    for replay, prior in variants:
-        group = [
-            r
-            for r in archive
-            if (r["config"].get("replay", ""), r["config"].get("prior", "")) == (replay, prior)
-        ]
+
+    def variant(row: dict) -> tuple[str, str]:  # how a row was fine-tuned: (--replay, --prior)
+        return row["config"].get("replay", ""), row["config"].get("prior", "")
+
+    for replay, prior in sorted({variant(r) for r in archive if r not in base}):
+        group = [r for r in archive if variant(r) == (replay, prior)]
         text = (f", `train --replay` ({Path(replay).name})" if replay else "") + (
             f", `--prior-correction {prior}`" if prior else ""
         )

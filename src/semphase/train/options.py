@@ -13,10 +13,12 @@ from semphase.train.models import ARCHITECTURES, SIZE_MULTIPLE
 #: image is what the three channels see after conv1 is summed over RGB.
 IMAGENET_GRAY = {"mean": 0.449, "std": 0.226}
 
-#: Options that only say how to run, not what to train: a resumed run may change them.
 #: ``--replay DATA``: the share of the training tiles drawn from DATA (the data the model learnt before).
 REPLAY_SHARE = 0.3
+#: ``--prior-correction`` choices (:mod:`semphase.train.prior`).
+PRIOR_MODES = ("auto", "on", "off")
 
+#: Options that only say how to run, not what to train: a resumed run may change them.
 RUNTIME_OPTIONS = ("device", "threads", "workers", "precision", "time_limit")
 
 #: Learning-rate schedules: ``plateau`` (the study's: ReduceLROnPlateau on val mIoU, needs a val split)
@@ -151,7 +153,7 @@ class TrainOptions:
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
             (self.schedule in SCHEDULES, f"--schedule: {' or '.join(SCHEDULES)}"),
             (self.sampler in ("auto", "uniform", "labelled"), "--sampler: auto, uniform or labelled"),
-            (self.prior_correction in ("auto", "on", "off"), "--prior-correction: auto, on or off"),
+            (self.prior_correction in PRIOR_MODES, "--prior-correction: auto, on or off"),
             (self.augment in ("study", "light"), "--augment: study or light"),
             (0 < self.replay_share < 1, f"--replay-share must be between 0 and 1, got {self.replay_share}"),
             (self.class_map is None or self.init is not None, "--class-map needs --init CHECKPOINT"),

@@ -35,10 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semphase.phases import ClassTable
+from semphase.train.checkpoint import load_checkpoint, save_checkpoint
+from semphase.train.datasets import MAX_VALIDATION_SIDE
+from semphase.train.options import PRIOR_MODES
+
 #: Where best.pt's config and config.json keep the record (``prior_correction`` is the option).
 RECORD_KEY = "prior_correction_result"
-#: ``--prior-correction`` choices.
-PRIOR_MODES = ("auto", "on", "off")
 #: ``auto`` corrects when at most this share of the training pixels is labelled.
 AUTO_MAX_SHARE = 0.5
 #: At most this many training micrographs (evenly spaced) are read for the estimate.
@@ -102,8 +105,9 @@ def output_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
 
 def sample_posteriors(model: torch.nn.Module, config: dict, images: list[np.ndarray], device) -> np.ndarray:
     """Class probabilities (C, N) float32 of a regular grid of about :data:`PIXELS_PER_IMAGE` pixels of
-    each image (at most :data:`MAX_IMAGES` of them, evenly spaced); an image larger than 1024 px on a
-    side is read in its central 1024 px window (the network sees it whole, as validation does)."""
+    each image (at most :data:`MAX_IMAGES` of them, evenly spaced); an image larger than
+    :data:`~semphase.train.datasets.MAX_VALIDATION_SIDE` px on a side (validation's bound on what the
+    network sees whole) is read in its central window of that side."""
     from semphase.train.inference import predict_logits
 
     if len(images) > MAX_IMAGES:
@@ -111,8 +115,9 @@ def sample_posteriors(model: torch.nn.Module, config: dict, images: list[np.ndar
     columns = []
     for image in images:
         h, w = image.shape
-        y0, x0 = max((h - 1024) // 2, 0), max((w - 1024) // 2, 0)
-        window = image[y0 : y0 + 1024, x0 : x0 + 1024]
+        side = MAX_VALIDATION_SIDE
+        y0, x0 = max((h - side) // 2, 0), max((w - side) // 2, 0)
+        window = image[y0 : y0 + side, x0 : x0 + side]
         logits = torch.from_numpy(predict_logits(model, config, window, device))
         step = max(1, math.isqrt(window.size // PIXELS_PER_IMAGE))
         probs = torch.softmax(logits[:, ::step, ::step], dim=0)
@@ -134,21 +139,15 @@ def correct_prior(
     ``label_shares`` the class shares of the pixels the network learnt from (default: the config's
     ``train_pixel_fractions``; ``--replay`` mixes in the replayed data's). The record has ``applied``
     (bool) and, when not applied, ``reason``."""
-    from semphase.train.checkpoint import load_checkpoint, save_checkpoint
-
     if mode not in PRIOR_MODES:
         raise ValueError(f"prior correction must be one of {PRIOR_MODES}, got {mode!r}")
     model, config, ckpt = load_checkpoint(best_path, device)
+    if config.get(RECORD_KEY, {}).get("applied"):
+        return {**config[RECORD_KEY], "reason": "best.pt is corrected already"}
     record = {"mode": mode, "applied": False, "labelled_share": labelled_share}
     if label_shares is None:
         label_shares = config["train_pixel_fractions"]
     label_shares = np.asarray(label_shares, np.float64)
-    weights = np.asarray(config["class_weights"], np.float64)
-    from semphase.phases import ClassTable
-
-    names = ClassTable.from_dict(config["classes"]).names
-    if config.get(RECORD_KEY, {}).get("applied"):
-        return {**config[RECORD_KEY], "reason": "best.pt is corrected already"}
     if mode == "off":
         record["reason"] = "--prior-correction off"
     elif mode == "auto" and labelled_share > AUTO_MAX_SHARE:
@@ -157,12 +156,14 @@ def correct_prior(
             f"{100 * AUTO_MAX_SHARE:.0f} %)"
         )
     elif np.any(label_shares <= 0):
+        names = ClassTable.from_dict(config["classes"]).names
         missing = [names[i] if i < len(names) else str(i) for i in np.flatnonzero(label_shares <= 0)]
         record["reason"] = f"no labelled pixel of {', '.join(missing)}: no trained prior to correct"
     if "reason" in record:
         return record
     t0 = time.perf_counter()
     posteriors = sample_posteriors(model, config, images, device)
+    weights = np.asarray(config["class_weights"], np.float64)
     shares, iterations = estimate_prior(posteriors, label_shares * weights)
     bias = correction_bias(shares, label_shares)
     with torch.no_grad():
