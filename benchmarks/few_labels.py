@@ -648,7 +648,13 @@ def archive_pool(work: Path) -> list[Path]:
 
 
 #: The ``archive`` stage's arms (random last: the others are compared with it).
-ARCHIVE_ARMS = ("suggest picks", "suggest picks (phases)", "random picks")
+ARCHIVE_ARMS = ("suggest picks", "suggest picks (phases)", "suggest picks (diverse)", "random picks")
+#: suggest's ``--order`` of each suggest arm of the ``archive`` stage.
+ARCHIVE_ORDERS = {
+    "suggest picks": "score",
+    "suggest picks (phases)": "phases",
+    "suggest picks (diverse)": "diverse",
+}
 
 
 def stage_archive(
@@ -664,21 +670,19 @@ def stage_archive(
     """suggest against random picks on a mixed archive (module docstring), per seed; ``arms`` the arms to
     run, ``replay`` the data the fine-tuning replays (``train --replay``: the pretrained model's data)."""
     pool = archive_pool(work)
-    t0 = time.perf_counter()
     onnx_path = export_fp32(work, pretrained)
-    picked = suggested_regions(
-        work, onnx_path, k, region, out=work / f"suggest-archive-k{k}-r{region}", pool=pool
-    )
-    log(f"archive: suggest picked {picked} in {time.perf_counter() - t0:.0f} s (export included)")
-    by_phase = suggested_regions(
-        work, onnx_path, k, region, out=work / f"suggest-archive-k{k}-r{region}-phases", pool=pool,
-        order="phases",
-    )  # fmt: skip
-    log(f"archive: suggest --order phases picked {by_phase}")
+    chosen = {}
+    for arm in arms:
+        if arm in ARCHIVE_ORDERS:  # suggest's picks do not depend on the seed: once per order
+            t0 = time.perf_counter()
+            order = ARCHIVE_ORDERS[arm]
+            suffix = "" if order == "score" else f"-{order}"
+            out = work / f"suggest-archive-k{k}-r{region}{suffix}"
+            chosen[arm] = suggested_regions(work, onnx_path, k, region, out=out, pool=pool, order=order)
+            log(f"archive: suggest --order {order} picked {chosen[arm]} in {time.perf_counter() - t0:.0f} s")
     run_one(work, {"stage": "archive", "condition": "synthetic-only", "seed": 0}, [], "archive", pretrained)
     for seed in range(seeds):
-        drawn = random_regions(work, k, region, seed, pool, ARCHIVE_STREAM)
-        chosen = {"suggest picks": picked, "random picks": drawn, "suggest picks (phases)": by_phase}
+        chosen["random picks"] = random_regions(work, k, region, seed, pool, ARCHIVE_STREAM)
         for condition in arms:
             regions = chosen[condition]
             config = {"stage": "archive", "condition": condition, "regions": k, "region": region,

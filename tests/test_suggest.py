@@ -21,6 +21,7 @@ from semphase.phases import IGNORE
 from semphase.runtime import load_model, segment_array
 from semphase.runtime.suggest import (
     CELL,
+    LOOKS,
     PHOTOMETRIC,
     PLANES,
     Candidate,
@@ -113,15 +114,20 @@ def test_the_pass_stack_runs_each_photometric_variant_on_the_tile_unflipped():
     assert PassStack(model, flips=False, photometric=False).logits(tile).shape == (1, 2, 8, 8)
 
 
-def _scan(stem: str, u: np.ndarray, predicted: int, classes: int = 2) -> Scan:
-    """A scan whose cells all hold uncertainty ``u`` (per pixel) and predict one class."""
+def _scan(stem: str, u: np.ndarray, predicted: int, classes: int = 2, grey: float | None = None) -> Scan:
+    """A scan whose cells all hold uncertainty ``u`` (per pixel) and predict one class; with ``grey``,
+    every pixel of it that grey level (a flat field: no texture)."""
     rows, cols = u.shape
     sums = np.zeros((PLANES + classes, rows, cols))
     sums[0] = u * CELL * CELL
     sums[PLANES + predicted] = sums[0]
     counts = np.zeros((classes, rows, cols), np.int64)
     counts[predicted] = CELL * CELL
-    return Scan(Path(f"{stem}.png"), stem, cols * CELL, rows * CELL, sums, counts, Path("."))
+    looks = None
+    if grey is not None:
+        looks = np.zeros((LOOKS, rows, cols))
+        looks[0], looks[1] = grey * CELL * CELL, grey**2 * CELL * CELL
+    return Scan(Path(f"{stem}.png"), stem, cols * CELL, rows * CELL, sums, counts, Path("."), looks)
 
 
 def test_rare_phases_weigh_more_and_picks_spread_without_overlap():
@@ -160,6 +166,32 @@ def test_order_phases_takes_the_phases_in_turn_rarest_first_then_falls_back_to_t
         assert not any(a.overlaps(b) for b in by_phase if b is not a)
     with pytest.raises(OptionError, match="order"):
         SuggestOptions(order="random")
+
+
+def test_order_diverse_covers_the_kinds_of_micrograph_before_the_most_uncertain_of_one_kind():
+    # three dark fields the model is unsure of and a bright one it is surer of; one 64 px region each
+    dark = [
+        _scan(f"dark{i}", np.full((2, 2), u), predicted=0, grey=40.0 + i)
+        for i, u in enumerate((0.9, 0.8, 0.7))
+    ]
+    bright = _scan("bright", np.full((2, 2), 0.3), predicted=0, grey=210.0)
+    scans = [*dark, bright]
+    weights = rarity(scans, 2)
+    options = {"n": 2, "region": 64, "rare_weight": 0.0}
+    by_score = pick(scans, weights, SuggestOptions(**options), set())
+    assert [c.scan.stem for c in by_score] == ["dark0", "dark1"]
+    diverse = pick(scans, weights, SuggestOptions(order="diverse", **options), set())
+    assert [c.scan.stem for c in diverse] == ["dark0", "bright"]  # each kind's most uncertain, best first
+    # the predicted phases tell kinds apart too: same look, one field predicted as the other class
+    alike = [_scan(f"a{i}", np.full((2, 2), u), predicted=0, grey=100.0) for i, u in enumerate((0.9, 0.8))]
+    other = _scan("other", np.full((2, 2), 0.2), predicted=1, grey=100.0)
+    picked = pick(
+        [*alike, other], rarity([*alike, other], 2), SuggestOptions(order="diverse", **options), set()
+    )
+    assert [c.scan.stem for c in picked] == ["a0", "other"]
+    # a kind whose regions are all taken: the score order fills the pick in
+    filled = pick(scans, weights, SuggestOptions(order="diverse", **options), {"bright__y0_x0"})
+    assert [c.scan.stem for c in filled] == ["dark0", "dark1"]
 
 
 def test_region_candidates_cover_the_frame_flush_with_its_edges():
@@ -209,6 +241,13 @@ def test_suggest_writes_exactly_n_picks_prefilled_with_the_models_confident_labe
     assert code == 0, err
     document = json.loads((phased / "suggest.json").read_text())
     assert document["settings"]["order"] == "phases" and len(document["picks"]) == 2
+    diverse = tmp_path / "diverse"
+    args = [model_path, fields, "--out", diverse, "--n", "3", "--region", "64", "--order", "diverse"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    document = json.loads((diverse / "suggest.json").read_text())
+    assert document["settings"]["order"] == "diverse" and len(document["picks"]) == 3
+    assert len({p["micrograph"] for p in document["picks"]}) == 3  # one per micrograph, as the default
 
 
 def test_a_second_run_suggests_new_regions_and_never_overwrites_a_corrected_mask(

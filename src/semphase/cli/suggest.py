@@ -78,7 +78,9 @@ def register(app: typer.Typer) -> None:
             "--order",
             help="score: the highest-scoring regions first; phases: the phases in turn, rarest predicted "
             "first, each pick the region with the most uncertain pixels of its phase (picks that cover "
-            "every phase's errors instead of the most uncertain kind of region).",
+            "every phase's errors instead of the most uncertain kind of region); diverse: the regions "
+            "grouped by look and predicted phases, the highest-scoring of each group (picks that cover "
+            "the kinds of micrograph there are).",
         ),
         max_entropy: float = typer.Option(
             0.3,

@@ -35,7 +35,11 @@ are picked greedily, at most ``per_image`` per micrograph and never overlapping,
 label file already exists in the output folder (they are labelled: a second run suggests new ones). With
 ``order="phases"`` the predicted phases take turns instead, rarest first (:func:`phase_turns`), and each
 pick is the allowed region with the most uncertainty on pixels predicted as its phase, so the picks keep
-the phases' mix rather than all being the most uncertain kind of region.
+the phases' mix rather than all being the most uncertain kind of region. With ``order="diverse"`` the
+candidate regions are first grouped into ``n`` groups of regions alike (grey level, its spread, texture,
+and the predicted phases' fractions: :func:`diverse_groups`), and each pick is the highest-scoring allowed
+region of one group, so the picks cover the kinds of micrograph there are instead of crowding into the
+one the model knows least.
 
 For every pick the output folder gets, in the dataset layout ``semphase train`` reads:
 
@@ -77,9 +81,12 @@ from semphase.runtime.sliding import DEFAULT_BATCH, argmax_classes, iter_bands, 
 from semphase.runtime.source import open_micrograph
 
 SCORES = ("photometric", "combined", "entropy", "disagreement")
-#: How the picks are ordered: ``score`` (the highest-scoring regions first) or ``phases`` (the phases in
-#: turn, the rarest predicted first: each pick is the region with the most uncertain pixels of its phase).
-ORDERS = ("score", "phases")
+#: How the picks are ordered: ``score`` (the highest-scoring regions first), ``phases`` (the phases in
+#: turn, the rarest predicted first: each pick is the region with the most uncertain pixels of its phase)
+#: or ``diverse`` (the regions grouped by look and predicted phases, the highest-scoring of each group).
+ORDERS = ("score", "phases", "diverse")
+#: Planes of :attr:`Scan.looks`: grey level, its square, and the local grey-level gradient (texture).
+LOOKS = 3
 #: Side of the cells the region statistics are summed over; regions are multiples of it.
 CELL = 32
 #: Planes of :attr:`Scan.sums` before the per-phase ones: uncertainty, entropy, disagreement, photometric.
@@ -255,7 +262,8 @@ class Scan:
 
     ``sums`` is float64 (4 + C, rows, cols): the uncertainty, the entropy, the disagreement, the
     photometric disagreement, then the uncertainty of the pixels predicted as each phase; ``counts``
-    int64 (C, rows, cols): pixels predicted as each phase.
+    int64 (C, rows, cols): pixels predicted as each phase; ``looks`` float64 (:data:`LOOKS`, rows, cols):
+    the sums of the grey level, its square and its gradient (:func:`_gradient`).
     """
 
     path: Path
@@ -265,6 +273,7 @@ class Scan:
     sums: np.ndarray
     counts: np.ndarray
     arrays: Path  # folder of memory maps: labels.npy (pre-filled), predicted.npy
+    looks: np.ndarray | None = None
     mean_entropy: float = 0.0
     mean_disagreement: float = 0.0
     mean_photometric: float = 0.0
@@ -295,6 +304,7 @@ def scan_micrograph(
         rows_c, cols_c = -(-height // CELL), -(-width // CELL)
         sums = np.zeros((PLANES + classes, rows_c, cols_c), np.float64)
         counts = np.zeros((classes, rows_c, cols_c), np.int64)
+        looks = np.zeros((LOOKS, rows_c, cols_c), np.float64)
         folder = work / stem
         folder.mkdir()
         kept = {
@@ -330,6 +340,9 @@ def scan_micrograph(
             cells = np.arange(band.y0, band.y1) // CELL
             np.add.at(sums, (slice(None), cells), row_sums)
             np.add.at(counts, (slice(None), cells), row_counts)
+            gray = band.gray.astype(np.float64)
+            look = np.stack([gray, gray**2, _gradient(gray)])
+            np.add.at(looks, (slice(None), cells), _cell_sums(look, width))
         for array in kept.values():
             array.flush()
         del kept
@@ -344,10 +357,21 @@ def scan_micrograph(
         sums,
         counts,
         folder,
+        looks,
         float(sums[1].sum() / pixels),
         float(sums[2].sum() / pixels),
         float(sums[3].sum() / pixels),
     )
+
+
+def _gradient(gray: np.ndarray) -> np.ndarray:
+    """Per pixel, ``|dI/dx| + |dI/dy|`` by forward differences within the rows given (0 past the last
+    column or row): how busy the texture is, which tells noise, charging streaks and fine structure from
+    flat phases."""
+    out = np.zeros_like(gray)
+    out[:, :-1] += np.abs(np.diff(gray, axis=1))
+    out[:-1, :] += np.abs(np.diff(gray, axis=0))
+    return out
 
 
 class _Rows:
@@ -412,6 +436,20 @@ class Candidate:
         r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
         return float(self.scan.sums[plane, r0:r1, c0:c1].sum() / (self.width * self.height))
 
+    def features(self) -> np.ndarray:
+        """What the region looks like and what the model sees in it: grey mean, grey standard deviation,
+        mean gradient, and the fraction of its pixels predicted as each phase (float64 (3 + C,))."""
+        c0, c1 = self.x // CELL, -(-(self.x + self.width) // CELL)
+        r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
+        pixels = self.width * self.height
+        if self.scan.looks is None:
+            look = np.zeros(LOOKS)
+        else:
+            look = self.scan.looks[:, r0:r1, c0:c1].sum(axis=(1, 2)) / pixels
+        spread = math.sqrt(max(look[1] - look[0] ** 2, 0.0))
+        phases = self.scan.counts[:, r0:r1, c0:c1].sum(axis=(1, 2)) / pixels
+        return np.concatenate([[look[0], spread, look[2]], phases])
+
     def overlaps(self, other: Candidate) -> bool:
         return (
             self.scan is other.scan
@@ -446,8 +484,8 @@ def candidates(scan: Scan, weights: np.ndarray, options: SuggestOptions) -> list
 def pick(
     scans: Sequence[Scan], weights: np.ndarray, options: SuggestOptions, taken: set[str]
 ) -> list[Candidate]:
-    """The ``n`` best regions: highest score first, at most ``per_image`` per micrograph, none overlapping
-    another pick, none named in ``taken`` (already labelled)."""
+    """The ``n`` best regions: highest score first (or as ``options.order`` says), at most ``per_image``
+    per micrograph, none overlapping another pick, none named in ``taken`` (already labelled)."""
     per_image = options.per_image or max(1, math.ceil(options.n / max(len(scans), 1)))
     pool = [c for scan in scans for c in candidates(scan, weights, options)]
     pool.sort(key=lambda c: (-c.score, c.scan.stem, c.y, c.x))
@@ -465,7 +503,13 @@ def pick(
         chosen.append(candidate)
         per_scan[candidate.scan.stem] = per_scan.get(candidate.scan.stem, 0) + 1
 
-    if options.order == "phases":
+    if options.order == "diverse":
+        for group in diverse_groups(pool, options.n):
+            best = next((c for c in group if allowed(c)), None)  # groups keep the pool's score order
+            if best is not None:
+                take(best)
+        # a group with nothing allowed left (its micrographs are used up): the score order fills in
+    elif options.order == "phases":
         for phase in phase_turns(scans, options.n):
             # the most uncertain pixels predicted as this phase; ties (none at all) fall to the score order
             best = max(
@@ -483,6 +527,41 @@ def pick(
         if allowed(candidate):
             take(candidate)
     return chosen
+
+
+def diverse_groups(pool: Sequence[Candidate], n: int) -> list[list[Candidate]]:
+    """``pool`` (in score order) split into ``min(n, len(pool))`` groups of regions alike in look and in
+    predicted phases, each group in score order, the groups by their best score.
+
+    Each candidate is described by :meth:`Candidate.features`, every feature scaled to zero mean and unit
+    spread over the pool (a feature without spread is left out) and each half (the look, the phases) given
+    equal weight, then grouped by k-means (OpenCV's, k-means++ seeding, its random generator seeded: the
+    same pool gives the same groups). Why: at a budget of a few regions, the regions that teach a model
+    most are not the most uncertain ones, which crowd into one kind of micrograph, but ones that cover the
+    kinds there are (the cold-start result of active learning: Hacohen et al., ICML 2022), and within a
+    kind the uncertain one is where the model is wrong."""
+    import cv2
+
+    k = min(n, len(pool))
+    if k <= 1:
+        return [list(pool)] if pool else []
+    table = np.array([c.features() for c in pool], dtype=np.float64)
+    spread = table.std(axis=0)
+    keep = spread > 1e-9
+    z = (table[:, keep] - table[:, keep].mean(axis=0)) / spread[keep]
+    halves = np.array([i < LOOKS for i in range(table.shape[1])])[keep]
+    for half in (halves, ~halves):
+        if half.any():
+            z[:, half] /= math.sqrt(half.sum())
+    if z.shape[1] == 0:  # every region alike: nothing to group by, the score order
+        return [[c] for c in pool[:k]]
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-6)
+    _, assigned, _ = cv2.kmeans(z.astype(np.float32), k, None, criteria, 5, cv2.KMEANS_PP_CENTERS)
+    groups: dict[int, list[Candidate]] = {}
+    for candidate, label in zip(pool, assigned.ravel(), strict=True):
+        groups.setdefault(int(label), []).append(candidate)
+    return sorted(groups.values(), key=lambda group: -group[0].score)
 
 
 def phase_turns(scans: Sequence[Scan], n: int) -> list[int]:
