@@ -246,10 +246,9 @@ def test_first_ctrl_c_finishes_the_file_a_second_aborts_it_cleanly(tmp_path, mod
 
     monkeypatch.setattr(SegmentationModel, "logits", logits)
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under a background shell
-    # --tile 128 (the model's) pins 9 tiles per file, so the second Ctrl-C comes while the first file
-    # is still being segmented (fitted, a 256 px file is one tile of 256)
-    args = [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
-    code = run_cli([*args, "--tile", "128"])
+    code = run_cli(
+        [str(tmp_path / "in"), "--model", str(model), "--out", str(out), "--once", *FAST, "--batch", "1"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "interrupted" in err, err
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
