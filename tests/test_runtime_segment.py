@@ -31,20 +31,6 @@ def model(tmp_path_factory):
     return load_model(build_blur_classifier(tmp_path_factory.mktemp("m") / "blur.onnx", tile=64, overlap=16))
 
 
-def test_a_given_tile_is_used_as_it_is_and_the_default_fits_each_image(tmp_path, model):
-    write_image(tmp_path / "m.png", micrograph(150, 170, seed=5))
-    pinned = segment_file(model, tmp_path / "m.png", tmp_path / "a", SegmentOptions(tile=64))
-    assert pinned["tiling"]["tile"] == 64 and pinned["tiling"]["fitted"] is False
-    assert pinned["tiling"]["tiles"] == 12 and pinned["tiling"]["work_ratio"] == pytest.approx(
-        1.6866, abs=1e-4
-    )
-    fitted = segment_file(model, tmp_path / "m.png", tmp_path / "b")
-    assert fitted["tiling"]["tile"] == 96 and fitted["tiling"]["fitted"] is True
-    assert fitted["tiling"]["tiles"] == 4 and fitted["tiling"]["work_ratio"] == pytest.approx(
-        1.4456, abs=1e-4
-    )
-
-
 def test_outputs_phase_table_and_mask_agree(tmp_path, model):
     image = micrograph(150, 170, seed=5)
     write_image(tmp_path / "m.png", image)
@@ -52,11 +38,7 @@ def test_outputs_phase_table_and_mask_agree(tmp_path, model):
     out = tmp_path / "out"
     mask = read_label(out / "m_mask.png")
     assert mask.shape == image.shape and mask.dtype == np.uint8
-    # Without a --tile the image gets the tile (64..128) that computes the fewest pixels: on 150 x 170 the
-    # model's 64 px computes 1.69x the image, 96 px 1.45x; fitted, recorded, and the mask is that tiling's.
-    chosen = result["tiling"]["tile"]
-    assert result["tiling"]["fitted"] is True and 64 <= chosen <= 128
-    assert (mask == segment_array(model, image, tile=chosen, overlap=16)).all()
+    assert (mask == segment_array(model, image, tile=64, overlap=16)).all()
     overlay = cv2.imread(str(out / "m_overlay.png"))
     assert overlay.shape == (150, 170, 3)
     stored = json.loads((out / "m.json").read_text())
@@ -67,7 +49,7 @@ def test_outputs_phase_table_and_mask_agree(tmp_path, model):
     assert stored["analysed_pixels"] == 150 * 170 and stored["excluded_pixels"] == 0
     assert stored["pixel_size_um"] is None and all(p["area_um2"] is None for p in stored["phases"])
     assert stored["model"]["variant"] == "fp32" and len(stored["model"]["sha256"]) == 64
-    assert stored["tiling"]["overlap"] == 16
+    assert stored["tiling"]["tile"] == 64 and stored["tiling"]["overlap"] == 16
     assert stored["seconds"]["total"] > 0
     assert 0.0 <= stored["uncertainty"]["uncertain_fraction"] <= 1.0
     entropy = read_gray(out / "m_uncertainty.png")

@@ -7,19 +7,9 @@ import numpy as np
 import pytest
 
 from _runtime_models import build_blur_classifier, micrograph
-from semphase.model_format import Tiling
 from semphase.runtime.model import load_model
 from semphase.runtime.sliding import iter_bands, segment_array
-from semphase.runtime.tiling import (
-    FIT_MAX_FACTOR,
-    blend_window,
-    fit_tiling,
-    pad_reflect,
-    plan_axis,
-    plan_for,
-    plan_tiles,
-    round_up,
-)
+from semphase.runtime.tiling import blend_window, pad_reflect, plan_axis, plan_tiles, round_up
 
 
 @pytest.mark.parametrize(
@@ -71,40 +61,6 @@ def test_finalized_rows_advance_with_the_next_tile_row():
     assert [plan.finalized_before(i) for i in range(3)] == [448, 744, 1000]
     assert plan.count == 3 and plan.tile_shape == (512, 320)
     assert plan.work_pixels == (512 + 512 + 256) * 320
-
-
-@pytest.mark.parametrize(
-    ("height", "width", "tile"),
-    [
-        (8192, 8192, 960),  # 81 tiles computing 6.3 % more than the frame, not 289 computing 12.9 % more
-        (2048, 2048, 704),  # 9 tiles (6.3 % more), not 25 of 512 (26.6 % more)
-        (32768, 8192, 960),  # a montage strip
-        (768, 1024, 1024),  # one tile of 1024 computes the frame and nothing more
-        (512, 512, 512),  # one base tile already: kept
-        (300, 200, 512),  # smaller than a tile: kept
-    ],
-)
-def test_fitted_tile_computes_the_fewest_pixels_and_never_undercuts_the_base(height, width, tile):
-    base = Tiling(512, 32, 32)
-    fitted = fit_tiling(height, width, base)
-    assert fitted.tile == tile and fitted.overlap == base.overlap and fitted.multiple == base.multiple
-    # what fit_tiling promises, against every candidate: no tile in base..2 x base computes fewer pixels,
-    # and among those that compute as few it is the smallest
-    works = {
-        t: plan_for(height, width, Tiling(t, 32, 32)).work_pixels
-        for t in range(512, FIT_MAX_FACTOR * 512 + 1, 32)
-    }
-    least = min(works.values())
-    assert works[fitted.tile] == least and fitted.tile == min(t for t, w in works.items() if w == least)
-
-
-def test_fitted_tile_stays_within_the_largest_and_keeps_the_overlap():
-    base = Tiling(64, 16, 32)
-    assert fit_tiling(8192, 8192, base, largest=64) == base  # nothing larger allowed
-    assert fit_tiling(8192, 8192, base, largest=32) == base  # never below the base
-    fitted = fit_tiling(1000, 1000, base)
-    assert 64 <= fitted.tile <= 128 and fitted.overlap == 16
-    assert plan_for(1000, 1000, fitted).work_pixels < plan_for(1000, 1000, base).work_pixels
 
 
 def test_round_up():

@@ -57,15 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         from semphase.imageio import read_gray, to_uint8
         from semphase.model_format import Tiling
         from semphase.runtime.segment import segment_array
-        from semphase.runtime.tiling import fit_tiling
 
         start = time.perf_counter()
         image = to_uint8(read_gray(args.image))
         read_s = time.perf_counter() - start
 
         tiling = Tiling.resolve(model, args.tile, args.overlap)
-        if args.tile is None:  # as `semphase segment` does: the tile that computes the fewest pixels
-            tiling = fit_tiling(int(image.shape[0]), int(image.shape[1]), tiling)
         options = {"tiling": tiling, "batch": args.batch, "window": "gaussian"}
         # First inference allocates the session's buffers; a one-tile warm-up keeps that out of the timing.
         start = time.perf_counter()

@@ -34,17 +34,6 @@ Tile = Annotated[
         show_default=False,
     ),
 ]
-#: segment's and watch's --tile: unset, each image gets the tile that computes the fewest pixels
-#: (semphase.runtime.tiling.fit_tiling).
-FittedTile = Annotated[
-    int | None,
-    typer.Option(
-        "--tile",
-        help=f"Tile size in pixels, a multiple of {SIZE_MULTIPLE} (default: fitted to each image: the "
-        "model's, or up to twice it where that computes fewer overlapped pixels).",
-        show_default=False,
-    ),
-]
 Overlap = Annotated[
     int | None,
     typer.Option(

@@ -15,7 +15,6 @@ from semphase.cli.options import (
     Backend,
     Batch,
     Databar,
-    FittedTile,
     Format,
     MaxMegapixels,
     Normalize,
@@ -24,6 +23,7 @@ from semphase.cli.options import (
     Probs,
     Provider,
     Threads,
+    Tile,
     Uncertainty,
     Verify,
     Window,
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", "-o", help="Output folder (created if needed).", show_default=False
         ),
-        tile: FittedTile = None,
+        tile: Tile = None,
         overlap: Overlap = None,
         batch: Batch = 2,
         window: Window = "gaussian",

@@ -37,7 +37,7 @@ from semphase.runtime.outputs import phase_table
 from semphase.runtime.outputs.sink import FORMATS, UNCERTAIN_ENTROPY, BackgroundSink, OutputSink
 from semphase.runtime.sliding import DEFAULT_BATCH, TileModel, iter_bands, segment_array
 from semphase.runtime.source import Micrograph, open_micrograph
-from semphase.runtime.tiling import WINDOWS, TilePlan, fit_tiling, plan_for
+from semphase.runtime.tiling import WINDOWS, TilePlan, plan_for
 
 __all__ = ["SegmentOptions", "segment_array", "segment_file", "output_names"]
 
@@ -55,9 +55,7 @@ class SegmentOptions:
 
     Attributes
     ----------
-    tile, overlap : pixels; None = the model's recommendation. With ``tile`` None each image gets the
-        tile between the recommendation and twice it that computes the fewest overlapped pixels
-        (:func:`~semphase.runtime.tiling.fit_tiling`); a given ``tile`` is used as it is.
+    tile, overlap : pixels; None = the model's recommendation.
     batch : tiles per model call.
     window : blend window, ``"gaussian"`` or ``"cosine"`` (``"constant"`` for comparison only).
     databar : ``"auto"`` (vendor metadata, else detection), ``"none"``, or rows to exclude.
@@ -224,8 +222,6 @@ def segment_file(
     micrograph = _read_input(src, options)
     try:
         t_read = time.perf_counter() - t0
-        if options.tile is None:
-            tiling = fit_tiling(micrograph.analysed_height, micrograph.width, tiling)
         fmt = options.format_for(micrograph.width, micrograph.analysed_height)  # the bar is not image
         targets = {key: Path(out_dir) / name for key, name in output_names(stem, options, fmt).items()}
         t1 = time.perf_counter()
@@ -395,8 +391,6 @@ def _result_document(
             "tta": options.tta,
             "tiles": plan.count,
             "grid": [plan.rows.count, plan.cols.count],
-            "fitted": options.tile is None,
-            "work_ratio": round(plan.work_pixels / analysed, 4) if analysed else None,
         },
         "options": asdict(options),
         "semphase_version": __version__,

@@ -148,45 +148,6 @@ def plan_for(height: int, width: int, tiling: Tiling) -> TilePlan:
     return plan_tiles(height, width, tiling.tile, tiling.overlap, tiling.multiple)
 
 
-#: :func:`fit_tiling` tries tiles up to this many times the base tile: a 512 px model recommendation
-#: grows to at most 1024 px, which keeps a tile row's accumulator and the model's activations within
-#: about twice their size at the recommendation (benchmarks/RESULTS.md, "Tiles fitted to the image").
-FIT_MAX_FACTOR = 2
-
-
-def fit_tiling(height: int, width: int, base: Tiling, largest: int | None = None) -> Tiling:
-    """The tile size for one ``height`` x ``width`` image that makes the model compute the fewest pixels.
-
-    Tiles of the base size overlap their neighbours and the last one of a row or column is partly spent
-    on pixels another tile has computed already: 289 tiles of 512 px over an 8192 x 8192 frame compute
-    12.9 % more pixels than it has, a 2048 x 2048 frame 26.6 % more. A larger tile lays fewer seams and a
-    better-fitting last tile: 81 tiles of 960 px compute 6.3 % more on the 8192 frame, 9 tiles of 704 px
-    6.3 % on the 2048 frame. This tries every multiple of the size multiple from ``base.tile`` up to
-    ``largest`` and keeps the one whose :func:`plan_tiles` has the least
-    :attr:`TilePlan.work_pixels`; among equals the smallest (less memory). The overlap stays the base's,
-    so every seam keeps at least as much blending as before and the base tile is never undercut: an
-    image whose base plan is already one tile keeps the base.
-
-    Parameters
-    ----------
-    height, width : pixels of the image the model sees (the data bar excluded), >= 1.
-    base : the resolved tiling (the model's recommendation or the user's overlap).
-    largest : the largest tile tried; default ``FIT_MAX_FACTOR * base.tile``, never below the base.
-
-    Returns
-    -------
-    Tiling with the chosen tile and the base's overlap and size multiple.
-    """
-    top = FIT_MAX_FACTOR * base.tile if largest is None else max(int(largest), base.tile)
-    best, best_work = base, plan_for(height, width, base).work_pixels
-    for tile in range(base.tile + base.multiple, top + 1, base.multiple):
-        candidate = Tiling(tile, base.overlap, base.multiple)
-        work = plan_for(height, width, candidate).work_pixels
-        if work < best_work:
-            best, best_work = candidate, work
-    return best
-
-
 def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pad a 2-D image at the bottom and right to ``height`` x ``width`` by mirror reflection.
 
