@@ -16,6 +16,10 @@ and I/O cost. Writes ``segment_throughput.json`` and ``segment_throughput.md`` t
 
 ``--montage`` writes the inputs as stitched SEM montages are stored (tiled, Deflate-compressed BigTIFF);
 ``semphase segment`` then reads them strip by strip and, above 8192 x 8192, writes pyramidal OME-TIFFs.
+``--backend`` runs the raw timing and the command on that backend (``semphase segment --backend``);
+``--tiles model,1024`` runs each micrograph once per setting in turn, repeat after repeat (interleaved, so
+a slower spell of the machine hits every setting): a number is ``segment --tile``, ``model`` the model's
+recommendation (the default).
 """
 
 from __future__ import annotations
@@ -63,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         "instead of uncompressed strips",
     )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: one per core)")
+    p.add_argument(
+        "--backend", default=None, help="segment --backend (onnxruntime, openvino, auto); default segment's"
+    )
+    p.add_argument(
+        "--tiles", default="model", help="comma-separated: a tile size (--tile) or model (its recommendation)"
+    )
     p.add_argument("--batch", type=int, default=None, help="tiles per call (default: semphase's)")
     p.add_argument("--raw-tiles", type=int, default=24, help="tiles timed for the raw model throughput")
     p.add_argument("--repeat", type=int, default=1, help="end-to-end runs per size (median reported)")
@@ -71,11 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def raw_throughput(model_path: Path, threads: int | None, batch: int, tiles: int) -> dict:
+def raw_throughput(
+    model_path: Path, threads: int | None, batch: int, tiles: int, backend: str | None = None
+) -> dict:
     """Median per-tile seconds of the bare model on non-overlapping tiles of its recommended size."""
     from semphase.runtime.model import load_model
 
-    return time_tiles(load_model(model_path, threads=threads), batch, tiles)
+    model = load_model(model_path, threads=threads, **({"backend": backend} if backend else {}))
+    return {**time_tiles(model, batch, tiles), "backend": model.backend.name}
 
 
 def time_tiles(model, batch: int, tiles: int, tile: int | None = None) -> dict:
@@ -110,12 +123,21 @@ def time_tiles(model, batch: int, tiles: int, tile: int | None = None) -> dict:
     }
 
 
-def end_to_end(model: Path, tif: Path, out: Path, threads: int | None, batch: int) -> dict:
+def end_to_end(
+    model: Path,
+    tif: Path,
+    out: Path,
+    threads: int | None,
+    batch: int,
+    backend: str | None = None,
+    tile: int | None = None,
+) -> dict:
     """Run ``semphase segment`` on one micrograph in a child; seconds, peak RSS, and its phase table."""
     from semphase.benchmarks.rss import run_child
 
     argv = [sys.executable, "-c", CHILD, "segment", str(model), str(tif), "--out", str(out), "--quiet"]
     argv += ["--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
+    argv += (["--backend", backend] if backend else []) + (["--tile", str(tile)] if tile else [])
     done = run_child(argv)
     if done.returncode != 0:  # the child's last stderr line is its peak-memory report: show the one before
         said = [line for line in done.stderr.strip().splitlines() if not line.startswith('{"peak_rss_mb"')]
@@ -125,18 +147,53 @@ def end_to_end(model: Path, tif: Path, out: Path, threads: int | None, batch: in
     return {"process_s": done.wall_s, **memory, "result": result}
 
 
+def _row(runs: list[dict], width: int, height: int, args, raw: dict, setting: int | None) -> dict:
+    """One table row: the median of one micrograph's runs at one tile setting."""
+    from semphase.runtime.tiling import plan_tiles
+
+    seconds = [r["result"]["seconds"]["total"] for r in runs]
+    median = float(np.median(seconds))
+    result = runs[-1]["result"]
+    analysed = result["analysed_pixels"]
+    tiling = result["tiling"]
+    plan = plan_tiles(height, width, tiling["tile"], tiling["overlap"])
+    return {
+        "size": f"{width} x {height}",
+        "width": width,
+        "height": height,
+        "input": "tiled 512 px Deflate BigTIFF" if args.montage else "uncompressed TIFF strips",
+        "streamed": result.get("streamed"),
+        "format": result.get("format", "png"),
+        "backend": (result.get("model") or {}).get("backend", {}).get("name"),
+        "tile_setting": "model" if setting is None else "--tile",
+        "tile": tiling["tile"],
+        "megapixels": width * (height + args.databar) / 1e6,
+        "analysed_megapixels": analysed / 1e6,
+        "seconds": median,
+        "runs_s": seconds,
+        "process_s": float(np.median([r["process_s"] for r in runs])),
+        "mpix_per_s": analysed / 1e6 / median,
+        "efficiency": analysed / 1e6 / median / raw["mpix_per_s"],
+        "work_ratio": plan.work_pixels / (width * height),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_source": runs[-1]["peak_rss_source"],
+        "tiles": tiling["tiles"],
+        "seconds_detail": result["seconds"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from semphase.data.synth.large import write_large
     from semphase.machine import machine_info
     from semphase.runtime.sliding import DEFAULT_BATCH
-    from semphase.runtime.tiling import plan_tiles
 
     batch = args.batch or DEFAULT_BATCH
+    settings = [None if t.strip() == "model" else int(t) for t in args.tiles.split(",") if t.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    raw = raw_throughput(args.model, args.threads, batch, args.raw_tiles)
+    raw = raw_throughput(args.model, args.threads, batch, args.raw_tiles, args.backend)
     print(
-        f"raw model: {raw['seconds_per_tile'] * 1000:.1f} ms per {raw['tile']} px tile, "
+        f"raw model ({raw['backend']}): {raw['seconds_per_tile'] * 1000:.1f} ms per {raw['tile']} px tile, "
         f"{raw['mpix_per_s']:.2f} MP/s"
     )
     rows = []
@@ -153,40 +210,21 @@ def main(argv: list[str] | None = None) -> int:
                 pixel_size_um=0.05,
                 **layout,
             )
-        runs = [
-            end_to_end(args.model, tif, args.out / f"out_{name}", args.threads, batch)
-            for _ in range(args.repeat)
-        ]
-        seconds = [r["result"]["seconds"]["total"] for r in runs]
-        median = float(np.median(seconds))
-        result = runs[-1]["result"]
-        analysed = result["analysed_pixels"]
-        plan = plan_tiles(height, width, result["tiling"]["tile"], result["tiling"]["overlap"])
-        row = {
-            "size": f"{width} x {height}",
-            "width": width,
-            "height": height,
-            "input": "tiled 512 px Deflate BigTIFF" if args.montage else "uncompressed TIFF strips",
-            "streamed": result.get("streamed"),
-            "format": result.get("format", "png"),
-            "megapixels": width * (height + args.databar) / 1e6,
-            "analysed_megapixels": analysed / 1e6,
-            "seconds": median,
-            "runs_s": seconds,
-            "process_s": float(np.median([r["process_s"] for r in runs])),
-            "mpix_per_s": analysed / 1e6 / median,
-            "efficiency": analysed / 1e6 / median / raw["mpix_per_s"],
-            "work_ratio": plan.work_pixels / (width * height),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "peak_rss_source": runs[-1]["peak_rss_source"],
-            "tiles": result["tiling"]["tiles"],
-            "seconds_detail": result["seconds"],
-        }
-        rows.append(row)
-        print(
-            f"{row['size']}: {median:.1f} s, {row['mpix_per_s']:.2f} MP/s, "
-            f"efficiency {row['efficiency']:.2f}, peak RSS {row['peak_rss_mb']:.0f} MiB"
-        )
+        runs: dict[int | None, list[dict]] = {setting: [] for setting in settings}
+        for _ in range(args.repeat):  # interleaved: each setting once per repeat
+            for setting in settings:
+                out = args.out / f"out_{name}_{setting or 'model'}"
+                runs[setting].append(
+                    end_to_end(args.model, tif, out, args.threads, batch, args.backend, setting)
+                )
+        for setting in settings:
+            row = _row(runs[setting], width, height, args, raw, setting)
+            rows.append(row)
+            print(
+                f"{row['size']} tile {row['tile']} ({row['tile_setting']}): {row['seconds']:.1f} s, "
+                f"{row['mpix_per_s']:.2f} MP/s, efficiency {row['efficiency']:.2f}, work "
+                f"{row['work_ratio']:.3f}, peak RSS {row['peak_rss_mb']:.0f} MiB"
+            )
     report = {"model": str(args.model), "raw": raw, "rows": rows, "machine": machine_info(args.threads)}
     report["command"] = " ".join(["python", "benchmarks/segment_throughput.py", *(argv or sys.argv[1:])])
     (args.out / "segment_throughput.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -207,16 +245,17 @@ def render(report: dict) -> str:
         f"onnxruntime {m.get('versions', {}).get('onnxruntime')}; {raw['variant']} model, "
         f"tile {raw['tile']}, overlap {raw['overlap']}, batch {raw['batch']}.",
         "",
-        f"Raw model throughput on non-overlapping {raw['tile']} px tiles: "
+        f"Raw model throughput ({raw.get('backend')}) on non-overlapping {raw['tile']} px tiles: "
         f"{raw['seconds_per_tile'] * 1000:.1f} ms per tile, {raw['mpix_per_s']:.2f} MP/s.",
         "",
-        "| micrograph | input -> outputs | seconds | MP/s | efficiency vs raw | tiled work / pixels "
-        "| peak RSS |",
-        "|:---|:---|---:|---:|---:|---:|---:|",
+        "| micrograph | input -> outputs | backend | tile | seconds | MP/s | efficiency vs raw "
+        "| tiled work / pixels | peak RSS |",
+        "|:---|:---|:---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['size']} | {r.get('input', 'TIFF')} -> {r.get('format', 'png')} | {r['seconds']:.1f} | "
+            f"| {r['size']} | {r.get('input', 'TIFF')} -> {r.get('format', 'png')} | {r.get('backend')} | "
+            f"{r.get('tile')} | {r['seconds']:.1f} | "
             f"{r['mpix_per_s']:.2f} | {r['efficiency']:.2f} | {r['work_ratio']:.2f} | "
             f"{r['peak_rss_mb']:.0f} MiB |"
         )

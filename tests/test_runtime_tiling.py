@@ -3,6 +3,9 @@ receptive field."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -154,3 +157,49 @@ def test_bad_tiling_options_are_refused(blur_model):
         segment_array(blur_model, image, tile=64, overlap=64)
     with pytest.raises(ValueError, match="uint8"):
         segment_array(blur_model, image.astype(np.float32))
+
+
+class _Recording:
+    """A tile model that logs its calls (thread, first tile's top-left pixel) and can fail on call N."""
+
+    def __init__(self, inner, fail_on: int | None = None) -> None:
+        self.inner, self.fail_on, self.calls = inner, fail_on, []
+        self.classes, self.tile_size, self.overlap = inner.classes, inner.tile_size, inner.overlap
+        self.size_multiple = inner.size_multiple
+
+    def logits(self, batch):
+        self.calls.append(threading.current_thread().name)
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise RuntimeError("model failed")
+        return self.inner.logits(batch)
+
+
+def test_the_model_runs_one_batch_ahead_of_the_blending_and_stops_with_the_caller(blur_model):
+    image = micrograph(300, 200, seed=1)
+    model = _Recording(blur_model)
+    ahead = []
+
+    def progress(done, total):  # the main thread, after blending a batch: is the next one under way?
+        batches = -(-done // 2)
+        deadline = time.monotonic() + 5
+        while len(model.calls) <= batches and done < total and time.monotonic() < deadline:
+            time.sleep(0.001)
+        ahead.append(len(model.calls) > batches or done == total)
+
+    list(iter_bands(model, image, tile=64, overlap=16, batch=2, progress=progress))
+    # without the look-ahead the next batch would start only after this callback: never ahead
+    assert ahead and all(ahead)
+    assert all(name.startswith("semphase-model") for name in model.calls)
+    assert (
+        segment_array(blur_model, image, tile=64, overlap=16, batch=2)
+        == segment_array(blur_model, image, tile=64, overlap=16, batch=1)
+    ).all()
+    # a caller that stops early (Ctrl-C, a failed write) leaves no model thread behind
+    bands = iter_bands(_Recording(blur_model), image, tile=64, overlap=16, batch=2)
+    next(bands)
+    bands.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("semphase-model")]
+    # an error of the model is the caller's, and the thread is gone too
+    with pytest.raises(RuntimeError, match="model failed"):
+        segment_array(_Recording(blur_model, fail_on=3), image, tile=64, overlap=16, batch=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("semphase-model")]

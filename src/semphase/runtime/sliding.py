@@ -12,6 +12,7 @@ sums is the argmax of the weighted mean)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -255,6 +256,10 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
     whole tile row of the width: what lets a 65536-pixel-wide montage stay under a gigabyte. Every pixel's
     sum takes its tiles' weighted logits in the same order as a whole-image accumulator would (tile rows
     top to bottom, tiles left to right), so the labels are bitwise those of such an accumulator.
+
+    The model runs one batch ahead on a worker thread (:class:`_Ahead`): while this thread weighs, adds
+    and labels batch k (and the caller writes the band it yields), the model computes batch k + 1, so the
+    blending is off the model's critical path. The arithmetic and its order are unchanged.
     """
     rows, cols = plan.rows, plan.cols
     width = cols.length
@@ -267,31 +272,82 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
     for x, size in zip(cols.starts, cols.sizes, strict=True):
         widths.setdefault(size, []).append(x)
     run = (lambda b: _flip_average(model, b)) if tta else model.logits
+
+    def batches() -> Iterator[tuple[int, int, np.ndarray, list[int], int, np.ndarray]]:
+        """(tile row, its y, its strip, tile columns, tile width, tiles) of every model call, in order."""
+        for band_index, (y, strip) in enumerate(zip(rows.starts, strips, strict=True)):
+            for w, xs in widths.items():
+                for i in range(0, len(xs), batch):
+                    chunk = xs[i : i + batch]
+                    yield band_index, y, strip, chunk, w, np.stack([strip[:, x : x + w] for x in chunk])
+
     carry = np.zeros((classes, 0, cols.padded), np.float32)  # sums of rows y.. from earlier tile rows
     done = 0
-    for band_index, (y, h, strip) in enumerate(zip(rows.starts, rows.sizes, strips, strict=True)):
-        final = plan.finalized_before(band_index)
-        n_out = final - y
-        carry_rows = y + h - final if band_index + 1 < rows.count else 0
-        weights = (row_weight[y:final], col_weight) if want_logits else None
-        row = _TileRow(classes, h, cols.window, carry, n_out, carry_rows, width, cols.padded, weights)
-        for w, xs in widths.items():
-            weight = blend_window(h, w, window)
-            for i in range(0, len(xs), batch):
-                chunk = xs[i : i + batch]
-                tiles = np.stack([strip[:, x : x + w] for x in chunk])
-                out = run(tiles)
-                if out.shape != (len(chunk), classes, h, w):
-                    raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
-                out *= weight
-                for k, x in enumerate(chunk):
-                    row.add(x, out[k])
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, plan.count)
+    row: _TileRow | None = None
+    current = (-1, 0, None)  # the tile row being accumulated: (index, y, strip)
+
+    def finished() -> Band:
+        index, y, strip = current
         row.finish()
-        carry = row.next_carry
-        yield Band(y, final, row.labels, strip[:n_out, :width], row.blended)
+        return Band(y, plan.finalized_before(index), row.labels, strip[: row.n_out, :width], row.blended)
+
+    with _Ahead(run, batches()) as ahead:
+        for (band_index, y, strip, chunk, w, tiles), out in ahead:
+            if band_index != current[0]:
+                if row is not None:
+                    carry = row.next_carry
+                    yield finished()
+                h = rows.sizes[band_index]
+                final = plan.finalized_before(band_index)
+                carry_rows = y + h - final if band_index + 1 < rows.count else 0
+                weights = (row_weight[y:final], col_weight) if want_logits else None
+                row = _TileRow(
+                    classes, h, cols.window, carry, final - y, carry_rows, width, cols.padded, weights
+                )
+                current = (band_index, y, strip)
+                blend = {size: blend_window(h, size, window) for size in widths}
+            if out.shape != (len(chunk), classes, tiles.shape[1], w):
+                raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
+            out *= blend[w]
+            for k, x in enumerate(chunk):
+                row.add(x, out[k])
+            done += len(chunk)
+            if progress is not None:
+                progress(done, plan.count)
+    if row is not None:
+        yield finished()
+
+
+class _Ahead:
+    """The model's outputs for ``jobs`` (tuples whose last item is the batch), in order, each computed on a
+    worker thread while the caller works on the one before: ``for job, out in ahead``. onnxruntime and
+    OpenVINO release the GIL while they run, so the caller's numpy work overlaps the model's.
+
+    Used as a context manager: leaving it (the caller stopped early, an error, Ctrl-C) lets the batch under
+    way finish, starts no other, and joins the thread. An error of the model is raised in the caller, with
+    the job it belongs to.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], jobs: Iterator[tuple]) -> None:
+        self.run, self.jobs = run, jobs
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="semphase-model")
+
+    def __enter__(self) -> _Ahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self):
+        job = next(self.jobs, None)
+        return None if job is None else (job, self.pool.submit(self.run, job[-1]))
+
+    def __iter__(self) -> Iterator[tuple[tuple, np.ndarray]]:
+        pending = self._submit()
+        while pending is not None:
+            job, future = pending
+            pending = self._submit()  # queued behind the running batch: the worker never waits for us
+            yield job, future.result()
 
 
 class _TileRow:
