@@ -235,19 +235,13 @@ def test_suggest_writes_exactly_n_picks_prefilled_with_the_models_confident_labe
     assert "Label next" in text and len(document["micrographs"]) == 3
     report = check_dataset(out)  # the folder is a dataset train reads
     assert report.ok and report.n_images == 3
-    phased = tmp_path / "phased"
-    args = [model_path, fields, "--out", phased, "--n", "2", "--region", "64", "--order", "phases"]
-    code, _, err = run(args, capsys)
-    assert code == 0, err
-    document = json.loads((phased / "suggest.json").read_text())
-    assert document["settings"]["order"] == "phases" and len(document["picks"]) == 2
-    diverse = tmp_path / "diverse"
-    args = [model_path, fields, "--out", diverse, "--n", "3", "--region", "64", "--order", "diverse"]
-    code, _, err = run(args, capsys)
-    assert code == 0, err
-    document = json.loads((diverse / "suggest.json").read_text())
-    assert document["settings"]["order"] == "diverse" and len(document["picks"]) == 3
-    assert len({p["micrograph"] for p in document["picks"]}) == 3  # one per micrograph, as the default
+    for order, n in (("phases", 2), ("diverse", 3)):
+        args = [model_path, fields, "--out", tmp_path / order, "--n", n, "--region", "64", "--order", order]
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+        document = json.loads((tmp_path / order / "suggest.json").read_text())
+        assert document["settings"]["order"] == order and len(document["picks"]) == n
+    assert len({p["micrograph"] for p in document["picks"]}) == 3  # diverse too: one per micrograph
 
 
 def test_a_second_run_suggests_new_regions_and_never_overwrites_a_corrected_mask(
