@@ -20,7 +20,12 @@ The same ONNX files (``--models``: the folder ``semphase export`` wrote) run, wi
   512 x 512 crops of synthetic micrographs (:mod:`semphase.data.synth`, seeds from 1000, 16 crops each),
   normalized as semphase normalizes. Quantization runs in its own process (nncf imports torch where it
   is installed); the model is saved as OpenVINO IR (weights kept in f32) to ``--out`` and compiled like
-  the others. Without nncf this row is skipped with its reason.
+  the others. Without nncf this row is skipped with its reason;
+- ``auto-fp32``, ``auto-fp16``, ``auto-int8``: what ``semphase segment --backend auto`` runs: semphase's
+  ``load_model(..., backend="auto")`` (the self-check on each backend, the faster that passes, the choice
+  cached per model and machine), timed in the same interleaved rounds as the others, so that its table
+  shows auto against the faster of the two on the same tile in the same run. Not run end to end (it runs
+  one of the two).
 
 Measured:
 
@@ -99,6 +104,9 @@ CONFIGS = [
     Config("ov-fp16", "openvino", "model.fp16.onnx", pair="ort-fp16"),
     Config("ov-int8", "openvino", "model.int8.onnx", pair="ort-int8"),
     Config("ov-nncf-int8", "openvino", NNCF_FILE, pair="ort-int8"),
+    Config("auto-fp32", "auto", "model.onnx"),
+    Config("auto-fp16", "auto", "model.fp16.onnx", pair="ort-fp16"),
+    Config("auto-int8", "auto", "model.int8.onnx", pair="ort-int8"),
 ]
 F32_EXTRA = [
     Config("ov-fp16-f32", "openvino", "model.fp16.onnx", "f32", "ort-fp16"),
@@ -175,6 +183,10 @@ def _resolved(compiled) -> dict:
 
 def open_model(spec: dict):
     """The configuration in ``spec`` as an object with ``logits(batch_u8)`` and the tiling attributes."""
+    if spec["backend"] == "auto":  # what `semphase segment --backend auto` runs: self-checked, measured
+        from semphase.runtime.model import load_model
+
+        return load_model(spec["path"], provider="cpu", threads=spec["threads"], backend="auto")
     if spec["backend"] == "onnxruntime":
         from semphase.runtime.model import load_model
 
@@ -446,6 +458,8 @@ def measure_tiles(specs: dict[str, dict], args, classes: int) -> dict:
         row = rows[cid] = {"status": "ok", "runs_ms": [1000 * t for t in times[cid]]}
         row["ms"] = float(np.median(row["runs_ms"])) if row["runs_ms"] else None
         row["properties"] = getattr(model, "properties", None)
+        if specs[cid]["backend"] == "auto":
+            row["backend_used"], row["choice"] = model.backend.name, model.backend_choice
         if len(heldout) and "ort-fp32" in labels:
             row["vs_ort_fp32"] = _compare(labels[cid], labels["ort-fp32"], classes)
             pair = specs[cid]["pair"]
@@ -600,8 +614,9 @@ def run(args, argv: list[str]) -> dict:
             if len(runs) <= r:
                 runs.append(_run_child(specs[cid]))
                 save()
+    e2e_ids = [cid for cid in ids if specs[cid]["backend"] != "auto"]  # auto runs one of the two
     for size in settings["sizes"]:
-        _end_to_end(size, specs, ids, args, doc, save)
+        _end_to_end(size, specs, e2e_ids, args, doc, save)
     shutil.rmtree(args.out / "work", ignore_errors=True)
     return doc
 
@@ -684,6 +699,38 @@ def _tile_table(doc: dict) -> list[str]:
     return lines
 
 
+def _auto_table(doc: dict) -> list[str]:
+    """``--backend auto`` per file against the faster of onnxruntime and OpenVINO (default precision),
+    the same tile in the same interleaved rounds."""
+    tiles, configs = doc["tiles"], doc["configs"]
+    autos = [cid for cid in tiles if configs[cid]["backend"] == "auto" and tiles[cid]["status"] == "ok"]
+    if not autos:
+        return []
+    lines = [
+        "`--backend auto` (semphase's `load_model`: self-check on each backend, the faster that passes):",
+        "",
+        "| file | onnxruntime ms | OpenVINO ms | auto ms | auto chose | auto / the faster |",
+        "|:--|--:|--:|--:|:--|--:|",
+    ]
+    for cid in autos:
+        file = configs[cid]["file"]
+        ort = tiles.get(configs[cid]["pair"]) or {}
+        ov_id = next(
+            (c for c, conf in configs.items() if conf["backend"] == "openvino" and conf["file"] == file
+             and conf["hint"] == "default"),
+            None,
+        )  # fmt: skip
+        ov = tiles.get(ov_id) or {}
+        fastest = min((r["ms"] for r in (ort, ov) if r.get("status") == "ok" and r.get("ms")), default=None)
+        auto = tiles[cid]
+        lines.append(
+            f"| {file} | {_fmt(ort.get('ms'), '.1f')} | {_fmt(ov.get('ms'), '.1f')} | {auto['ms']:.1f} "
+            f"| {auto.get('backend_used')} ({auto.get('choice')}) "
+            f"| {_fmt(fastest and auto['ms'] / fastest, '.2f')} |"
+        )
+    return lines
+
+
 def _e2e_table(doc: dict) -> list[str]:
     s, configs = doc["settings"], doc["configs"]
     lines = [
@@ -729,6 +776,8 @@ def markdown(doc: dict) -> str:
         "",
         *_tile_table(doc),
     ]
+    if _auto_table(doc):
+        lines += ["", *_auto_table(doc)]
     if doc["e2e"]:
         lines += ["", *_e2e_table(doc)]
     lines += [

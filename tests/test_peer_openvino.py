@@ -58,19 +58,26 @@ def test_a_tiny_run_writes_the_json_and_the_tables(peer, blur_model, tmp_path, c
         importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a)
     )
     out = tmp_path / "out"
-    configs = "ov-fp32-f32,ov-nncf-int8"
+    configs = "ov-fp32-f32,ov-nncf-int8,ov-fp32,auto-fp32"
     args = ["--models", blur_model.parent, "--out", out, "--configs", configs, "--threads", "1"]
     args += ["--repeats", "1", "--warmup", "0", "--settle", "0", "--heldout-tiles", "1"]
     args += ["--first-repeats", "0", "--sizes", ""]
     assert peer.main([str(a) for a in args]) == 0
     doc = json.loads((out / "peer_openvino.json").read_text(encoding="utf-8"))
-    assert set(doc["tiles"]) == {"ort-fp32", "ov-fp32-f32"}  # the reference joins every run
+    assert set(doc["tiles"]) == {"ort-fp32", "ov-fp32-f32", "ov-fp32", "auto-fp32"}  # the reference too
     row = doc["tiles"]["ov-fp32-f32"]
     assert row["status"] == "ok" and row["ms"] > 0 and row["properties"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert row["vs_pair"]["agreement_pct"] > 99.9
     assert doc["machine"]["versions"]["openvino"] and doc["settings"]["threads"] == 1
     table = (out / "peer_openvino.md").read_text(encoding="utf-8")
     assert "| model.onnx | f32 |" in table and table in capsys.readouterr().out
+    # --backend auto is timed beside the two it chooses between, and says which it took and why
+    auto = doc["tiles"]["auto-fp32"]
+    assert auto["status"] == "ok" and auto["backend_used"] in ("onnxruntime", "openvino")
+    assert auto["choice"].startswith("auto")
+    ort, ov = doc["tiles"]["ort-fp32"]["ms"], doc["tiles"]["ov-fp32"]["ms"]
+    row = f"| model.onnx | {ort:.1f} | {ov:.1f} | {auto['ms']:.1f} | {auto['backend_used']} ("
+    assert row in table and "`--backend auto`" in table
     # rows that cannot run say why, in one line each: nncf missing, a file the folder does not hold
     assert doc["skipped"] == {
         "ort-int8": f"no model.int8.onnx in {blur_model.parent}",
