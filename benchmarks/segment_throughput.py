@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", default=None, help="segment --backend (onnxruntime, openvino, auto); default segment's"
     )
+    p.add_argument("--overlap", type=int, default=None, help="segment --overlap (default: the model's)")
     p.add_argument(
         "--tiles", default="model", help="comma-separated: a tile size (--tile) or model (its recommendation)"
     )
@@ -131,6 +132,7 @@ def end_to_end(
     batch: int,
     backend: str | None = None,
     tile: int | None = None,
+    overlap: int | None = None,
 ) -> dict:
     """Run ``semphase segment`` on one micrograph in a child; seconds, peak RSS, and its phase table."""
     from semphase.benchmarks.rss import run_child
@@ -138,6 +140,7 @@ def end_to_end(
     argv = [sys.executable, "-c", CHILD, "segment", str(model), str(tif), "--out", str(out), "--quiet"]
     argv += ["--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
     argv += (["--backend", backend] if backend else []) + (["--tile", str(tile)] if tile else [])
+    argv += ["--overlap", str(overlap)] if overlap is not None else []
     done = run_child(argv)
     if done.returncode != 0:  # the child's last stderr line is its peak-memory report: show the one before
         said = [line for line in done.stderr.strip().splitlines() if not line.startswith('{"peak_rss_mb"')]
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             for setting in settings:
                 out = args.out / f"out_{name}_{setting or 'model'}"
                 runs[setting].append(
-                    end_to_end(args.model, tif, out, args.threads, batch, args.backend, setting)
+                    end_to_end(args.model, tif, out, args.threads, batch, args.backend, setting, args.overlap)
                 )
         for setting in settings:
             row = _row(runs[setting], width, height, args, raw, setting)
