@@ -62,11 +62,11 @@ The protocol (benchmarks/RESULTS.md, "Few labels"):
   from as well as new ones. The candidates are 16 fields: 8 of the target domain (pool fields 0..7) and 8
   of the source domain (``pool-native``, seeds 900000..); the test set is 12 + 12 fields (``test`` and
   ``test-native``), scored as a whole and per half. ``suggest`` (with the pretrained model's FP32 ONNX;
-  ``--order score``, ``phases`` and ``diverse``) or random picks (one region per field, random stream 41) choose 4
-  regions of 384 px, scribbled over 5 % by the corrective user; ``train --init`` from the pretrained
-  model. ``--replay DATA`` (rows with ``"replay"``) fine-tunes with ``train --replay DATA``, DATA being
-  the pretrained model's own training data, so the fine-tuning also sees what the model knew; ``--arms``
-  runs a subset of the arms.
+  ``--order score``, ``phases`` and ``diverse``) or random picks (one region per field, random stream
+  41) choose 4 regions of 384 px, scribbled over 5 % by the corrective user; ``train --init`` from the
+  pretrained model. ``--replay DATA`` (rows with ``"replay"``) fine-tunes with ``train --replay DATA``,
+  DATA being the pretrained model's own training data, so the fine-tuning also sees what the model knew;
+  ``--arms`` runs a subset of the arms.
 - ``--prior auto|off``: ``train --prior-correction`` of the sparse-label runs (rows made with ``auto``
   carry ``"prior": "auto"``; rows without the key were trained before the correction existed). Dense
   runs never correct (``auto`` skips them).
