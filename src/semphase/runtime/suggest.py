@@ -432,24 +432,28 @@ class Candidate:
     def name(self) -> str:
         return f"{self.scan.stem}__y{self.y}_x{self.x}"
 
-    def mean(self, plane: int) -> float:
-        """Mean of ``scan.sums[plane]`` over the region's cells (per pixel)."""
+    @property
+    def cells(self) -> tuple[slice, slice]:
+        """The region's cells in the scan's per-cell arrays: (rows, columns)."""
         c0, c1 = self.x // CELL, -(-(self.x + self.width) // CELL)
         r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
-        return float(self.scan.sums[plane, r0:r1, c0:c1].sum() / (self.width * self.height))
+        return slice(r0, r1), slice(c0, c1)
+
+    def mean(self, plane: int) -> float:
+        """Mean of ``scan.sums[plane]`` over the region's cells (per pixel)."""
+        return float(self.scan.sums[(plane, *self.cells)].sum() / (self.width * self.height))
 
     def features(self) -> np.ndarray:
         """What the region looks like and what the model sees in it: grey mean, grey standard deviation,
         mean gradient, and the fraction of its pixels predicted as each phase (float64 (3 + C,))."""
-        c0, c1 = self.x // CELL, -(-(self.x + self.width) // CELL)
-        r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
+        rows, cols = self.cells
         pixels = self.width * self.height
         if self.scan.looks is None:
             look = np.zeros(LOOKS)
         else:
-            look = self.scan.looks[:, r0:r1, c0:c1].sum(axis=(1, 2)) / pixels
+            look = self.scan.looks[:, rows, cols].sum(axis=(1, 2)) / pixels
         spread = math.sqrt(max(look[1] - look[0] ** 2, 0.0))
-        phases = self.scan.counts[:, r0:r1, c0:c1].sum(axis=(1, 2)) / pixels
+        phases = self.scan.counts[:, rows, cols].sum(axis=(1, 2)) / pixels
         return np.concatenate([[look[0], spread, look[2]], phases])
 
     def overlaps(self, other: Candidate) -> bool:
