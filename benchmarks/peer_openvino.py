@@ -183,13 +183,11 @@ def _resolved(compiled) -> dict:
 
 def open_model(spec: dict):
     """The configuration in ``spec`` as an object with ``logits(batch_u8)`` and the tiling attributes."""
-    if spec["backend"] == "auto":  # what `semphase segment --backend auto` runs: self-checked, measured
+    if spec["backend"] in ("onnxruntime", "auto"):
         from semphase.runtime.model import load_model
 
-        return load_model(spec["path"], provider="cpu", threads=spec["threads"], backend="auto")
-    if spec["backend"] == "onnxruntime":
-        from semphase.runtime.model import load_model
-
+        if spec["backend"] == "auto":  # what `semphase segment --backend auto` runs: self-checked, measured
+            return load_model(spec["path"], provider="cpu", threads=spec["threads"], backend="auto")
         return load_model(
             spec["path"],
             provider="cpu",
@@ -776,8 +774,9 @@ def markdown(doc: dict) -> str:
         "",
         *_tile_table(doc),
     ]
-    if _auto_table(doc):
-        lines += ["", *_auto_table(doc)]
+    auto = _auto_table(doc)
+    if auto:
+        lines += ["", *auto]
     if doc["e2e"]:
         lines += ["", *_e2e_table(doc)]
     lines += [
