@@ -72,7 +72,7 @@ class Disagreeing:
 
     name, version, precision = "openvino", "simulated", "f32"
 
-    def __init__(self, source, threads, path, f32=False) -> None:
+    def __init__(self, source, threads, path, f32=False, streams=1) -> None:
         self.calls = 0
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -102,7 +102,7 @@ class Agreeing:
     #: share of pixels a reduced precision flips (0: computes what onnxruntime computes)
     noise = 0.0
 
-    def __init__(self, source, threads, path, f32=False) -> None:
+    def __init__(self, source, threads, path, f32=False, streams=1) -> None:
         from semphase.runtime.session import create_session
 
         self.session = create_session(source, threads=threads)
@@ -123,7 +123,7 @@ def test_auto_picks_the_faster_self_checked_backend_and_remembers_it(model, monk
     monkeypatch.setattr(backends, "import_openvino", lambda: None)
     monkeypatch.setattr(backends, "OpenVinoBackend", Agreeing)
     speeds = {"onnxruntime": 0.2, "openvino": 0.1}
-    monkeypatch.setattr(backends, "timed", lambda run, x: speeds[run.__self__.backend.name])
+    monkeypatch.setattr(backends, "timed", lambda run, x, streams=1: speeds[run.__self__.backend.name])
     first = load_model(model, backend="auto")
     assert first.backend.name == "openvino" and "2.00x faster" in first.backend_choice
     assert first.self_check.status == "passed" and "measured now" in first.backend_choice

@@ -203,3 +203,42 @@ def test_the_model_runs_one_batch_ahead_of_the_blending_and_stops_with_the_calle
     with pytest.raises(RuntimeError, match="model failed"):
         segment_array(_Recording(blur_model, fail_on=3), image, tile=64, overlap=16, batch=2)
     assert not [t for t in threading.enumerate() if t.name.startswith("semphase-model")]
+
+
+class _TwoStreams(_Recording):
+    """A model with two streams whose first calls each wait (5 s at most) for a second call to be under way
+    at the same time: a sliding window that runs one call at a time breaks the barrier."""
+
+    streams = 2
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.sizes: list[int] = []
+        self.barrier = threading.Barrier(2, timeout=5)
+
+    def logits(self, batch):
+        self.sizes.append(len(batch))
+        if len(self.sizes) <= 4:
+            self.barrier.wait()
+        return super().logits(batch)
+
+
+def test_a_model_with_two_streams_computes_the_parts_of_a_batch_at_once_with_the_same_labels(blur_model):
+    image = micrograph(300, 200, seed=1)
+    model = _TwoStreams(blur_model)
+    labels = segment_array(model, image, tile=64, overlap=16, batch=2)
+    assert set(model.sizes) == {1}  # every batch of two was cut into one tile per stream
+    assert len(set(model.calls)) == 2 and all(name.startswith("semphase-model") for name in model.calls)
+    assert (labels == segment_array(blur_model, image, tile=64, overlap=16, batch=2)).all()
+    # more tiles per call than streams: the parts split the batch, in order
+    wide = _TwoStreams(blur_model)
+    assert (segment_array(wide, image, tile=64, overlap=16, batch=5) == labels).all()
+    assert max(wide.sizes) == 2 and sum(wide.sizes) == plan_tiles(300, 200, 64, 16).count
+    # an error in either stream is the caller's, and no model thread is left
+    with pytest.raises(RuntimeError, match="model failed"):
+        segment_array(_Recording(blur_model, fail_on=5), image, tile=64, overlap=16, batch=2)
+    failing = _TwoStreams(blur_model)
+    failing.fail_on = 6
+    with pytest.raises(RuntimeError, match="model failed"):
+        segment_array(failing, image, tile=64, overlap=16, batch=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("semphase-model")]

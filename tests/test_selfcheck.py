@@ -75,7 +75,9 @@ def test_a_model_whose_reference_disagrees_is_refused_after_trying_the_precise_k
     monkeypatch.setattr(
         runtime_model,
         "_open",
-        lambda source, pr, t, config: opened.append(config) or real_open(source, pr, t, config),
+        lambda source, pr, t, config, streams=1: (
+            opened.append(config) or real_open(source, pr, t, config, streams)
+        ),
     )
     with pytest.raises(InputError) as info:
         load_model(path, provider="cpu", threads=1)

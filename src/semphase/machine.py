@@ -202,6 +202,13 @@ def cpu_summary() -> dict:
     return {"cpu": probe["cpu"], "instruction_sets": instruction_sets(probe["flags"], numpy_cpu_features())}
 
 
+@functools.lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """This machine's physical cores where the OS says (hyper-threads not counted), else its logical
+    CPUs, at least 1: what onnxruntime gives one thread each when nobody says otherwise."""
+    return max(1, _probe_os()["physical_cores"] or os.cpu_count() or 1)
+
+
 def isa_text(instruction_sets: dict[str, bool | None]) -> str:
     """``"avx2, avx512_vnni"``: the instruction sets present, or ``"unknown instruction sets"``."""
     present = [flag for flag, on in instruction_sets.items() if on]

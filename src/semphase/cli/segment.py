@@ -22,6 +22,7 @@ from semphase.cli.options import (
     PixelSize,
     Probs,
     Provider,
+    Streams,
     Threads,
     Tile,
     Uncertainty,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         batch: Batch = 2,
         window: Window = "gaussian",
         threads: Threads = None,
+        streams: Streams = None,
         provider: Provider = "auto",
         backend: Backend = "auto",
         databar: Databar = "auto",
@@ -112,7 +114,13 @@ def register(app: typer.Typer) -> None:
             executor = DaskExecutor(settings, classes)
         else:
             loaded = load_checked_model(
-                model, options, provider=provider, threads=threads, verify=verify, backend=backend
+                model,
+                options,
+                provider=provider,
+                threads=threads,
+                verify=verify,
+                backend=backend,
+                streams=streams,
             )
             if not quiet and loaded.self_check is not None:
                 say_self_check(loaded.self_check)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from semphase.cli.common import console, say_self_check, styled
-from semphase.cli.options import Backend
+from semphase.cli.options import Backend, Streams
 from semphase.errors import InputError, OptionError
 
 SERVE_HELP = (
@@ -72,8 +72,9 @@ def serve_command(
         "auto", "--provider", help="Execution provider: auto, cpu, cuda, dml, openvino."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="onnxruntime threads per worker (default: cores / --workers)."
+        None, "--threads", min=1, help="CPU threads per worker (default: cores / --workers)."
     ),
+    streams: Streams = None,
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Run the model's self-check at start."),
     backend: Backend = "auto",
     project: Path | None = typer.Option(
@@ -123,7 +124,9 @@ def serve_command(
     check_backend(backend)
     if checkpoint is not None and project is None:
         raise OptionError("--checkpoint is for fine-tuning from the label view: give --project DIR too")
-    loaded = load_model(model, provider=provider, threads=per_worker, verify=verify, backend=backend)
+    loaded = load_model(
+        model, provider=provider, threads=per_worker, verify=verify, backend=backend, streams=streams
+    )
     if checkpoint is not None:
         check_checkpoint(checkpoint, loaded)
     if loaded.self_check is not None:
@@ -146,7 +149,9 @@ def serve_command(
             from semphase.serve.finetune import FineTuner
 
             def load(path: Path):  # a fine-tuned or rolled-back model, always self-checked
-                return load_model(path, provider=provider, threads=per_worker, verify=True, backend=backend)
+                return load_model(
+                    path, provider=provider, threads=per_worker, verify=True, backend=backend, streams=streams
+                )
 
             finetuner = FineTuner(labelling, Path(model), checkpoint, load, train_args)
         except BaseException:

@@ -27,6 +27,7 @@ from semphase.cli.options import (
     PixelSize,
     Probs,
     Provider,
+    Streams,
     Threads,
     Tile,
     Uncertainty,
@@ -232,6 +233,7 @@ def register(app: typer.Typer) -> None:
         batch: Batch = 2,
         window: Window = "gaussian",
         threads: Threads = None,
+        streams: Streams = None,
         provider: Provider = "auto",
         backend: Backend = "auto",
         databar: Databar = "auto",
@@ -269,7 +271,13 @@ def register(app: typer.Typer) -> None:
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
                 loaded = load_checked_model(
-                    model, options, provider=provider, threads=threads, verify=verify, backend=backend
+                    model,
+                    options,
+                    provider=provider,
+                    threads=threads,
+                    verify=verify,
+                    backend=backend,
+                    streams=streams,
                 )
                 watcher.use(loaded, options)
                 if loaded.self_check is not None:

@@ -16,12 +16,19 @@ model. The precision OpenVINO used is recorded with the backend.
 ``backend="auto"`` (:func:`choose`) picks, among the backends installed and able to run this provider
 (OpenVINO only for the CPU), the fastest one whose outputs pass the file's self-check on this machine:
 each passing backend runs the model's tile once to warm up and three times timed, and the faster median
-wins. The choice is cached per model (sha256), machine (CPU, instruction sets), versions and threads in
-``choices.json`` under :func:`cache_dir`, so it is measured once, not at every start.
+wins. The choice is cached per model (sha256), machine (CPU, instruction sets), versions, threads and
+streams in ``choices.json`` under :func:`cache_dir`, so it is measured once, not at every start.
+
+Both backends run a model's **streams** (:attr:`semphase.runtime.model.SegmentationModel.streams`): that
+many calls at once, each on its share of the threads, instead of one call spread over all of them. An
+onnxruntime session then has ``threads / streams`` intra-op threads and is called from several threads at
+once (its ``run`` is thread-safe); OpenVINO compiles with ``NUM_STREAMS`` and gives each calling thread
+its own infer request. :func:`timed` measures the same way: one call per stream at once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import sys
@@ -78,14 +85,23 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(
-        self, source: str | os.PathLike | bytes, threads: int | None, path: Path, f32: bool = False
+        self,
+        source: str | os.PathLike | bytes,
+        threads: int | None,
+        path: Path,
+        f32: bool = False,
+        streams: int = 1,
     ) -> None:
         ov = import_openvino()
         self.version = ov.__version__.split("-")[0]
         config = dict(OPENVINO_CONFIG)
         if f32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        if threads is not None:
+        if streams > 1:  # ``threads`` is then each stream's share, as for onnxruntime
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=int(streams))
+            if threads is not None:
+                config["INFERENCE_NUM_THREADS"] = int(threads) * int(streams)
+        elif threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             core = ov.Core()
@@ -142,15 +158,29 @@ def cache_dir() -> Path:
     return Path(base) / "semphase"
 
 
-def timed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> float:
-    """Median seconds of :data:`TIMED_RUNS` runs of ``run(x)`` after one warm-up run."""
-    run(x)
-    seconds = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        run(x)
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+def timed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, streams: int = 1) -> float:
+    """Median seconds of :data:`TIMED_RUNS` rounds of ``run(x)`` after one warm-up round, divided by
+    ``streams``: a round is ``streams`` calls at once, one per thread, as the sliding window runs them."""
+    if streams < 2:
+        rounds = run
+    else:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=streams, thread_name_prefix="semphase-time")
+
+        def rounds(x: np.ndarray) -> None:
+            for future in [pool.submit(run, x) for _ in range(streams)]:
+                future.result()
+
+    try:
+        rounds(x)
+        seconds = []
+        for _ in range(TIMED_RUNS):
+            start = time.perf_counter()
+            rounds(x)
+            seconds.append(time.perf_counter() - start)
+    finally:
+        if streams >= 2:
+            pool.shutdown(wait=True)
+    return float(np.median(seconds)) / max(streams, 1)
 
 
 class ChoiceCache:
@@ -184,9 +214,9 @@ class ChoiceCache:
             pass
 
 
-def choice_key(sha256: str, threads: int | None, variant: str) -> str:
+def choice_key(sha256: str, threads: int | None, variant: str, streams: int = 1) -> str:
     """What a measured choice depends on: the model, the CPU and its instruction sets, both backends'
-    versions, the threads."""
+    versions, the threads and streams."""
     import onnxruntime
 
     from semphase.machine import cpu_summary
@@ -195,4 +225,4 @@ def choice_key(sha256: str, threads: int | None, variant: str) -> str:
     isa = ",".join(sorted(k for k, v in cpu["instruction_sets"].items() if v))
     parts = [f"v{CHOICE_FORMAT}", sha256, variant, cpu["cpu"], isa, onnxruntime.__version__]
     parts.append(openvino_version() or "-")
-    return "|".join([*parts, str(threads)])
+    return "|".join([*parts, str(threads)] + ([f"streams={streams}"] if streams > 1 else []))

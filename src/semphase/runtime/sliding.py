@@ -257,9 +257,10 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
     sum takes its tiles' weighted logits in the same order as a whole-image accumulator would (tile rows
     top to bottom, tiles left to right), so the labels are bitwise those of such an accumulator.
 
-    The model runs one batch ahead on a worker thread (:class:`_Ahead`): while this thread weighs, adds
+    The model runs one batch ahead on worker threads (:class:`_Ahead`): while this thread weighs, adds
     and labels batch k (and the caller writes the band it yields), the model computes batch k + 1, so the
-    blending is off the model's critical path. The arithmetic and its order are unchanged.
+    blending is off the model's critical path; a model with several streams computes the parts of a batch
+    at once. The arithmetic and its order are unchanged.
     """
     rows, cols = plan.rows, plan.cols
     width = cols.length
@@ -291,8 +292,8 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
         row.finish()
         return Band(y, plan.finalized_before(index), row.labels, strip[: row.n_out, :width], row.blended)
 
-    with _Ahead(run, batches()) as ahead:
-        for (band_index, y, strip, chunk, w, tiles), out in ahead:
+    with _Ahead(run, batches(), getattr(model, "streams", 1)) as ahead:
+        for (band_index, y, strip, chunk, w, tiles), parts in ahead:
             if band_index != current[0]:
                 if row is not None:
                     carry = row.next_carry
@@ -306,11 +307,14 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
                 )
                 current = (band_index, y, strip)
                 blend = {size: blend_window(h, size, window) for size in widths}
-            if out.shape != (len(chunk), classes, tiles.shape[1], w):
-                raise ValueError(f"model returned logits of shape {out.shape} for tiles {tiles.shape}")
-            out *= blend[w]
-            for k, x in enumerate(chunk):
-                row.add(x, out[k])
+            xs = iter(chunk)
+            for count, out in parts:
+                if out.shape != (count, classes, tiles.shape[1], w):
+                    shape = (count, *tiles.shape[1:])
+                    raise ValueError(f"model returned logits of shape {out.shape} for tiles {shape}")
+                out *= blend[w]
+                for k in range(count):
+                    row.add(next(xs), out[k])
             done += len(chunk)
             if progress is not None:
                 progress(done, plan.count)
@@ -319,18 +323,29 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
 
 
 class _Ahead:
-    """The model's outputs for ``jobs`` (tuples whose last item is the batch), in order, each computed on a
-    worker thread while the caller works on the one before: ``for job, out in ahead``. onnxruntime and
-    OpenVINO release the GIL while they run, so the caller's numpy work overlaps the model's.
+    """The model's outputs for ``jobs`` (tuples whose last item is the batch), in order, computed on worker
+    threads while the caller works on the batch before: ``for job, parts in ahead``, where ``parts`` is a
+    list of (tiles, their logits) covering the batch in order. onnxruntime and OpenVINO release the GIL
+    while they run, so the caller's numpy work overlaps the model's.
 
-    Used as a context manager: leaving it (the caller stopped early, an error, Ctrl-C) lets the batch under
-    way finish, starts no other, and joins the thread. An error of the model is raised in the caller, with
+    A model with ``streams`` > 1 (:attr:`semphase.runtime.model.SegmentationModel.streams`) gets that many
+    threads: each batch is cut into up to ``streams`` parts run at once, and the next batch's parts queue
+    behind them, so a stream that finishes first starts on the next batch instead of waiting for the
+    slowest part (or idling beside a batch of one tile, the last of a tile row).
+
+    Used as a context manager: leaving it (the caller stopped early, an error, Ctrl-C) lets the calls under
+    way finish, starts no other, and joins the threads. An error of the model is raised in the caller, with
     the job it belongs to.
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], jobs: Iterator[tuple]) -> None:
+    def __init__(
+        self, run: Callable[[np.ndarray], np.ndarray], jobs: Iterator[tuple], streams: int = 1
+    ) -> None:
         self.run, self.jobs = run, jobs
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="semphase-model")
+        self.streams = max(1, int(streams))
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.streams, thread_name_prefix="semphase-model"
+        )
 
     def __enter__(self) -> _Ahead:
         return self
@@ -340,14 +355,19 @@ class _Ahead:
 
     def _submit(self):
         job = next(self.jobs, None)
-        return None if job is None else (job, self.pool.submit(self.run, job[-1]))
+        if job is None:
+            return None
+        tiles = job[-1]
+        cuts = np.linspace(0, len(tiles), min(self.streams, len(tiles)) + 1).astype(int).tolist()
+        parts = zip(cuts[:-1], cuts[1:], strict=True)
+        return job, [(b - a, self.pool.submit(self.run, tiles[a:b])) for a, b in parts]
 
-    def __iter__(self) -> Iterator[tuple[tuple, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[tuple, list[tuple[int, np.ndarray]]]]:
         pending = self._submit()
         while pending is not None:
-            job, future = pending
-            pending = self._submit()  # queued behind the running batch: the worker never waits for us
-            yield job, future.result()
+            job, futures = pending
+            pending = self._submit()  # queued behind the running calls: the workers never wait for us
+            yield job, [(count, future.result()) for count, future in futures]
 
 
 class _TileRow:

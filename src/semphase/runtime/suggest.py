@@ -196,6 +196,7 @@ class PassStack:
         self.flips = FLIPS if flips else ((),)
         self.photometric = PHOTOMETRIC if photometric else ()
         self.tile_size, self.overlap = model.tile_size, model.overlap
+        self.streams = getattr(model, "streams", 1)  # its passes run on the calling stream's thread
         passes = len(self.flips) + len(self.photometric)
         self.classes = [f"{name}/{k}" for k in range(passes) for name in model.classes]
 
