@@ -50,6 +50,47 @@ def test_onnxruntime_is_the_default_and_gives_the_masks_of_before(model, tmp_pat
     assert record["backend"]["name"] == "onnxruntime" and record["backend"]["choice"] == "requested"
 
 
+def test_two_streams_give_the_masks_of_one_and_every_result_records_them(model, tmp_path, capsys):
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    write_image(image, micrograph(300, 340, seed=5))  # 2 x 2 tiles of 192 px: batches to split
+    for streams in ("1", "2"):
+        argv = ["segment", model, image, "--out", tmp_path / streams, "--streams", streams, "--threads", "2"]
+        code, _, err = run_semphase([*argv, "--tile", "192", "--backend", "onnxruntime", "-q"], capsys)
+        assert code == 0, err
+    one, two = (json.loads((tmp_path / d / "a.json").read_text())["model"] for d in ("1", "2"))
+    assert (one["streams"], one["threads"]) == (1, 2) and (two["streams"], two["threads"]) == (2, 1)
+    assert (tmp_path / "1" / "a_mask.png").read_bytes() == (tmp_path / "2" / "a_mask.png").read_bytes()
+    with pytest.raises(InputError, match="streams must be >= 1"):
+        load_model(model, streams=0)
+
+
+def test_streams_follow_the_threads_on_a_cpu_and_stay_one_on_a_gpu(monkeypatch):
+    from semphase import machine
+    from semphase.runtime.model import plan_streams
+
+    cpu, gpu = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(machine, "physical_cores", lambda: 8)
+    assert plan_streams(None, None, cpu) == (4, 2)  # every core, two streams of half of them
+    assert plan_streams(6, None, cpu) == (3, 2) and plan_streams(6, 3, cpu) == (2, 3)
+    assert plan_streams(1, None, cpu) == (1, 1)  # one thread: one stream, as before streams
+    assert plan_streams(None, None, gpu) == (None, 1) and plan_streams(4, 1, cpu) == (4, 1)
+    monkeypatch.setattr(machine, "physical_cores", lambda: 1)
+    assert plan_streams(None, None, cpu) == (None, 1)  # onnxruntime's own default, as before
+
+
+def test_timing_runs_one_call_per_stream_at_once():
+    import threading
+
+    barrier = threading.Barrier(2, timeout=5)  # broken when the calls of a round come one at a time
+
+    def run(x):
+        barrier.wait()
+        return x
+
+    assert backends.timed(run, np.zeros(1), streams=2) >= 0.0
+
+
 def test_a_missing_openvino_is_one_line_for_openvino_and_onnxruntime_for_auto(
     model, monkeypatch, capsys, tmp_path
 ):
@@ -158,6 +199,14 @@ def test_openvino_runs_the_file_and_every_result_says_so(model, tmp_path, capsys
     assert code == 0, err
     ov, ort = (read_raw(tmp_path / d / "a_mask.png") for d in ("ov", "ort"))
     assert ov.shape == ort.shape == (160, 200) and (ov == ort).mean() > 0.999
+    # two streams: OpenVINO compiles two, each calling thread has its own request, the masks are the same
+    two = load_model(model, backend="openvino", threads=2, streams=2)
+    assert two.streams == 2 and int(two.backend.compiled.get_property("NUM_STREAMS")) == 2
+    from semphase.runtime.sliding import segment_array
+
+    pixels = micrograph(300, 340, seed=5)
+    one = load_model(model, backend="openvino", threads=2, streams=1)
+    assert (segment_array(two, pixels, tile=192) == segment_array(one, pixels, tile=192)).all()
 
 
 @pytest.mark.parametrize(("variant", "precision"), [("fp32", "f32"), ("int8", "bf16")])
