@@ -19,7 +19,9 @@ and I/O cost. Writes ``segment_throughput.json`` and ``segment_throughput.md`` t
 ``--backend`` runs the raw timing and the command on that backend (``semphase segment --backend``);
 ``--tiles model,1024`` runs each micrograph once per setting in turn, repeat after repeat (interleaved, so
 a slower spell of the machine hits every setting): a number is ``segment --tile``, ``model`` the model's
-recommendation (the default).
+recommendation (the default). ``--streams default,1`` does the same for ``segment --streams`` (``default``:
+segment's own choice); the raw model is then timed at each of them, one call per stream at once, and every
+row's efficiency is against the fastest of those raw timings: what the network alone manages at its best.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tiles", default="model", help="comma-separated: a tile size (--tile) or model (its recommendation)"
     )
+    p.add_argument(
+        "--streams", default="default", help="comma-separated: segment --streams N, or default (segment's)"
+    )
     p.add_argument("--batch", type=int, default=None, help="tiles per call (default: semphase's)")
     p.add_argument("--raw-tiles", type=int, default=24, help="tiles timed for the raw model throughput")
     p.add_argument("--repeat", type=int, default=1, help="end-to-end runs per size (median reported)")
@@ -83,40 +88,61 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def raw_throughput(
-    model_path: Path, threads: int | None, batch: int, tiles: int, backend: str | None = None
+    model_path: Path,
+    threads: int | None,
+    batch: int,
+    tiles: int,
+    backend: str | None = None,
+    streams: int | None = None,
 ) -> dict:
     """Median per-tile seconds of the bare model on non-overlapping tiles of its recommended size."""
     from semphase.runtime.model import load_model
 
-    model = load_model(model_path, threads=threads, **({"backend": backend} if backend else {}))
+    options = {"backend": backend} if backend else {}
+    model = load_model(model_path, threads=threads, streams=streams, **options)
     return {**time_tiles(model, batch, tiles), "backend": model.backend.name}
 
 
 def time_tiles(model, batch: int, tiles: int, tile: int | None = None) -> dict:
     """Median per-tile seconds of a loaded model on non-overlapping ``tile`` px tiles (default: its
-    recommended size) of a rendered synthetic micrograph, ``batch`` at a time after one warm-up batch."""
+    recommended size) of a rendered synthetic micrograph, ``batch`` at a time after one warm-up round.
+
+    A model with several streams (``model.streams``) gets one batch per stream at once, each on its own
+    thread, as the sliding window runs it; a round's seconds are divided by all the tiles it computed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from semphase.data.synth.render import prepare
 
     t = tile or model.tile_size
-    side = t * int(np.ceil(np.sqrt(max(tiles, batch))))
+    streams = int(getattr(model, "streams", 1))
+    group = batch * streams
+    side = t * int(np.ceil(np.sqrt(max(tiles, group))))
     scene = prepare(side, side, 3, 700)
     image = np.empty((side, side), np.uint8)
     for y0, y1 in scene.bands():
         image[y0:y1], _ = scene.render(y0, y1)
     crops = [image[y : y + t, x : x + t] for y in range(0, side, t) for x in range(0, side, t)][:tiles]
-    model.logits(np.stack(crops[:batch]))  # warm-up: session buffers
-    per_tile = []
-    for i in range(0, len(crops) - batch + 1, batch):
-        chunk = np.stack(crops[i : i + batch])
-        start = time.perf_counter()
-        model.logits(chunk)
-        per_tile.append((time.perf_counter() - start) / batch)
+    crops += crops[: max(group - len(crops), 0)]
+    with ThreadPoolExecutor(max_workers=streams) as pool:
+
+        def one_round(first: int) -> None:
+            chunks = [np.stack(crops[first + k * batch : first + (k + 1) * batch]) for k in range(streams)]
+            for future in [pool.submit(model.logits, chunk) for chunk in chunks]:
+                future.result()
+
+        one_round(0)  # warm-up: session buffers, every stream's request
+        per_tile = []
+        for i in range(0, len(crops) - group + 1, group):
+            start = time.perf_counter()
+            one_round(i)
+            per_tile.append((time.perf_counter() - start) / group)
     seconds = float(np.median(per_tile))
     return {
         "tile": t,
         "overlap": model.overlap,
         "batch": batch,
-        "tiles_timed": len(per_tile) * batch,
+        "streams": streams,
+        "tiles_timed": len(per_tile) * group,
         "seconds_per_tile": seconds,
         "mpix_per_s": t * t / 1e6 / seconds,
         "variant": model.variant,
@@ -133,6 +159,7 @@ def end_to_end(
     backend: str | None = None,
     tile: int | None = None,
     overlap: int | None = None,
+    streams: int | None = None,
 ) -> dict:
     """Run ``semphase segment`` on one micrograph in a child; seconds, peak RSS, and its phase table."""
     from semphase.benchmarks.rss import run_child
@@ -141,6 +168,7 @@ def end_to_end(
     argv += ["--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
     argv += (["--backend", backend] if backend else []) + (["--tile", str(tile)] if tile else [])
     argv += ["--overlap", str(overlap)] if overlap is not None else []
+    argv += ["--streams", str(streams)] if streams is not None else []
     done = run_child(argv)
     if done.returncode != 0:  # the child's last stderr line is its peak-memory report: show the one before
         said = [line for line in done.stderr.strip().splitlines() if not line.startswith('{"peak_rss_mb"')]
@@ -150,8 +178,11 @@ def end_to_end(
     return {"process_s": done.wall_s, **memory, "result": result}
 
 
-def _row(runs: list[dict], width: int, height: int, args, raw: dict, setting: int | None) -> dict:
-    """One table row: the median of one micrograph's runs at one tile setting."""
+def _row(
+    runs: list[dict], width: int, height: int, args, raw: dict, setting: tuple[int | None, int | None]
+) -> dict:
+    """One table row: the median of one micrograph's runs at one (tile, streams) setting; efficiency
+    against ``raw``, the fastest raw timing."""
     from semphase.runtime.tiling import plan_tiles
 
     seconds = [r["result"]["seconds"]["total"] for r in runs]
@@ -168,7 +199,8 @@ def _row(runs: list[dict], width: int, height: int, args, raw: dict, setting: in
         "streamed": result.get("streamed"),
         "format": result.get("format", "png"),
         "backend": (result.get("model") or {}).get("backend", {}).get("name"),
-        "tile_setting": "model" if setting is None else "--tile",
+        "tile_setting": "model" if setting[0] is None else "--tile",
+        "streams": (result.get("model") or {}).get("streams", 1),
         "tile": tiling["tile"],
         "megapixels": width * (height + args.databar) / 1e6,
         "analysed_megapixels": analysed / 1e6,
@@ -192,13 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     from semphase.runtime.sliding import DEFAULT_BATCH
 
     batch = args.batch or DEFAULT_BATCH
-    settings = [None if t.strip() == "model" else int(t) for t in args.tiles.split(",") if t.strip()]
+    tiles = [None if t.strip() == "model" else int(t) for t in args.tiles.split(",") if t.strip()]
+    streams = [None if v.strip() == "default" else int(v) for v in args.streams.split(",") if v.strip()]
+    settings = [(tile, n) for n in streams for tile in tiles]
     args.out.mkdir(parents=True, exist_ok=True)
-    raw = raw_throughput(args.model, args.threads, batch, args.raw_tiles, args.backend)
-    print(
-        f"raw model ({raw['backend']}): {raw['seconds_per_tile'] * 1000:.1f} ms per {raw['tile']} px tile, "
-        f"{raw['mpix_per_s']:.2f} MP/s"
-    )
+    raws = [raw_throughput(args.model, args.threads, batch, args.raw_tiles, args.backend, n) for n in streams]
+    for one in raws:
+        print(
+            f"raw model ({one['backend']}, {one['streams']} stream(s)): {one['seconds_per_tile'] * 1000:.1f} "
+            f"ms per {one['tile']} px tile, {one['mpix_per_s']:.2f} MP/s"
+        )
+    raw = max(raws, key=lambda r: r["mpix_per_s"])
     rows = []
     for width, height in (_size(text) for text in args.sizes.split(",") if text.strip()):
         name = f"{'montage' if args.montage else 'micrograph'}_{width}x{height}"
@@ -213,22 +249,25 @@ def main(argv: list[str] | None = None) -> int:
                 pixel_size_um=0.05,
                 **layout,
             )
-        runs: dict[int | None, list[dict]] = {setting: [] for setting in settings}
+        runs: dict[tuple, list[dict]] = {setting: [] for setting in settings}
         for _ in range(args.repeat):  # interleaved: each setting once per repeat
             for setting in settings:
-                out = args.out / f"out_{name}_{setting or 'model'}"
+                tile, n = setting
+                out = args.out / f"out_{name}_{tile or 'model'}_{n or 'default'}"
                 runs[setting].append(
-                    end_to_end(args.model, tif, out, args.threads, batch, args.backend, setting, args.overlap)
+                    end_to_end(args.model, tif, out, args.threads, batch, args.backend, tile, args.overlap, n)
                 )
         for setting in settings:
             row = _row(runs[setting], width, height, args, raw, setting)
             rows.append(row)
             print(
-                f"{row['size']} tile {row['tile']} ({row['tile_setting']}): {row['seconds']:.1f} s, "
+                f"{row['size']} tile {row['tile']} ({row['tile_setting']}), {row['streams']} stream(s): "
+                f"{row['seconds']:.1f} s, "
                 f"{row['mpix_per_s']:.2f} MP/s, efficiency {row['efficiency']:.2f}, work "
                 f"{row['work_ratio']:.3f}, peak RSS {row['peak_rss_mb']:.0f} MiB"
             )
-    report = {"model": str(args.model), "raw": raw, "rows": rows, "machine": machine_info(args.threads)}
+    report = {"model": str(args.model), "raw": raw, "raws": raws, "rows": rows}
+    report["machine"] = machine_info(args.threads)
     report["command"] = " ".join(["python", "benchmarks/segment_throughput.py", *(argv or sys.argv[1:])])
     (args.out / "segment_throughput.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (args.out / "segment_throughput.md").write_text(render(report), encoding="utf-8")
@@ -248,17 +287,23 @@ def render(report: dict) -> str:
         f"onnxruntime {m.get('versions', {}).get('onnxruntime')}; {raw['variant']} model, "
         f"tile {raw['tile']}, overlap {raw['overlap']}, batch {raw['batch']}.",
         "",
-        f"Raw model throughput ({raw.get('backend')}) on non-overlapping {raw['tile']} px tiles: "
-        f"{raw['seconds_per_tile'] * 1000:.1f} ms per tile, {raw['mpix_per_s']:.2f} MP/s.",
+        "Raw model throughput on non-overlapping "
+        f"{raw['tile']} px tiles (efficiency is against the fastest): "
+        + "; ".join(
+            f"{r.get('backend')}, {r.get('streams', 1)} stream(s): {r['seconds_per_tile'] * 1000:.1f} ms per "
+            f"tile, {r['mpix_per_s']:.2f} MP/s"
+            for r in report.get("raws", [raw])
+        )
+        + ".",
         "",
-        "| micrograph | input -> outputs | backend | tile | seconds | MP/s | efficiency vs raw "
+        "| micrograph | input -> outputs | backend | streams | tile | seconds | MP/s | efficiency vs raw "
         "| tiled work / pixels | peak RSS |",
-        "|:---|:---|:---|---:|---:|---:|---:|---:|---:|",
+        "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
             f"| {r['size']} | {r.get('input', 'TIFF')} -> {r.get('format', 'png')} | {r.get('backend')} | "
-            f"{r.get('tile')} | {r['seconds']:.1f} | "
+            f"{r.get('streams', 1)} | {r.get('tile')} | {r['seconds']:.1f} | "
             f"{r['mpix_per_s']:.2f} | {r['efficiency']:.2f} | {r['work_ratio']:.2f} | "
             f"{r['peak_rss_mb']:.0f} MiB |"
         )
