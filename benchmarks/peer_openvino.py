@@ -182,18 +182,25 @@ def _resolved(compiled) -> dict:
 
 
 def open_model(spec: dict):
-    """The configuration in ``spec`` as an object with ``logits(batch_u8)`` and the tiling attributes."""
+    """The configuration in ``spec`` as an object with ``logits(batch_u8)`` and the tiling attributes.
+
+    Every configuration runs one call at a time on all ``threads`` (``streams=1``), as the OpenVINO rows'
+    single infer request does: this compares the backends call for call; what two streams add is
+    measured end to end by ``segment_throughput.py --streams``."""
     if spec["backend"] in ("onnxruntime", "auto"):
         from semphase.runtime.model import load_model
 
         if spec["backend"] == "auto":  # what `semphase segment --backend auto` runs: self-checked, measured
-            return load_model(spec["path"], provider="cpu", threads=spec["threads"], backend="auto")
+            return load_model(
+                spec["path"], provider="cpu", threads=spec["threads"], backend="auto", streams=1
+            )
         return load_model(
             spec["path"],
             provider="cpu",
             threads=spec["threads"],
             verify=False,
             session_options=spec["session_options"],
+            streams=1,
         )
     return OpenVinoModel.compile(Path(spec["path"]), spec["threads"], spec["hint"], spec["meta"])
 
@@ -407,7 +414,7 @@ def _ort_options(path: Path, threads: int) -> tuple[dict, dict]:
     from semphase.runtime.model import load_model
 
     try:
-        model = load_model(path, provider="cpu", threads=threads, verify=True)
+        model = load_model(path, provider="cpu", threads=threads, verify=True, streams=1)
     except InputError as exc:  # measured anyway, with default options: the refusal is part of the result
         return {}, {"status": "refused", "reason": str(exc)}
     verdict = model.self_check.as_dict()
