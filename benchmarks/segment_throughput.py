@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "--streams", default="default", help="comma-separated: segment --streams N, or default (segment's)"
     )
     p.add_argument("--batch", type=int, default=None, help="tiles per call (default: semphase's)")
-    p.add_argument("--raw-tiles", type=int, default=24, help="tiles timed for the raw model throughput")
+    p.add_argument("--raw-tiles", type=int, default=64, help="tiles timed for the raw model throughput")
     p.add_argument("--repeat", type=int, default=1, help="end-to-end runs per size (median reported)")
     p.add_argument("--databar", type=int, default=96, help="rows of data bar appended to each micrograph")
     p.add_argument("--out", type=Path, required=True, help="folder for the micrographs, outputs and report")
