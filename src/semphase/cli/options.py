@@ -214,6 +214,15 @@ def segmentation_settings(params: Mapping[str, Any]) -> SegmentOptions:
         return SegmentOptions(**{name: params[name] for name in SETTINGS})
 
 
+#: The parameters of `segment` and `watch` that say how the network runs (:func:`load_checked_model`'s).
+MODEL_SETTINGS = ("provider", "threads", "verify", "backend", "streams")
+
+
+def model_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`load_checked_model`'s keywords from a command's parameters (``ctx.params``)."""
+    return {name: params[name] for name in MODEL_SETTINGS}
+
+
 def load_checked_model(
     path: Path,
     options: SegmentOptions,

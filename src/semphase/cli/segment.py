@@ -30,6 +30,7 @@ from semphase.cli.options import (
     Window,
     check_backend,
     load_checked_model,
+    model_settings,
     segmentation_settings,
 )
 from semphase.errors import display_path
@@ -113,15 +114,7 @@ def register(app: typer.Typer) -> None:
             )
             executor = DaskExecutor(settings, classes)
         else:
-            loaded = load_checked_model(
-                model,
-                options,
-                provider=provider,
-                threads=threads,
-                verify=verify,
-                backend=backend,
-                streams=streams,
-            )
+            loaded = load_checked_model(model, options, **model_settings(ctx.params))
             if not quiet and loaded.self_check is not None:
                 say_self_check(loaded.self_check)
             executor, variant = InProcess(loaded), loaded.variant

@@ -34,6 +34,7 @@ from semphase.cli.options import (
     Verify,
     Window,
     load_checked_model,
+    model_settings,
     segmentation_settings,
 )
 from semphase.errors import display_path
@@ -270,15 +271,7 @@ def register(app: typer.Typer) -> None:
             )
             reporter.watcher = watcher
             with watcher:  # the lock comes first: a refused start never loads the model
-                loaded = load_checked_model(
-                    model,
-                    options,
-                    provider=provider,
-                    threads=threads,
-                    verify=verify,
-                    backend=backend,
-                    streams=streams,
-                )
+                loaded = load_checked_model(model, options, **model_settings(ctx.params))
                 watcher.use(loaded, options)
                 if loaded.self_check is not None:
                     reporter.logger.info(f"model    - {loaded.self_check.line()}")
