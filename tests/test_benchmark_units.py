@@ -11,7 +11,13 @@ import pytest
 from semphase.benchmarks.accuracy import ParityRun, agreement_counts, agreement_from_counts
 from semphase.benchmarks.rss import maxrss_to_mb, run_child
 from semphase.benchmarks.timing import latency_summary, megapixels, mpix_per_s, percentile, time_runs
-from semphase.machine import INT8_FLAGS, instruction_sets, parse_cpuinfo, parse_meminfo
+from semphase.machine import (
+    INT8_FLAGS,
+    count_processor_records,
+    instruction_sets,
+    parse_cpuinfo,
+    parse_meminfo,
+)
 
 # Two logical CPUs of one core each (hyper-threads off), shortened from a real Sapphire Rapids VM.
 CPUINFO_X86 = """processor\t: 0
@@ -104,6 +110,21 @@ def test_parse_cpuinfo_counts_hyperthreads_once_and_sees_missing_flags():
     # describes the host); the OS flags answer the rest.
     isa = instruction_sets(info["flags"], {"AVX512VNNI": True, "AVX2": False})
     assert isa["avx512_vnni"] is True and isa["avx2"] is False and isa["amx_int8"] is False
+
+
+def test_windows_processor_records_are_counted_one_per_core():
+    """What GetLogicalProcessorInformationEx(RelationProcessorCore) returns on a 4-core PC with
+    hyper-threading: four variable-size records (relationship 0, their size, then the core's group masks)."""
+
+    def record(size: int) -> bytes:
+        return (0).to_bytes(4, "little") + size.to_bytes(4, "little") + bytes(size - 8)
+
+    four = record(48) * 3 + record(56)  # a record's size is its own, not a fixed stride
+    assert count_processor_records(four) == 4
+    assert count_processor_records(four + b"\x00" * 6) == 4  # a tail shorter than a header is not a core
+    assert count_processor_records(four[:-1]) == 3  # nor a record cut short
+    assert count_processor_records(record(48) + bytes(8)) == 1  # a zero size ends the walk
+    assert count_processor_records(b"") == 0
 
 
 def test_parse_cpuinfo_arm_and_unknowns_stay_unknown():

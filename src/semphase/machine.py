@@ -116,6 +116,41 @@ def _windows_memory() -> int | None:
     return None
 
 
+def count_processor_records(data: bytes) -> int:
+    """Records in a ``GetLogicalProcessorInformationEx`` buffer: each starts with two little-endian DWORDs,
+    its relationship and its size in bytes; asked for ``RelationProcessorCore``, one record per physical
+    core (hyper-threads of a core share it)."""
+    count = offset = 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if size < 8 or offset + size > len(data):
+            break
+        count += 1
+        offset += size
+    return count
+
+
+def _windows_physical_cores() -> int | None:
+    """Physical cores from Windows' ``GetLogicalProcessorInformationEx`` (None if it cannot say)."""
+    try:
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        relation_processor_core = 0
+        length = ctypes.c_ulong(0)
+        kernel32.GetLogicalProcessorInformationEx(relation_processor_core, None, ctypes.byref(length))
+        if not length.value:
+            return None
+        buffer = ctypes.create_string_buffer(length.value)
+        if not kernel32.GetLogicalProcessorInformationEx(
+            relation_processor_core, buffer, ctypes.byref(length)
+        ):
+            return None
+        return count_processor_records(buffer.raw[: length.value]) or None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def numpy_cpu_features() -> dict[str, bool]:
     """numpy's runtime CPU feature detection (works on every OS); empty when this numpy hides it."""
     for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
@@ -185,6 +220,7 @@ def _probe_os() -> dict:
         flags = {f.lower().replace("avx512vnni", "avx512_vnni") for f in features.split()} or None
     elif system == "Windows":
         memory = _windows_memory()
+        physical = _windows_physical_cores()
     cpu = cpu or platform.processor() or platform.machine() or None
     return {"cpu": cpu, "logical_cpus": logical, "physical_cores": physical, "memory": memory, "flags": flags}
 

@@ -325,8 +325,8 @@ def _run(model, strips: _Strips, plan: TilePlan, batch, window, tta, progress, w
 class _Ahead:
     """The model's outputs for ``jobs`` (tuples whose last item is the batch), in order, computed on worker
     threads while the caller works on the batch before: ``for job, parts in ahead``, where ``parts`` is a
-    list of (number of tiles, their logits) covering the batch in order. onnxruntime and OpenVINO release the GIL
-    while they run, so the caller's numpy work overlaps the model's.
+    list of (number of tiles, their logits) covering the batch in order. onnxruntime and OpenVINO release
+    the GIL while they run, so the caller's numpy work overlaps the model's.
 
     A model with ``streams`` > 1 (:attr:`semphase.runtime.model.SegmentationModel.streams`) gets that many
     threads: each batch is cut into up to ``streams`` parts run at once, and the next batch's parts queue
