@@ -119,7 +119,7 @@ def test_windows_processor_records_are_counted_one_per_core():
     def record(size: int) -> bytes:
         return (0).to_bytes(4, "little") + size.to_bytes(4, "little") + bytes(size - 8)
 
-    four = record(48) * 3 + record(56)  # a record's size is its own, not a fixed stride
+    four = record(56) + record(48) * 3  # a record's size is its own, not a fixed stride
     assert count_processor_records(four) == 4
     assert count_processor_records(four + b"\x00" * 6) == 4  # a tail shorter than a header is not a core
     assert count_processor_records(four[:-1]) == 3  # nor a record cut short
