@@ -297,7 +297,9 @@ def test_markdown_and_html_writers_show_the_same_cells_and_escape_reasons():
     assert "| FP32 | 0.5000 | 0.6000 | 0.7000 | +0.0000 | 100.000% | - | - | ok |" in md
     assert "| FP16 | - | - | - | - | - | - | - | failed: bad \\| <script>x</script> |" in md
     assert "| FP32 | 1024 x 1024 | 1.0 | 2.00 | 0.524 | 321 | 0.20 | - | ok |" in md
-    assert "| FP32 | 1 | 512 x 512 | 12.3 | 15.0 | 12.3 | 81.00 | - | ok |" in md
+    assert (
+        "| FP32 | 1 | 1 | 512 x 512 | 12.3 | 15.0 | 12.3 | 81.00 | - | ok |" in md
+    )  # a report without streams: 1
     assert "amx_int8 unknown" in md  # None is unknown, never "no"
     page = render_html(report, ".")
     assert "<script>" not in page and "bad | &lt;script&gt;x&lt;/script&gt;" in page
@@ -320,3 +322,21 @@ def test_the_child_records_the_tiling_it_ran(tmp_path, capsys):
     assert main([str(model), str(tmp_path / "a.png"), "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["tile"], report["overlap"]) == (128, 32)
+
+
+def test_latency_runs_one_call_per_stream_at_once_and_counts_every_streams_tiles():
+    import threading
+
+    from semphase.benchmarks.speed import measure_latency
+
+    class TwoStreams:
+        tile_size, streams = 64, 2
+        barrier = threading.Barrier(2, timeout=5)  # broken when the calls of a run come one at a time
+
+        def logits(self, batch):
+            self.barrier.wait()
+            return np.zeros((len(batch), 5, 64, 64), np.float32)
+
+    (row,) = measure_latency(TwoStreams(), "INT8", [3], warmup=1, repeat=3)
+    assert row["status"] == "ok", row["reason"]
+    assert row["streams"] == 2 and row["per_tile_ms"] == pytest.approx(row["median_ms"] / 6)

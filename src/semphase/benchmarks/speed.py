@@ -1,8 +1,10 @@
 """Speed on this machine: per-tile latency (in this process) and end-to-end tiled segmentation (in a child).
 
 Latency times ``model.logits`` on a batch of real-looking tiles (a synthetic micrograph), median and p95
-over timed runs after warm-up. End-to-end runs :mod:`semphase.benchmarks.child` once per variant and
-micrograph size, so every row's peak RSS is that of a fresh process doing just that job.
+over timed runs after warm-up; a model with several streams gets one call per stream at once in each run,
+as the sliding window runs it, so its tiles per second are what segmenting a large micrograph gets.
+End-to-end runs :mod:`semphase.benchmarks.child` once per variant and micrograph size, so every row's
+peak RSS is that of a fresh process doing just that job.
 """
 
 from __future__ import annotations
@@ -44,21 +46,37 @@ def measure_latency(
 
     Returns
     -------
-    One row per batch size: ``variant``, ``batch``, ``tile``, ``status``, ``reason`` and the fields of
-    :func:`~semphase.benchmarks.timing.latency_summary`. A call that raises gives a failed row.
+    One row per batch size: ``variant``, ``batch``, ``streams``, ``tile``, ``status``, ``reason`` and the
+    fields of :func:`~semphase.benchmarks.timing.latency_summary` (per run of ``streams`` calls at once: its
+    ``per_tile_ms`` and ``tiles_per_s`` count the tiles of all of them). A call that raises gives a failed
+    row.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from semphase.benchmarks.accuracy import short_reason
 
     tile = int(model.tile_size)
+    streams = max(1, int(getattr(model, "streams", 1)))
     rows = []
-    for batch in batches:
-        row = {"variant": variant, "batch": int(batch), "tile": tile, "status": "ok", "reason": None}
-        try:
-            tiles = latency_tiles(tile, batch, seed)
-            row.update(latency_summary(time_runs(lambda t=tiles: model.logits(t), warmup, repeat), batch))
-        except Exception as exc:  # a variant that cannot run must not stop the others
-            row.update(status="failed", reason=short_reason(exc))
-        rows.append(row)
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="semphase-latency") as pool:
+
+        def one_run(tiles: np.ndarray) -> None:
+            if streams == 1:
+                model.logits(tiles)
+                return
+            for future in [pool.submit(model.logits, tiles) for _ in range(streams)]:
+                future.result()
+
+        for batch in batches:
+            row = {"variant": variant, "batch": int(batch), "streams": streams, "tile": tile}
+            row.update(status="ok", reason=None)
+            try:
+                tiles = latency_tiles(tile, batch, seed)
+                timed = time_runs(lambda t=tiles: one_run(t), warmup, repeat)
+                row.update(latency_summary(timed, batch * streams))
+            except Exception as exc:  # a variant that cannot run must not stop the others
+                row.update(status="failed", reason=short_reason(exc))
+            rows.append(row)
     return rows
 
 

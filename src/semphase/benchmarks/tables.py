@@ -181,6 +181,7 @@ def latency_table(report: dict) -> Table:
             [
                 display_name(r["variant"]),
                 str(r.get("batch")),
+                str(r.get("streams", 1)),
                 f"{r.get('tile')} x {r.get('tile')}" if r.get("tile") else "-",
                 fmt(r.get("median_ms"), 1),
                 fmt(r.get("p95_ms"), 1),
@@ -193,11 +194,14 @@ def latency_table(report: dict) -> Table:
     s = report.get("settings", {})
     note = (
         f"median and p95 over {s.get('repeat')} timed runs after {s.get('warmup')} warm-up runs, "
-        f"{s.get('threads')} threads; tiles from a synthetic micrograph."
+        f"{s.get('threads')} threads; a run is one call per stream at once (each of `batch` tiles, on "
+        "threads / streams threads), so ms / tile and tiles / s count every stream's tiles; tiles from a "
+        "synthetic micrograph."
     )
     headers = [
         "variant",
         "batch",
+        "streams",
         "tile",
         "median ms",
         "p95 ms",
