@@ -436,9 +436,7 @@ class Candidate:
     @property
     def cells(self) -> tuple[slice, slice]:
         """The region's cells in the scan's per-cell arrays: (rows, columns)."""
-        c0, c1 = self.x // CELL, -(-(self.x + self.width) // CELL)
-        r0, r1 = self.y // CELL, -(-(self.y + self.height) // CELL)
-        return slice(r0, r1), slice(c0, c1)
+        return _cell_window(self.x, self.y, self.width, self.height)
 
     def mean(self, plane: int) -> float:
         """Mean of ``scan.sums[plane]`` over the region's cells (per pixel)."""
@@ -481,11 +479,16 @@ def candidates(scan: Scan, weights: np.ndarray, options: SuggestOptions) -> list
     rh, rw = min(options.region, scan.height), min(options.region, scan.width)
     for y in _starts(scan.height, options.region):
         for x in _starts(scan.width, options.region):
-            c0, c1 = x // CELL, -(-(x + rw) // CELL)
-            r0, r1 = y // CELL, -(-(y + rh) // CELL)
+            rows, cols = _cell_window(x, y, rw, rh)
+            r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
             total = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
             out.append(Candidate(scan, x, y, rw, rh, float(total / (rw * rh))))
     return out
+
+
+def _cell_window(x: int, y: int, width: int, height: int) -> tuple[slice, slice]:
+    """The :data:`CELL` cells a region covers, partly or wholly: (rows, columns) of the per-cell arrays."""
+    return slice(y // CELL, -(-(y + height) // CELL)), slice(x // CELL, -(-(x + width) // CELL))
 
 
 def pick(
