@@ -310,13 +310,12 @@ def plan_streams(threads: int | None, streams: int | None, providers: list[str])
     stream gets ``threads // streams`` threads; a single stream keeps ``threads`` as given (None: the
     library's default).
     """
-    on_cpu = providers[0] == "CPUExecutionProvider"
+    total = threads if threads is not None else machine.physical_cores()
     if streams is None:
-        total = threads if threads is not None else machine.physical_cores()
+        on_cpu = providers[0] == "CPUExecutionProvider"
         streams = CPU_STREAMS if on_cpu and total >= CPU_STREAMS else 1
     if streams == 1:
         return threads, 1
-    total = threads if threads is not None else machine.physical_cores()
     return max(1, total // streams), streams
 
 
