@@ -51,28 +51,19 @@ def measure_latency(
     ``per_tile_ms`` and ``tiles_per_s`` count the tiles of all of them). A call that raises gives a failed
     row.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from semphase.benchmarks.accuracy import short_reason
+    from semphase.runtime.backends import at_once
 
     tile = int(model.tile_size)
     streams = max(1, int(getattr(model, "streams", 1)))
     rows = []
-    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="semphase-latency") as pool:
-
-        def one_run(tiles: np.ndarray) -> None:
-            if streams == 1:
-                model.logits(tiles)
-                return
-            for future in [pool.submit(model.logits, tiles) for _ in range(streams)]:
-                future.result()
-
+    with at_once(model.logits, streams) as once:
         for batch in batches:
             row = {"variant": variant, "batch": int(batch), "streams": streams, "tile": tile}
             row.update(status="ok", reason=None)
             try:
                 tiles = latency_tiles(tile, batch, seed)
-                timed = time_runs(lambda t=tiles: one_run(t), warmup, repeat)
+                timed = time_runs(lambda t=tiles: once(t), warmup, repeat)
                 row.update(latency_summary(timed, batch * streams))
             except Exception as exc:  # a variant that cannot run must not stop the others
                 row.update(status="failed", reason=short_reason(exc))

@@ -29,12 +29,13 @@ its own infer request. :func:`timed` measures the same way: one call per stream 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,28 +159,34 @@ def cache_dir() -> Path:
     return Path(base) / "semphase"
 
 
-def timed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, streams: int = 1) -> float:
-    """Median seconds of :data:`TIMED_RUNS` rounds of ``run(x)`` after one warm-up round, divided by
-    ``streams``: a round is ``streams`` calls at once, one per thread, as the sliding window runs them."""
+@contextlib.contextmanager
+def at_once(run: Callable[[np.ndarray], np.ndarray], streams: int) -> Iterator[Callable[[np.ndarray], None]]:
+    """``once(x)``: ``streams`` calls of ``run(x)`` at once, one per thread, as the sliding window runs a
+    model's streams (just ``run(x)`` for one stream); the threads live as long as the ``with`` block."""
     if streams < 2:
-        rounds = run
-    else:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=streams, thread_name_prefix="semphase-time")
+        yield run
+        return
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=streams, thread_name_prefix="semphase-time"
+    ) as pool:
 
-        def rounds(x: np.ndarray) -> None:
+        def once(x: np.ndarray) -> None:
             for future in [pool.submit(run, x) for _ in range(streams)]:
                 future.result()
 
-    try:
-        rounds(x)
+        yield once
+
+
+def timed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, streams: int = 1) -> float:
+    """Median seconds of :data:`TIMED_RUNS` rounds of ``run(x)`` after one warm-up round, divided by
+    ``streams``: a round is ``streams`` calls at once (:func:`at_once`)."""
+    with at_once(run, streams) as once:
+        once(x)
         seconds = []
         for _ in range(TIMED_RUNS):
             start = time.perf_counter()
-            rounds(x)
+            once(x)
             seconds.append(time.perf_counter() - start)
-    finally:
-        if streams >= 2:
-            pool.shutdown(wait=True)
     return float(np.median(seconds)) / max(streams, 1)
 
 
