@@ -24,6 +24,7 @@ from _cli import run_semphase
 from _runtime_models import micrograph, model_with_reference
 from semphase.errors import InputError, OptionError
 from semphase.imageio import write_image
+from semphase.machine import physical_cores
 from semphase.progress import SILENT
 
 pytest.importorskip("distributed", reason="the cluster extra is not installed")
@@ -62,13 +63,26 @@ def test_parse_cluster_accepts_local_and_scheduler_addresses_and_nothing_else():
     from semphase.cluster.spec import parse_cluster, threads_per_worker
 
     assert parse_cluster("local:3").workers == 3 and parse_cluster("local:3").is_local
-    assert parse_cluster("local").workers == max(1, (os.cpu_count() or 1) // 2)
+    assert parse_cluster("local").workers == max(1, physical_cores() // 2)
     assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
     assert parse_cluster("tls://scheduler.lab:8786").address == "tls://scheduler.lab:8786"
     for bad in ("local:0", "local:x", "10.0.0.5:8786", "http://a:1", "tcp://a", "tcp://a:99999", ""):
         with pytest.raises(OptionError):
             parse_cluster(bad)
     assert threads_per_worker(2, cores=16) == 8 and threads_per_worker(3, cores=2) == 1
+
+
+def test_local_workers_share_physical_cores_not_hyper_threads(monkeypatch):
+    """On an 8-thread PC with 4 cores, `local` starts 2 workers of 2 threads, as segment's own default
+    would use 4: counting hyper-threads would put two onnxruntime threads on each core."""
+    from semphase import machine
+    from semphase.cluster.spec import parse_cluster, threads_per_worker
+
+    monkeypatch.setattr(machine, "physical_cores", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert parse_cluster("local").workers == 2
+    assert threads_per_worker(2) == 2 and threads_per_worker(8) == 1
+    assert machine.share_cores(3) == 1 and machine.share_cores(1, cores=6) == 6
 
 
 def test_two_local_workers_give_the_masks_of_plain_segment_with_one_journal_line_each(
@@ -94,7 +108,7 @@ def test_two_local_workers_give_the_masks_of_plain_segment_with_one_journal_line
     assert len(run["workers"]) == 2 and sum(w["tasks"] for w in run["workers"]) == 9
     # each worker process loaded (and self-checked) the model once, not once per task
     assert all(w["model_loads"] == 1 for w in run["workers"] if w["tasks"]), run["workers"]
-    assert all(w["onnxruntime_threads"] == max(1, (os.cpu_count() or 1) // 2) for w in run["workers"])
+    assert all(w["onnxruntime_threads"] == max(1, physical_cores() // 2) for w in run["workers"])
     summary = (out / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 9
     assert not [p for p in out.rglob("*.part")]
@@ -244,7 +258,7 @@ def test_a_scheduler_and_a_worker_started_as_separate_processes(model, tmp_path,
     assert _done_counts(tmp_path / "out") == Counter({p.name: 1 for p in files})
     run = json.loads((tmp_path / "out" / "cluster-run.json").read_text())
     assert len(run["workers"]) == 1 and run["workers"][0]["tasks"] == 3
-    assert run["workers"][0]["onnxruntime_threads"] == os.cpu_count()  # the only worker on its host
+    assert run["workers"][0]["onnxruntime_threads"] == physical_cores()  # the only worker on its host
 
 
 def test_a_worker_that_cannot_see_the_inputs_is_named_before_any_task(tmp_path):

@@ -81,6 +81,27 @@ def test_options_reach_the_runtime(server, sample):
     assert "uncertainty" in doc and doc["phases"][0]["area_um2"] is not None
 
 
+def test_workers_share_the_physical_cores(model, monkeypatch, capsys):
+    """`serve --workers 2` on an 8-thread PC with 4 cores gives the model 2 threads per worker, as
+    segment's default counts cores; hyper-threads would give 4 and put two threads on each core."""
+    from semphase import machine
+    from semphase.errors import InputError
+    from semphase.runtime import model as runtime_model
+
+    asked = {}
+
+    def refuse(path, **settings):
+        asked.update(settings)
+        raise InputError("stop here", path)
+
+    monkeypatch.setattr(machine, "physical_cores", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(runtime_model, "load_model", refuse)
+    code, _, err = run_semphase(["serve", model, "--workers", "2", "--port", "0"], capsys)
+    assert code == 2 and "stop here" in err
+    assert asked["threads"] == 2
+
+
 def test_model_health_and_metrics(server):
     model = httpx.get(server.url + "/model").json()
     assert model["classes"] == ["Matrix", "Carbide", "Void", "Reprecipitate", "Dilution"]

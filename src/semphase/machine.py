@@ -245,6 +245,14 @@ def physical_cores() -> int:
     return max(1, _probe_os()["physical_cores"] or os.cpu_count() or 1)
 
 
+def share_cores(parts: int, cores: int | None = None) -> int:
+    """Threads for each of ``parts`` processes (serve's workers, a host's cluster workers) sharing this
+    machine's physical cores (``cores`` to override): parts x threads = cores, at least one thread each.
+    Hyper-threads are not counted, as for segment's own default: two threads on one core compete for its
+    vector units."""
+    return max(1, (cores or physical_cores()) // max(1, parts))
+
+
 def isa_text(instruction_sets: dict[str, bool | None]) -> str:
     """``"avx2, avx512_vnni"``: the instruction sets present, or ``"unknown instruction sets"``."""
     present = [flag for flag, on in instruction_sets.items() if on]

@@ -23,7 +23,7 @@ from semphase.benchmarks.speed import end_to_end, measure_latency
 from semphase.benchmarks.variants import Variant, find_variants, load_checkpoint_variant, load_onnx_variant
 from semphase.errors import InputError, OptionError
 from semphase.imageio import ensure_output_folder, read_label, write_text_atomic
-from semphase.machine import machine_info
+from semphase.machine import machine_info, physical_cores
 from semphase.progress import SILENT, Progress
 from semphase.runtime.sliding import DEFAULT_BATCH
 
@@ -269,7 +269,7 @@ def run_benchmark(
         raise InputError("no such checkpoint file", options.checkpoint)
     dataset = open_dataset(options.data)
     ensure_output_folder(out)
-    threads = int(options.threads or os.cpu_count() or 1)
+    threads = int(options.threads or physical_cores())
     notes = list(options.notes)
     load_at_start = _load_average()
 

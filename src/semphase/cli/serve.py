@@ -97,8 +97,6 @@ def serve_command(
     ),
 ) -> None:
     """Load the model once (with its self-check), then answer HTTP requests until stopped."""
-    import os
-
     if not _is_loopback(host) and token_file is None:
         raise OptionError(
             f"--host {host} makes the service reachable from the network: give --token-file too "
@@ -115,12 +113,13 @@ def serve_command(
         raise InputError(f"serve needs the serve extra: pip install 'semphase[serve]' ({exc})") from None
     from semphase.cli.options import MAX_MEGAPIXELS_FLAG, check_backend
     from semphase.limits import set_max_megapixels
+    from semphase.machine import share_cores
     from semphase.runtime.model import load_model
     from semphase.runtime.segment import SegmentOptions
 
     token = read_token(token_file) if token_file is not None else None
     set_max_megapixels(max_megapixels, MAX_MEGAPIXELS_FLAG)
-    per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+    per_worker = threads or share_cores(workers)
     check_backend(backend)
     if checkpoint is not None and project is None:
         raise OptionError("--checkpoint is for fine-tuning from the label view: give --project DIR too")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 from semphase.errors import OptionError
+from semphase.machine import share_cores
 
 #: Address schemes of a Dask scheduler semphase connects to.
 SCHEMES = ("tcp", "tls")
@@ -28,9 +28,8 @@ class ClusterSpec:
 def default_local_workers(cores: int | None = None) -> int:
     """Worker processes for a bare ``local``: one per two cores (at least one), so that each worker's
     onnxruntime gets two threads: one process per core pays the model's memory per core for little more
-    throughput on small machines."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // 2)
+    throughput on small machines. Physical cores, as everywhere (:func:`semphase.machine.share_cores`)."""
+    return share_cores(2, cores)
 
 
 def parse_cluster(text: str) -> ClusterSpec:
@@ -60,7 +59,6 @@ def parse_cluster(text: str) -> ClusterSpec:
 
 
 def threads_per_worker(workers_on_host: int, cores: int | None = None) -> int:
-    """onnxruntime threads for each of ``workers_on_host`` worker processes sharing a machine's cores:
-    workers x threads = cores (at least one thread each)."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // max(1, workers_on_host))
+    """onnxruntime threads for each of ``workers_on_host`` worker processes sharing a machine's physical
+    cores: workers x threads = cores (at least one thread each)."""
+    return share_cores(workers_on_host, cores)

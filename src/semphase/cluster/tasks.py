@@ -121,5 +121,7 @@ def check_access(model: str, folders: list[str], samples: list[str], out_dir: st
 
 
 def worker_identity() -> dict:
-    """``{"host", "pid", "cores"}`` of the worker process this runs in."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "cores": os.cpu_count() or 1}
+    """``{"host", "pid", "cores"}`` of the worker process this runs in (physical cores)."""
+    from semphase.machine import physical_cores
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "cores": physical_cores()}
