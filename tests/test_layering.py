@@ -214,7 +214,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         },
         "evaluation": {"data", "errors", "imageio", "metrics", "phases", "progress", "runtime", "tables"},
         "quantify": {"errors", "imageio", "phases", "progress", "semphase", "tables"},
-        "cluster": {"errors", "imageio", "progress", "runtime"},
+        "cluster": {"errors", "imageio", "machine", "progress", "runtime"},
         "serve": {"data", "errors", "imageio", "limits", "metrics", "phases", "runtime", "semphase"},
         "train": {
             "data",
