@@ -124,11 +124,16 @@ end=$(date +%s)
 step "done in $((end - start)) s, budget ${BUDGET_MIN} min (end of training at $((trained - start)) s)"
 printf '%s\n' "$reached"
 "$PY" scripts/demo_plan.py spent "$DEMO_DIR/plan.json" "$DEMO_DIR/timings.txt" --budget-min "$BUDGET_MIN"
+if [ "$PACKAGE" -eq 1 ]; then
+    packages="$DEMO_DIR/package  (model.bioimageio.zip, model.czann, model.package_report.json)"
+else  # the summary names only what this run made
+    packages="not made (no room in ${BUDGET_MIN} minutes): semphase package $DEMO_DIR/model/model.onnx --out $DEMO_DIR/package --author NAME --czann"
+fi
 cat <<MSG
 Training run:      $DEMO_DIR/run    (metrics_test.json, history.csv, confusion.png, overlays/, best.pt)
 Training speed:    $DEMO_DIR/speed.json
 ONNX models:       $DEMO_DIR/model  (model.onnx, model.fp16.onnx, model.int8.onnx, export_report.json)
-Packages:          $DEMO_DIR/package  (model.bioimageio.zip, model.czann, model.package_report.json)
+Packages:          $packages
 Large micrograph:  $DEMO_DIR/large/large.tif
   mask:            $DEMO_DIR/segmented/large_mask.png
   overlay:         $DEMO_DIR/segmented/large_overlay.png
