@@ -335,6 +335,12 @@ def test_argmax_classes_gives_uint8_ids_first_index_on_ties():
     scores = np.array([[[1.0, 2.0]], [[3.0, 2.0]], [[3.0, 0.0]]], np.float32)  # (C=3, 1, 2)
     labels = argmax_classes(scores)
     assert labels.dtype == np.uint8 and labels.tolist() == [[1, 0]]
+    # np.argmax's answer for any number of classes, ties everywhere (small integers), on a strided view
+    rng = np.random.default_rng(0)
+    for classes in (1, 2, 3, 5, 9):
+        block = rng.integers(0, 3, (classes, 40, 50)).astype(np.float32)
+        view = block[:, 5:35, 7:47]
+        assert np.array_equal(argmax_classes(view), np.argmax(view, axis=0).astype(np.uint8)), classes
 
 
 class _SlowModel(PositionModel):
