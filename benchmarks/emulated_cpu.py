@@ -54,9 +54,9 @@ def crops(data: Path, split: Path, images: int, crop: int) -> np.ndarray:
 
 
 def run_child(work: Path, model: Path, backend: str, batch: Path, emulate: bool, timeout: int) -> dict:
+    """Run :data:`CHILD` (written to ``work/child.py`` by :func:`main`) on one file and backend."""
     tag = f"{model.stem}-{backend}-{'emulated' if emulate else 'native'}"
     script = work / "child.py"
-    script.write_text(CHILD, encoding="utf-8")
     labels = work / f"{tag}.npy"
     command = [sys.executable, str(script), str(model), backend, str(batch), str(labels)]
     if emulate:
@@ -83,6 +83,7 @@ def main() -> None:
     if shutil.which("qemu-x86_64") is None:
         raise SystemExit("qemu-x86_64 not found (apt-get install qemu-user)")
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "child.py").write_text(CHILD, encoding="utf-8")
     batch = args.out / "crops.npy"
     np.save(batch, crops(args.data, args.split, args.images, args.crop))
     reference = run_child(args.out, args.models / "model.onnx", "onnxruntime", batch, False, args.timeout)

@@ -1,7 +1,6 @@
 """The shipped INT8 file computes the same logits on a CPU without AVX-512/VNNI as on this one.
 
-onnxruntime picks its INT8 kernels by CPUID. QEMU user mode (`qemu-x86_64 -cpu EPYC-Rome`, Debian's
-qemu-user) runs this machine's Python with the CPUID of an AVX2-only AMD Zen 2, so onnxruntime takes the
+onnxruntime picks its INT8 kernels by CPUID; under QEMU's AVX2-only CPU (tests/_emulated.py) it takes the
 kernels a lab PC without VNNI takes, whatever CPU runs the test. With 7-bit weights (the default) no
 16-bit pair sum can saturate and the logits must be bit-identical; with 8-bit weights they are not. Skips
 where QEMU is not installed (`.ci/run` installs it) or the machine is not x86-64.
@@ -9,17 +8,13 @@ where QEMU is not installed (`.ci/run` installs it) or the machine is not x86-64
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _emulated import MARKS, run_script
 from test_export_support import (
     NORMALIZATION,
     SMALL_EXPORT_ARGS,
@@ -29,12 +24,7 @@ from test_export_support import (
     run_cli,
 )
 
-QEMU = shutil.which("qemu-x86_64")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only"),
-    pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not installed (apt-get install qemu-user)"),
-]
+pytestmark = MARKS
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,12 +47,7 @@ def _logits(tmp_path: Path, batch: np.ndarray, models: list[Path], emulate: bool
     script.write_text(SCRIPT, encoding="utf-8")
     np.save(tmp_path / "batch.npy", batch)
     out = tmp_path / ("emulated.npz" if emulate else "native.npz")
-    command = [sys.executable, str(script), str(tmp_path / "batch.npy"), str(out), *map(str, models)]
-    if emulate:
-        command = [QEMU, "-cpu", "EPYC-Rome", *command]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(script, [tmp_path / "batch.npy", out, *models], emulate, {"OMP_NUM_THREADS": "1"})
     return dict(np.load(out))
 
 

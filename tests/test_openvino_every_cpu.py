@@ -2,35 +2,26 @@
 bf16 there), passes its self-check and gives onnxruntime's labels.
 
 OpenVINO picks its kernels and its default precision by CPUID: on this project's machines (AVX-512, some
-with AMX) it runs float layers in bf16, on a lab PC with AVX2 alone in f32. QEMU user mode (`qemu-x86_64
--cpu EPYC-Rome`, Debian's qemu-user) runs this machine's Python with the CPUID of an AVX2-only AMD Zen 2,
-so the test sees what such a PC sees, whatever CPU runs it. Skips where QEMU or the openvino extra is
-missing, or the machine is not x86-64; OpenVINO only ever runs in child processes.
+with AMX) it runs float layers in bf16, on a lab PC with AVX2 alone in f32. Under QEMU's AVX2-only CPU
+(tests/_emulated.py) the test sees what such a PC sees, whatever CPU runs it. Skips where QEMU or the
+openvino extra is missing, or the machine is not x86-64; OpenVINO only ever runs in child processes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _emulated import MARKS, run_script
 from _runtime_models import micrograph, model_with_reference
 
-QEMU = shutil.which("qemu-x86_64")
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only"),
-    pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not installed (apt-get install qemu-user)"),
-]
+pytestmark = MARKS
 
 SCRIPT = textwrap.dedent(
     """
@@ -55,14 +46,10 @@ def _run(tmp_path: Path, model: Path, backend: str, emulate: bool) -> tuple[dict
     script = tmp_path / "run_model.py"
     script.write_text(SCRIPT, encoding="utf-8")
     labels = tmp_path / f"{backend}-{'emulated' if emulate else 'native'}.npy"
-    command = [sys.executable, str(script), str(model), backend, str(tmp_path / "image.npy"), str(labels)]
-    if emulate:
-        command = [QEMU, "-cpu", "EPYC-Rome", *command]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     env["SEMPHASE_CACHE_DIR"] = str(tmp_path / "cache")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), np.load(labels)
+    said = run_script(script, [model, backend, tmp_path / "image.npy", labels], emulate, env)
+    return json.loads(said.strip().splitlines()[-1]), np.load(labels)
 
 
 def test_openvino_on_an_avx2_only_cpu_runs_f32_passes_its_check_and_agrees(tmp_path):

@@ -123,9 +123,9 @@ def serve_command(
     check_backend(backend)
     if checkpoint is not None and project is None:
         raise OptionError("--checkpoint is for fine-tuning from the label view: give --project DIR too")
-    loaded = load_model(
-        model, provider=provider, threads=per_worker, verify=verify, backend=backend, streams=streams
-    )
+    # how the network runs: the same for the model served at start and every fine-tuned one after it
+    settings = {"provider": provider, "threads": per_worker, "backend": backend, "streams": streams}
+    loaded = load_model(model, verify=verify, **settings)
     if checkpoint is not None:
         check_checkpoint(checkpoint, loaded)
     if loaded.self_check is not None:
@@ -148,9 +148,7 @@ def serve_command(
             from semphase.serve.finetune import FineTuner
 
             def load(path: Path):  # a fine-tuned or rolled-back model, always self-checked
-                return load_model(
-                    path, provider=provider, threads=per_worker, verify=True, backend=backend, streams=streams
-                )
+                return load_model(path, verify=True, **settings)
 
             finetuner = FineTuner(labelling, Path(model), checkpoint, load, train_args)
         except BaseException:
